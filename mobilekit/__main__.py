@@ -1,0 +1,5 @@
+import sys
+
+from mobilekit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""The ``mobilekit`` command: a thin layer over the library. Each sub-command lives in its own module
+(:mod:`.export`, :mod:`.profile`, :mod:`.latency`, :mod:`.search`) exposing ``register(subparsers)``; every
+command calls public library functions that a notebook user can call directly.
+
+Errors the user can fix (:class:`~mobilekit.errors.MobilekitError`) are printed as one line on stderr with exit
+code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mobilekit import __version__
+from mobilekit.errors import MobilekitError
+
+COMMAND_MODULES = ("export", "profile", "latency", "search")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mobilekit",
+        description="Hardware-aware mobile model design: profile -> latency model -> search -> export.",
+    )
+    parser.add_argument("--version", action="version", version=f"mobilekit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"mobilekit.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MobilekitError as exc:
+        print(f"mobilekit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mobilekit {args.command}: interrupted; finished work is saved, re-run with the same options to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

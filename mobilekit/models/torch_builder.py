@@ -1,0 +1,132 @@
+"""PyTorch builder: :class:`~mobilekit.space.Architecture` -> ``nn.Module``.
+
+Every module takes NCHW float tensors. Layer names are stable (``stem``, ``layers.<i>``, ``head``) because the
+Keras weight transfer (:mod:`mobilekit.models.keras_builder`) and the searchers rely on them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mobilekit.space import Architecture, LayerSpec, SearchSpace
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+
+def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    """Conv (no bias, 'same' padding k//2) + BatchNorm (+ ReLU6)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_ch, eps=BN_EPS, momentum=BN_MOMENTUM),
+    ]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class SqueezeExcite(nn.Module):
+    """SE: global average pool -> 1x1 conv to ``squeeze`` ch -> ReLU -> 1x1 conv back -> sigmoid gate."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.mean((2, 3), keepdim=True)
+        scale = torch.sigmoid(self.expand(torch.relu(self.reduce(scale))))
+        return x * scale
+
+
+class MBConv(nn.Module):
+    """Inverted residual block for one :class:`LayerSpec` (identity for skip).
+
+    (N, in_ch, H, W) -> [1x1 expand + BN + ReLU6] -> kxk depthwise (stride s) + BN + ReLU6 -> [SE]
+    -> 1x1 project + BN -> (+ input where stride 1 and channels match) -> (N, out_ch, H/s, W/s).
+    """
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        op = spec.op
+        if op.is_skip:
+            self.body = nn.Identity()
+            self.residual = False
+            return
+        mid = spec.mid_channels
+        self.expand = conv_bn(spec.in_channels, mid, 1) if op.expansion != 1 else None
+        self.depthwise = conv_bn(mid, mid, op.kernel, spec.stride, groups=mid)
+        self.se = SqueezeExcite(mid, spec.se_channels) if op.se_ratio else None
+        self.project = conv_bn(mid, spec.out_channels, 1, act=False)
+        self.residual = spec.has_residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.op.is_skip:
+            return x
+        out = self.expand(x) if self.expand is not None else x
+        out = self.depthwise(out)
+        if self.se is not None:
+            out = self.se(out)
+        out = self.project(out)
+        return out + x if self.residual else out
+
+
+class Stem(nn.Sequential):
+    """(N, 3, R, R) -> conv 3x3 stride 2 + BN + ReLU6 -> (N, stem_ch, R/2, R/2)."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__(*conv_bn(space.in_channels, space.stem_channels, 3, 2))
+
+
+class Head(nn.Module):
+    """(N, C, h, w) -> conv 1x1 to head channels + BN + ReLU6 -> global average pool -> dropout -> linear logits."""
+
+    def __init__(self, space: SearchSpace, dropout: float = 0.2) -> None:
+        super().__init__()
+        in_ch = space.positions[-1].out_channels
+        self.conv = conv_bn(in_ch, space.head_channels, 1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(space.head_channels, space.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x).mean((2, 3))
+        return self.classifier(self.dropout(x))
+
+
+class MobileNet(nn.Module):
+    """A whole network: (N, 3, R, R) float -> (N, num_classes) logits."""
+
+    def __init__(self, arch: Architecture, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.arch = arch
+        self.stem = Stem(arch.space)
+        self.layers = nn.ModuleList(MBConv(spec) for spec in arch.layers())
+        self.head = Head(arch.space, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x)
+
+
+def build_torch_model(arch: Architecture, dropout: float = 0.2) -> MobileNet:
+    """Build the PyTorch network of ``arch`` (random init, BN in training mode until ``.eval()``)."""
+    return MobileNet(arch, dropout)
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial running statistics and affine weights (for parity tests on random
+    weights: with fresh BN statistics many export bugs would go unnoticed)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
+                module.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
+                module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+    return model

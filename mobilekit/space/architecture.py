@@ -1,0 +1,223 @@
+"""Architectures: one chosen layer type per position of a search space, with JSON and block-string I/O.
+
+The decoded form that every backend consumes is :class:`LayerSpec` (a position with its chosen type), obtained
+from :meth:`Architecture.layers`. Nothing downstream parses block strings again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from mobilekit import __version__
+from mobilekit.errors import ArchitectureError
+from mobilekit.space.layer_types import LayerType, parse_layer_type
+from mobilekit.space.search_space import LayerPosition, SearchSpace, get_space
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A layer position with its chosen type: everything a builder or a latency lookup needs.
+
+    Input shape (1, in_channels, H, W) with (H, W) = ``in_hw``; output (1, out_channels, *out_hw).
+    """
+
+    position: LayerPosition
+    op: LayerType
+
+    @property
+    def index(self) -> int:
+        return self.position.index
+
+    @property
+    def in_channels(self) -> int:
+        return self.position.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.position.out_channels
+
+    @property
+    def stride(self) -> int:
+        return self.position.stride
+
+    @property
+    def in_hw(self) -> tuple[int, int]:
+        return self.position.in_hw
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return self.position.out_hw
+
+    @property
+    def mid_channels(self) -> int:
+        """Channels of the depthwise convolution (in_channels x expansion); 0 for skip."""
+        return self.in_channels * self.op.expansion
+
+    @property
+    def se_channels(self) -> int:
+        """Squeeze width of the SE block: max(1, int(in_channels x se_ratio)), 0 without SE (MnasNet's rule)."""
+        return max(1, int(self.in_channels * self.op.se_ratio)) if self.op.se_ratio else 0
+
+    @property
+    def has_residual(self) -> bool:
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A search space plus one :class:`LayerType` per position (fixed positions included)."""
+
+    space: SearchSpace
+    choices: tuple[LayerType, ...]
+
+    def __post_init__(self) -> None:
+        validate_choices(self.space, self.choices)
+
+    # ---- decoded form -------------------------------------------------------------------------------------
+    def layers(self) -> list[LayerSpec]:
+        return [LayerSpec(p, c) for p, c in zip(self.space.positions, self.choices)]
+
+    @property
+    def searchable_choices(self) -> tuple[LayerType, ...]:
+        return tuple(c for p, c in zip(self.space.positions, self.choices) if p.searchable)
+
+    # ---- block strings ------------------------------------------------------------------------------------
+    def to_string(self) -> str:
+        """Comma-separated block strings of the searchable positions (20 in the reference space)."""
+        return ",".join(c.name for c in self.searchable_choices)
+
+    @classmethod
+    def from_string(cls, space: SearchSpace, text: str) -> "Architecture":
+        """Read block strings: one per searchable position, or one per position (fixed ones included)."""
+        tokens = [t for t in (s.strip() for s in text.replace(";", ",").split(",")) if t]
+        types = [parse_layer_type(t) for t in tokens]
+        searchable = [p.index for p in space.searchable_positions]
+        if len(types) == len(space.positions):
+            return cls(space, tuple(types))
+        if len(types) != len(searchable):
+            raise ArchitectureError(
+                f"architecture has {len(types)} layers; space {space.name!r} needs {len(searchable)} "
+                f"(the searchable positions) or {len(space.positions)} (all positions)"
+            )
+        chosen = dict(zip(searchable, types))
+        return cls(space, tuple(chosen.get(p.index, p.candidates[0]) for p in space.positions))
+
+    # ---- JSON ---------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "space": self.space.describe(),
+            "layers": [c.name for c in self.choices],
+            "block_string": self.to_string(),
+            "mobilekit_version": __version__,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "architecture") -> "Architecture":
+        if not isinstance(data, dict) or "layers" not in data:
+            raise ArchitectureError(f"{source}: expected a JSON object with a 'layers' list of block strings")
+        space_info = data.get("space", {})
+        if isinstance(space_info, str):
+            space_info = {"name": space_info}
+        try:
+            space = get_space(
+                space_info.get("name", "spnas-mnasnet"),
+                width=float(space_info.get("width", 1.0)),
+                resolution=int(space_info.get("resolution", 224)),
+                num_classes=int(space_info.get("num_classes", 1000)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ArchitectureError(f"{source}: field 'space' is invalid ({exc})") from None
+        layers = data["layers"]
+        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+            raise ArchitectureError(f"{source}: field 'layers' must be a list of block strings like 'ir_k3_e6'")
+        return cls.from_string(space, ",".join(layers))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Architecture":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ArchitectureError(f"{path}: no such architecture file") from None
+        except json.JSONDecodeError as exc:
+            raise ArchitectureError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def with_space(self, space: SearchSpace) -> "Architecture":
+        """The same choices in another instance of the space (other width, resolution or classes)."""
+        return Architecture(space, self.choices)
+
+    def __str__(self) -> str:
+        return self.to_string()
+
+
+def validate_choices(space: SearchSpace, choices: tuple[LayerType, ...]) -> None:
+    """Check one choice per position, each allowed there. Errors name the layer index and allowed values."""
+    if len(choices) != len(space.positions):
+        raise ArchitectureError(
+            f"architecture has {len(choices)} layers; space {space.name!r} has {len(space.positions)} positions"
+        )
+    for position, choice in zip(space.positions, choices):
+        if choice in position.candidates:
+            continue
+        allowed = ", ".join(c.name for c in position.candidates)
+        if choice.is_skip:
+            reason = (f"skip is not allowed at layer {position.index} (stride {position.stride}, "
+                      f"{position.in_channels}->{position.out_channels} channels)")
+        elif not position.searchable:
+            reason = f"layer {position.index} is fixed to {position.candidates[0].name}, got {choice.name}"
+        elif choice.se_ratio not in {c.se_ratio for c in position.candidates}:
+            ratios = sorted({c.se_ratio for c in position.candidates if not c.is_skip})
+            reason = f"SE ratio {choice.se_ratio:g} at layer {position.index} is not in the space (allowed: {ratios})"
+        else:
+            reason = f"layer type {choice.name} is not allowed at layer {position.index}"
+        raise ArchitectureError(f"{reason}; allowed: {allowed}")
+
+
+def read_architecture(arg: str, space: SearchSpace | None = None) -> Architecture:
+    """Read an architecture given on the command line: a JSON file path or a block string.
+
+    A block string is read in ``space`` (default: the reference space at its defaults).
+    """
+    candidate = Path(arg)
+    if arg.endswith(".json") or candidate.is_file():
+        arch = Architecture.load(candidate)
+        return arch if space is None else arch.with_space(space)
+    return Architecture.from_string(space or get_space(), arg)
+
+
+def sample_architecture(space: SearchSpace, rng: random.Random, allow: set[LayerType] | None = None) -> Architecture:
+    """A uniformly random architecture (each position independently), optionally restricted to ``allow``."""
+    choices = []
+    for position in space.positions:
+        options = [c for c in position.candidates if allow is None or c in allow or not position.searchable]
+        choices.append(rng.choice(options))
+    return Architecture(space, tuple(choices))
+
+
+def reference_architecture(space: SearchSpace) -> Architecture:
+    """The demo network: every searchable position ``ir_k3_e6`` except the last of each stage, which is
+    ``ir_k5_e3_se0.25`` (so both kernels, both expansions and SE appear in one model)."""
+    choices = []
+    for position in space.positions:
+        if not position.searchable:
+            choices.append(position.candidates[0])
+            continue
+        wanted = LayerType(3, 6, 0.0)
+        last_in_stage = position.index + 1 < len(space.positions) and (
+            space.positions[position.index + 1].out_channels != position.out_channels)
+        if last_in_stage:
+            wanted = LayerType(5, 3, 0.25)
+        choices.append(wanted if wanted in position.candidates else position.candidates[-1])
+    return Architecture(space, tuple(choices))
