@@ -1,0 +1,5 @@
+"""Training data for the searchers (:mod:`.datasets`): ``digits`` (bundled), ``cifar10:DIR``, ``folder:DIR``."""
+
+from mobilekit.data.datasets import DataSplits, load_dataset
+
+__all__ = ["DataSplits", "load_dataset"]

@@ -1,0 +1,246 @@
+"""Image classification data for the searchers: ``digits``, ``cifar10:DIR`` and ``folder:DIR``.
+
+:func:`load_dataset` turns a spec string into :class:`DataSplits`: train / val / test tensors, normalized float
+NCHW at the requested (training) resolution, with per-channel mean and std computed on the training split.
+Nothing is downloaded:
+
+``digits``
+    scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes), gray replicated to 3 channels,
+    resized bilinearly, split 70 / 15 / 15 stratified with the seed.
+``cifar10:DIR``
+    The standard CIFAR-10 python batches (``data_batch_1`` .. ``data_batch_5``, ``test_batch``, optional
+    ``batches.meta``). These files are Python pickles; this is the only pickle mobilekit reads, and it reads
+    them with a restricted unpickler that admits builtin containers and numpy array reconstruction only and
+    rejects every other global (so a crafted file cannot run code). 10 % of the training batches (stratified,
+    seeded) become the validation split; ``test_batch`` is the test split.
+``folder:DIR``
+    One sub-folder per class (sorted names are the classes), images read with Pillow and converted to RGB;
+    split 70 / 15 / 15 per class with the seed (every class needs at least 3 images).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from mobilekit.errors import DataError
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+DATA_SPECS = "digits, cifar10:DIR or folder:DIR"
+
+
+@dataclass
+class DataSplits:
+    """Train / val / test splits of one data set, ready for training.
+
+    Each split is a ``TensorDataset(images, labels)``: images (N, 3, R, R) float32 normalized with ``mean`` /
+    ``std`` (per channel, of the training split, on the [0, 1] scale), labels (N,) int64.
+    """
+
+    name: str
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    num_classes: int
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resolution: int
+
+    def describe(self) -> dict:
+        return {"name": self.name, "num_classes": self.num_classes, "resolution": self.resolution,
+                "train": len(self.train), "val": len(self.val), "test": len(self.test),
+                "mean": list(self.mean), "std": list(self.std)}
+
+    def sample_images(self, n: int = 32) -> np.ndarray:
+        """The first ``n`` normalized training images, (n, 3, R, R) float32 (e.g. for int8 calibration)."""
+        return self.train.tensors[0][:n].numpy()
+
+
+def load_dataset(spec: str, resolution: int, seed: int = 0) -> DataSplits:
+    """Load ``digits``, ``cifar10:DIR`` or ``folder:DIR`` at ``resolution`` x ``resolution`` (see module doc).
+
+    Raises:
+        DataError: unknown spec, missing folder or file, or a file in the wrong format.
+    """
+    if resolution < 8:
+        raise DataError(f"resolution {resolution} is too small; use at least 8 (e.g. 32)")
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "digits" and not arg:
+        images, labels, names = _digits()
+        return _split_and_normalize("digits", images, labels, names, resolution, seed, test=None)
+    if kind == "cifar10" and arg:
+        (train_x, train_y), (test_x, test_y), names = _cifar10(Path(arg))
+        return _split_and_normalize(f"cifar10:{arg}", train_x, train_y, names, resolution, seed,
+                                    test=(test_x, test_y), val_share=0.1)
+    if kind == "folder" and arg:
+        images, labels, names = _folder(Path(arg), resolution)
+        return _split_and_normalize(f"folder:{arg}", images, labels, names, resolution, seed, test=None)
+    raise DataError(f"unknown data set {spec!r}: use {DATA_SPECS}")
+
+
+# ---- sources (each returns uint8 or float images (N, 3, H, W) in [0, 1] scale, int labels, class names) -----------
+def _digits() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = (data.images.astype(np.float32) / 16.0)[:, None].repeat(3, axis=1)
+    return images, data.target.astype(np.int64), tuple(str(c) for c in data.target_names)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR-10 batch needs: numpy ndarray / dtype reconstruction. Builtin containers
+    (dict, list, bytes, str, int) are pickle opcodes, not globals, so they need no entry here."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR-10 batch")
+        import numpy._core.multiarray as multiarray
+        import numpy._core.numeric as numeric
+
+        if name == "_reconstruct":
+            return multiarray._reconstruct
+        if name == "scalar":
+            return multiarray.scalar
+        if name == "_frombuffer":
+            return numeric._frombuffer
+        return getattr(np, name)
+
+
+def _read_cifar_batch(path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; a CIFAR-10 folder needs {', '.join(CIFAR10_TRAIN_FILES)} and test_batch "
+                        "(the 'CIFAR-10 python version' files)") from None
+    try:
+        batch = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not a CIFAR batch"
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({exc})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: not a CIFAR-10 python batch (expected a dict with 'data' and 'labels')")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in batch.items()}
+
+
+def _cifar_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    batch = _read_cifar_batch(path)
+    data, labels = batch.get("data"), batch.get("labels")
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or labels is None:
+        raise DataError(f"{path}: not a CIFAR-10 python batch (expected 'data' of shape (N, 3072) and 'labels')")
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (data.shape[0],) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        raise DataError(f"{path}: 'labels' must hold one class index 0-9 per image")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _cifar10(root: Path):
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; point cifar10:DIR at the extracted 'cifar-10-batches-py' folder")
+    parts = [_cifar_arrays(root / name) for name in CIFAR10_TRAIN_FILES]
+    train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    test = _cifar_arrays(root / "test_batch")
+    names = CIFAR10_CLASSES
+    if (root / "batches.meta").is_file():
+        meta = _read_cifar_batch(root / "batches.meta").get("label_names")
+        if isinstance(meta, list) and len(meta) == 10:
+            names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta)
+    return train, test, names
+
+
+def _folder(root: Path, resolution: int):
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; folder:DIR needs one sub-folder of images per class")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"{root}: found {len(classes)} class sub-folders; folder:DIR needs at least 2 "
+                        "(one sub-folder of images per class)")
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with matplotlib
+        raise DataError("reading folder:DIR needs Pillow (pip install pillow)") from None
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if len(files) < 3:
+            raise DataError(f"{root / name}: {len(files)} images; every class needs at least 3 "
+                            f"({', '.join(IMAGE_SUFFIXES)})")
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    rgb = image.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
+            except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+                raise DataError(f"{file}: cannot read the image ({exc})") from None
+            images.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels, dtype=np.int64), tuple(classes)
+
+
+# ---- splitting, resizing, normalizing ---------------------------------------------------------------------------
+def _stratified_split(labels: np.ndarray, shares: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Indices of each split, per class in the given shares (the first split takes the rounding)."""
+    rng = np.random.default_rng(seed)
+    out: list[list[int]] = [[] for _ in shares]
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        counts = [int(round(len(idx) * s)) for s in shares[1:]]
+        counts = [max(1, c) if len(idx) >= len(shares) else c for c in counts]
+        start = len(idx) - sum(counts)
+        out[0].extend(idx[:start])
+        for j, c in enumerate(counts, 1):
+            out[j].extend(idx[start:start + c])
+            start += c
+    return [np.sort(np.asarray(o, dtype=np.int64)) for o in out]
+
+
+def _to_float(images: np.ndarray, resolution: int) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    if x.shape[-1] != resolution or x.shape[-2] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    return x
+
+
+def _split_and_normalize(name: str, images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
+                         resolution: int, seed: int, test: tuple[np.ndarray, np.ndarray] | None,
+                         val_share: float = 0.15) -> DataSplits:
+    if test is None:
+        train_idx, val_idx, test_idx = _stratified_split(labels, (0.70, val_share, 0.15), seed)
+        test_x, test_y = images[test_idx], labels[test_idx]
+    else:
+        train_idx, val_idx = _stratified_split(labels, (1 - val_share, val_share), seed)
+        test_x, test_y = test
+    train = _to_float(images[train_idx], resolution)
+    mean = train.mean((0, 2, 3))
+    std = train.std((0, 2, 3)).clamp_min(1e-6)
+
+    def dataset(x: torch.Tensor, y: np.ndarray) -> TensorDataset:
+        return TensorDataset((x - mean[:, None, None]) / std[:, None, None], torch.from_numpy(y).long())
+
+    return DataSplits(
+        name=name,
+        train=dataset(train, labels[train_idx]),
+        val=dataset(_to_float(images[val_idx], resolution), labels[val_idx]),
+        test=dataset(_to_float(test_x, resolution), test_y),
+        num_classes=len(class_names),
+        class_names=class_names,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        resolution=resolution,
+    )

@@ -1,0 +1,167 @@
+"""Export a trained (or random) network to deployable files, verify each, and describe them in ``model.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from mobilekit import __version__
+from mobilekit.errors import ExportError
+from mobilekit.export.onnx_export import export_onnx
+from mobilekit.export.runtimes import OnnxModel, TfliteModel
+from mobilekit.export.verify import ParityResult, check_parity, torch_outputs
+from mobilekit.models.torch_builder import MobileNet, build_torch_model
+
+FORMATS = ("onnx", "tflite", "tflite-int8")
+FILE_NAMES = {"onnx": "model.onnx", "tflite": "model.tflite", "tflite-int8": "model_int8.tflite"}
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_model` wrote: ``files[format]`` paths, ``checks[format]`` one-line verdicts."""
+
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    checks: dict[str, str] = field(default_factory=dict)
+    parity: dict[str, ParityResult] = field(default_factory=dict)
+    model_json: Path | None = None
+
+
+def at_resolution(model: MobileNet, resolution: int) -> MobileNet:
+    """The same network and weights with a different input resolution (all layers are resolution-free)."""
+    if resolution == model.arch.space.resolution:
+        return model
+    space = model.arch.space
+    from mobilekit.space import get_space
+
+    other = get_space(space.name, width=space.width, resolution=resolution, num_classes=space.num_classes)
+    copy = build_torch_model(model.arch.with_space(other))
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()
+
+
+def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] = ("onnx", "tflite"),
+                 representative: np.ndarray | None = None, deploy_resolution: int | None = None,
+                 mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
+                 num_samples: int = 8, seed: int = 0, min_int8_agreement: float = 0.0) -> ExportReport:
+    """Export ``model`` to each of ``formats`` in ``out_dir`` and verify each file against PyTorch.
+
+    Args:
+        representative: (N, 3, H, W) float32 normalized inputs (as the PyTorch model takes them), used for int8
+            calibration and as verification samples; random normal samples when None. Resized to the
+            deployment resolution if needed.
+        deploy_resolution: input resolution of the files (default: the architecture's own).
+        mean, std: per-channel normalization the model expects, recorded in ``model.json``.
+
+    Raises:
+        ExportError: a conversion failed or a float file differs from PyTorch by more than 1e-4 (the file is
+            then renamed ``*.failed`` so nobody deploys it).
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown export format {unknown[0]!r}: choose from {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = at_resolution(model.eval(), deploy_resolution or model.arch.space.resolution)
+    space = model.arch.space
+    input_nchw = (1, space.in_channels, space.resolution, space.resolution)
+    samples = _samples(representative, input_nchw, num_samples, seed)
+    reference = torch_outputs(model, samples[:num_samples])
+    report = ExportReport(out_dir)
+    keras_model = None
+    for fmt in formats:
+        path = out_dir / FILE_NAMES[fmt]
+        if fmt == "onnx":
+            export_onnx(model, path, input_nchw)
+            exported: OnnxModel | TfliteModel = OnnxModel(path)
+        else:
+            if keras_model is None:
+                from mobilekit.models.keras_builder import keras_model_from_torch
+
+                keras_model = keras_model_from_torch(model)
+            from mobilekit.export.tflite_export import export_tflite
+
+            export_tflite(keras_model, path, int8=fmt == "tflite-int8", representative=samples.transpose(0, 2, 3, 1),
+                          seed=seed)
+            exported = TfliteModel(path)
+        result = check_parity(fmt, exported, reference, samples[:num_samples], min_int8_agreement)
+        if not result.passed:
+            failed = path.with_suffix(path.suffix + ".failed")
+            os.replace(path, failed)
+            raise ExportError(f"{failed}: {result.line()}; the file was kept for inspection but must not be deployed")
+        report.files[fmt], report.checks[fmt], report.parity[fmt] = path, result.line(), result
+    report.model_json = write_model_json(out_dir, model, report, mean, std)
+    return report
+
+
+def _samples(representative: np.ndarray | None, input_nchw: tuple[int, ...], count: int, seed: int) -> np.ndarray:
+    if representative is None:
+        return np.random.default_rng(seed).standard_normal((max(count, 64), *input_nchw[1:])).astype(np.float32)
+    data = np.asarray(representative, dtype=np.float32)
+    if data.ndim != 4 or data.shape[1] != input_nchw[1]:
+        raise ExportError(f"representative data must be (N, {input_nchw[1]}, H, W) float32, got shape {data.shape}")
+    if data.shape[2:] != input_nchw[2:]:
+        data = torch.nn.functional.interpolate(torch.from_numpy(data), size=input_nchw[2:], mode="bilinear",
+                                               align_corners=False).numpy()
+    return data
+
+
+def write_model_json(out_dir: Path, model: MobileNet, report: ExportReport, mean: Sequence[float],
+                     std: Sequence[float]) -> Path:
+    """Describe the files beside them: architecture, input shape and layout, normalization, checks, version."""
+    space = model.arch.space
+    path = out_dir / "model.json"
+    info = json.loads(path.read_text()) if path.exists() else {}
+    files = info.get("files", {}) if info.get("architecture") == model.arch.to_dict() else {}
+    for fmt, file in report.files.items():
+        nhwc = fmt.startswith("tflite")
+        shape = [1, space.resolution, space.resolution, space.in_channels] if nhwc else \
+            [1, space.in_channels, space.resolution, space.resolution]
+        files[fmt] = {
+            "file": file.name,
+            "input_shape": shape,
+            "layout": "NHWC" if nhwc else "NCHW",
+            "input_dtype": "int8" if fmt == "tflite-int8" else "float32",
+            "output": f"(1, {space.num_classes}) logits",
+            "check": report.checks[fmt],
+        }
+    info = {
+        "architecture": model.arch.to_dict(),
+        "resolution": space.resolution,
+        "num_classes": space.num_classes,
+        "mean": list(map(float, mean)),
+        "std": list(map(float, std)),
+        "files": files,
+        "mobilekit_version": __version__,
+    }
+    tmp = path.with_name(".model.json.tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_weights(model: MobileNet, weights: str | Path) -> MobileNet:
+    """Load a ``state_dict`` saved with ``torch.save`` (read with ``weights_only=True``: tensors only, no code)."""
+    path = Path(weights)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ExportError(f"{path}: cannot read weights ({str(exc).splitlines()[0][:160]}); expected a torch.save'd "
+                          "state_dict") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise ExportError(f"{path}: weights do not fit this architecture ({first}); pass the --arch they were "
+                          "trained with") from None
+    return model
