@@ -573,8 +573,9 @@ class _Connection:
         text = "device::" + ";".join(f"{k}={props.get(k, '')}" for k in keys) + ";features="
         return text.encode("utf-8") + b"\0"
 
-    def _go_online(self) -> None:
+    def _go_online(self, method: str) -> None:
         self.online = True
+        self.emulator.record("auth", method)
         self.send(A_CNXN, self.version, self.max_payload, self._banner())
 
     def _send_token(self) -> None:
@@ -589,19 +590,19 @@ class _Connection:
             if self.emulator.require_auth and not self.online:
                 self._send_token()
             else:
-                self._go_online()
+                self._go_online("none" if not self.emulator.require_auth else "reconnect")
             return
         if command == A_AUTH:
             if self.online:
                 return
             if arg0 == AUTH_SIGNATURE:
                 if self._token and self.emulator.verify_signature(self._token, data):
-                    self._go_online()
+                    self._go_online("signature")
                 else:
                     self._send_token()
             elif arg0 == AUTH_RSAPUBLICKEY:
                 if self.emulator.offer_public_key(data):
-                    self._go_online()
+                    self._go_online("pubkey")
                 # else: the prompt stays unanswered, as on a phone whose user does not tap "Allow".
             return
         if command == A_STLS:
@@ -635,6 +636,7 @@ class _Connection:
 
     def _open(self, remote_id: int, data: bytes) -> None:
         service = data.split(b"\0", 1)[0].decode("utf-8", errors="surrogateescape")
+        self.emulator.record("service", service)
         with self._streams_lock:
             local_id = self._next_id
             self._next_id += 1
@@ -710,6 +712,10 @@ class AdbDeviceEmulator:
         self._state_lock = threading.Lock()
         self.stopping = False
         self.port = 0
+        self.auth_log: list[str] = []
+        """How each connection got online: ``"signature"``, ``"pubkey"`` (key accepted) or ``"none"``."""
+        self.service_log: list[str] = []
+        """Every service a host opened (``"sync:"``, ``"shell:..."``), in order."""
 
     # -- lifecycle
     def start(self) -> AdbDeviceEmulator:
@@ -763,6 +769,10 @@ class AdbDeviceEmulator:
     def serial(self) -> str:
         """The serial an adb server lists for this device after ``adb connect``."""
         return self.address
+
+    def record(self, kind: str, value: str) -> None:
+        with self._state_lock:
+            (self.auth_log if kind == "auth" else self.service_log).append(value)
 
     # -- keys
     @property

@@ -352,7 +352,7 @@ def list_server_devices(host: str = "127.0.0.1", port: int | None = None, timeou
             _server_request(sock, "host:devices", f"adb server {host}:{port}")
             length = int(_recv_exact(sock, 4), 16)
             text = _recv_exact(sock, length).decode("utf-8", errors="replace")
-    except (OSError, ValueError):
+    except (OSError, ValueError, DeviceError):
         return None
     devices = []
     for line in text.splitlines():
@@ -463,6 +463,8 @@ class AdbTransport:
                     f"still connected (`adb devices`), or allow more time"
                 ) from None
             except OSError as exc:
+                if exc.filename is not None:  # a local file problem, not the device's
+                    raise
                 self._fail()
                 raise DeviceConnectionError(f"{self.label}: {what} failed: {_describe(exc)}; reconnect and retry") from None
             except Exception as exc:  # adb-shell's own exceptions
@@ -569,33 +571,37 @@ class AdbTransport:
         """Copy ``remote_path`` to ``local_path`` (written to ``local_path.part`` first, then renamed)."""
         remote_path = check_remote_path(remote_path)
         local_path = Path(local_path)
+        if local_path.is_dir():
+            raise IsADirectoryError(f"cannot pull to {local_path}: it is a folder; give the file's path")
         part = local_path.with_name(local_path.name + ".part")
+        fh = open(part, "wb")  # local errors (missing folder, permissions) surface here, before any traffic
         timeout_s = self._timeout_s
-        with self._operation(f"pull of {remote_path}", timeout_s):
-            stream = self._open("sync:", timeout_s)
-            reader = _Reader(stream, timeout_s)
-            stream.write(_sync_request(b"RECV", remote_path.encode("utf-8", errors="surrogateescape")), timeout_s)
-            try:
-                with open(part, "wb") as fh:
-                    while True:
-                        header = reader.exact(8)
-                        ident, length = header[:4], struct.unpack("<I", header[4:])[0]
-                        if ident == b"DATA":
-                            fh.write(reader.exact(length))
-                        elif ident == b"DONE":
-                            break
-                        elif ident == b"FAIL":
-                            message = reader.exact(length).decode("utf-8", errors="replace")
-                            stream.close()
-                            raise RemoteFileError(f"{self.label}: cannot pull {remote_path}: {message}")
-                        else:
-                            raise DeviceDisconnectedError(f"{self.label}: unexpected sync reply {ident!r} during pull")
+        try:
+            with self._operation(f"pull of {remote_path}", timeout_s):
+                stream = self._open("sync:", timeout_s)
+                reader = _Reader(stream, timeout_s)
+                stream.write(_sync_request(b"RECV", remote_path.encode("utf-8", errors="surrogateescape")), timeout_s)
+                while True:
+                    header = reader.exact(8)
+                    ident, length = header[:4], struct.unpack("<I", header[4:])[0]
+                    if ident == b"DATA":
+                        fh.write(reader.exact(length))
+                    elif ident == b"DONE":
+                        break
+                    elif ident == b"FAIL":
+                        message = reader.exact(length).decode("utf-8", errors="replace")
+                        stream.close()
+                        raise RemoteFileError(f"{self.label}: cannot pull {remote_path}: {message}")
+                    else:
+                        raise DeviceDisconnectedError(f"{self.label}: unexpected sync reply {ident!r} during pull")
+                fh.close()
                 os.replace(part, local_path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    part.unlink()
-            stream.write(_sync_request(b"QUIT"), timeout_s)
-            stream.close()
+                stream.write(_sync_request(b"QUIT"), timeout_s)
+                stream.close()
+        finally:
+            fh.close()
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
 
     def stat(self, remote_path: str) -> RemoteStat | None:
         """Size (bytes), mode and mtime (s) of ``remote_path``, or ``None`` if it does not exist."""
@@ -745,8 +751,19 @@ def _connect_direct(
     from adb_shell.adb_device import AdbDevice
     from adb_shell.auth.sign_cryptography import CryptographySigner
 
-    key_file = ensure_adb_key(Path(key_path) if key_path is not None else default_adb_key_path())
-    signer = CryptographySigner(str(key_file))
+    key_file = Path(key_path) if key_path is not None else default_adb_key_path()
+    try:
+        ensure_adb_key(key_file)
+        signer = CryptographySigner(str(key_file))
+    except OSError as exc:
+        raise DeviceAuthError(
+            f"cannot create or read the adb key {key_file} ({exc.strerror or exc}); check the permissions of "
+            f"{key_file.parent}"
+        ) from None
+    except (ValueError, TypeError):
+        raise DeviceAuthError(
+            f"the adb key {key_file} is not a readable RSA private key; move it away to have a new one generated"
+        ) from None
 
     if address is not None:
         host, port = _split_address(address)
