@@ -1,0 +1,62 @@
+"""``mobilekit profile``: measure a device's latency table (a thin layer over
+:func:`mobilekit.profile.profiler.profile_device`)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "profile", help="measure every layer position x type of a search space on a device -> latency table",
+        description="Build a single-layer model for every position x candidate type (plus stem and head) with the "
+                    "input shape that position sees, run it on the device, and write the latency table (JSON, ms). "
+                    "The table is saved after every entry; re-running the same command resumes it.")
+    parser.add_argument("--device", default="host",
+                        help="device descriptor (TOML), e.g. devices/pixel1.toml; default: this CPU (devices/host.toml)")
+    parser.add_argument("--space", default="spnas-mnasnet", help="search space (default spnas-mnasnet)")
+    parser.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1.0)")
+    parser.add_argument("--resolution", type=int, default=224, help="input resolution (default 224)")
+    parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per entry and round (default: the device's, 50)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs before them (default: the device's, 5)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved rounds over all entries; an entry keeps the median (default 3)")
+    parser.add_argument("--positions", default=None,
+                        help="layer positions to measure, e.g. 1,2,5-8 (default all; stem and head always)")
+    parser.add_argument("--out", default=None, help="table to write (default latency_tables/<device name>.json)")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="measure everything again instead of continuing an existing table")
+    parser.add_argument("--work-dir", default=None,
+                        help="where model files are kept and reused (default ~/.cache/mobilekit/model-files)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(func=run_profile)
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from mobilekit.profile.devices import load_device
+    from mobilekit.profile.profiler import parse_positions, profile_device, summarize_table
+    from mobilekit.profile.runners import open_runner
+    from mobilekit.space import get_space
+
+    descriptor = load_device(args.device)
+    space = get_space(args.space, width=args.width, resolution=args.resolution, num_classes=args.num_classes)
+    positions = parse_positions(args.positions, space) if args.positions else None
+    out = args.out or f"latency_tables/{descriptor.name}.json"
+    runs = args.runs if args.runs is not None else descriptor.runs
+    started = time.perf_counter()
+    with open_runner(descriptor) as runner:
+        info = runner.info()
+        print(f"device {descriptor.name}: {info.get('model')}, {info.get('os')}, {info.get('runtime')} "
+              f"{info.get('runtime_version')}, {info.get('threads')} thread(s)")
+        print(f"space {space.name} width {space.width:g} resolution {space.resolution}: {runs} runs x "
+              f"{args.repeats} rounds per entry -> {out}")
+        table = profile_device(runner, space, out, runs=runs, repeats=args.repeats, positions=positions,
+                               resume=args.resume, progress=args.progress, work_dir=args.work_dir,
+                               warmup=args.warmup)
+    summary = summarize_table(table)
+    print(f"wrote {out} in {time.perf_counter() - started:.0f} s")
+    for line in summary.lines():
+        print(f"  {line}")
+    return 0

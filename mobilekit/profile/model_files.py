@@ -1,0 +1,319 @@
+"""Model files to measure on a device: one layer position alone, the stem, the head, or a whole network.
+
+Every file has random weights (seeded from what it contains, so the same layer always gives the same file)
+and the exact input shape it sees in the network: (1, C, H, W) for ONNX, (1, H, W, C) for TFLite. A file
+checks itself once when it is written: it is run on a random input and compared with the PyTorch module it
+came from (TFLite through the Keras twin), so a NaN or weightless conversion never reaches a latency table.
+
+:class:`ModelFileCache` keeps files in a work folder under a content key (type and shapes, not the position),
+so positions that see the same shapes share one file: in the reference space positions 2-4 are identical, as
+are 6-8, 10-12, 14-16 and 18-20, and a full table converts about half as many models as it has entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mobilekit import __version__
+from mobilekit.errors import ArchitectureError, ExportError
+from mobilekit.space import Architecture, LayerSpec, SearchSpace
+
+RUNTIME_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
+#: Bumped when the way files are built changes, so cached files of an older build are not reused.
+FILE_FORMAT = 1
+#: A file passes its check when max |file - PyTorch| <= CHECK_TOLERANCE * (1 + max |PyTorch|).
+CHECK_TOLERANCE = 1e-4
+ONNX_EXPORTER = "torchscript"  # the legacy exporter: ~10x faster than dynamo for the many small models of a table
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A checked model file. ``export_s`` is the time spent building, converting and checking it (0 if reused)."""
+
+    path: Path
+    export_s: float
+    reused: bool
+
+
+# ---- content keys -------------------------------------------------------------------------------------------
+def layer_key(spec: LayerSpec) -> str:
+    """Content key of a single-layer file: identical for positions with the same shapes and type."""
+    if spec.op.is_skip:
+        raise ArchitectureError(f"layer {spec.index}: skip is the identity and has no model file")
+    h, w = spec.in_hw
+    return f"mbconv-{spec.in_channels}x{h}x{w}-to{spec.out_channels}-s{spec.stride}-{spec.op.name}"
+
+
+def stem_key(space: SearchSpace) -> str:
+    return f"stem-{space.in_channels}x{space.resolution}x{space.resolution}-to{space.stem_channels}"
+
+
+def head_key(space: SearchSpace) -> str:
+    h, w = space.head_in_hw
+    return f"head-{space.positions[-1].out_channels}x{h}x{w}-to{space.head_channels}-fc{space.num_classes}"
+
+
+def network_key(arch: Architecture) -> str:
+    space = arch.space
+    digest = hashlib.sha256(",".join(c.name for c in arch.choices).encode()).hexdigest()[:12]
+    return f"net-{space.name}-w{space.width:g}-r{space.resolution}-c{space.num_classes}-{digest}"
+
+
+def _seed(key: str) -> int:
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+
+
+def _suffix(runtime: str) -> str:
+    try:
+        return RUNTIME_SUFFIX[runtime]
+    except KeyError:
+        raise ExportError(f"unknown runtime {runtime!r}: use 'tflite' or 'onnx'") from None
+
+
+# ---- building and checking ---------------------------------------------------------------------------------
+def _parts(seed: int, make_module: Callable, make_keras: Callable, prefix: str, input_nchw: tuple[int, ...]):
+    """(PyTorch module with seeded random weights and BatchNorm statistics, factory of its Keras twin carrying
+    the same weights, input shape NCHW). ``prefix`` is the module's path in the whole network."""
+    import torch
+
+    from mobilekit.models.torch_builder import randomize_batchnorm
+
+    torch.manual_seed(seed)
+    module = randomize_batchnorm(make_module(), seed).eval()
+
+    def keras_model():
+        from mobilekit.models.keras_builder import transfer_weights
+
+        model = make_keras()
+        transfer_weights(module, model, prefix=prefix)
+        return model
+
+    return module, keras_model, input_nchw
+
+
+def _keras_builder():
+    from mobilekit.models import keras_builder  # imports TensorFlow: only when a TFLite file is made
+
+    return keras_builder
+
+
+def _layer_parts(spec: LayerSpec, seed: int):
+    from mobilekit.models.torch_builder import MBConv
+
+    h, w = spec.in_hw
+    return _parts(seed, lambda: MBConv(spec), lambda: _keras_builder().build_keras_layer_model(spec),
+                  f"layers.{spec.index}.", (1, spec.in_channels, h, w))
+
+
+def _stem_parts(space: SearchSpace, seed: int):
+    from mobilekit.models.torch_builder import Stem
+
+    return _parts(seed, lambda: Stem(space), lambda: _keras_builder().build_keras_stem_model(space), "stem.",
+                  space.input_shape)
+
+
+def _head_parts(space: SearchSpace, seed: int):
+    from mobilekit.models.torch_builder import Head
+
+    h, w = space.head_in_hw
+    return _parts(seed, lambda: Head(space), lambda: _keras_builder().build_keras_head_model(space), "head.",
+                  (1, space.positions[-1].out_channels, h, w))
+
+
+def _network_parts(arch: Architecture, seed: int):
+    from mobilekit.models.torch_builder import build_torch_model
+
+    return _parts(seed, lambda: build_torch_model(arch), lambda: _keras_builder().build_keras_model(arch), "",
+                  arch.space.input_shape)
+
+
+def _export_checked(parts, runtime: str, path: Path, key: str) -> float:
+    """Convert ``parts`` (torch module, Keras factory, input NCHW shape) to ``path``, check it against PyTorch,
+    and write the check record beside it. Returns the max abs difference."""
+    import torch
+
+    module, keras_factory, input_nchw = parts
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = _record_path(path)
+    record.unlink(missing_ok=True)
+    started = time.perf_counter()
+    sample = np.random.default_rng(_seed(key) + 1).standard_normal(input_nchw).astype(np.float32)
+    with torch.no_grad():
+        reference = module(torch.from_numpy(sample)).numpy()
+    if runtime == "onnx":
+        from mobilekit.export.onnx_export import export_onnx
+        from mobilekit.export.runtimes import OnnxModel
+
+        export_onnx(module, path, input_nchw, exporter=ONNX_EXPORTER)
+        output = OnnxModel(path).run(sample)
+    elif runtime == "tflite":
+        with _quiet_native_stderr():  # TensorFlow logs a dozen C++ lines per converted model
+            import keras
+
+            from mobilekit.export.runtimes import TfliteModel
+            from mobilekit.export.tflite_export import export_tflite
+
+            export_tflite(keras_factory(), path)
+            keras.backend.clear_session()  # a table converts ~120 models: keep Keras' global state small
+            output = TfliteModel(path).run(sample.transpose(0, 2, 3, 1))
+        if reference.ndim == 4:
+            reference = reference.transpose(0, 2, 3, 1)
+    else:
+        raise ExportError(f"unknown runtime {runtime!r}: use 'tflite' or 'onnx'")
+    diff = _check_output(path, output, reference)
+    elapsed = time.perf_counter() - started
+    _write_json(record, {"key": key, "runtime": runtime, "file_format": FILE_FORMAT, "mobilekit": __version__,
+                         "max_abs_diff": diff, "export_s": round(elapsed, 3)})
+    return diff
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Send what native code writes to file descriptor 2 elsewhere (Python exceptions still propagate)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _check_output(path: Path, output: np.ndarray, reference: np.ndarray) -> float:
+    def reject(reason: str) -> ExportError:
+        path.unlink(missing_ok=True)
+        return ExportError(f"{path.name}: {reason}; the file was deleted (a broken conversion must not be measured)")
+
+    if output.shape != reference.shape:
+        raise reject(f"output shape {output.shape} differs from PyTorch's {reference.shape}")
+    if not np.all(np.isfinite(output)):
+        raise reject("the converted model outputs NaN or inf")
+    diff = float(np.abs(output - reference).max())
+    limit = CHECK_TOLERANCE * (1.0 + float(np.abs(reference).max()))
+    if diff > limit:
+        raise reject(f"output differs from PyTorch by {diff:.3g} (limit {limit:.3g}): weights were lost or changed "
+                     "in conversion")
+    return diff
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".check.json")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def is_checked(path: str | Path, runtime: str | None = None) -> bool:
+    """True if ``path`` exists and passed its check with the current way of building files."""
+    path = Path(path)
+    try:
+        record = json.loads(_record_path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (path.is_file() and record.get("file_format") == FILE_FORMAT
+            and (runtime is None or record.get("runtime") == runtime))
+
+
+# ---- public exporters -----------------------------------------------------------------------------------------
+def export_layer_file(spec: LayerSpec, runtime: str, path: str | Path) -> Path:
+    """Write one layer position alone, input (1, in_channels, H, W) as that position sees it, to ``path``
+    (``runtime`` ``"tflite"``: NHWC float32; ``"onnx"``: NCHW) and check it against PyTorch.
+
+    Raises:
+        ArchitectureError: ``spec`` is a skip (it has no file).
+        ExportError: conversion failed or the file does not compute what PyTorch computes.
+    """
+    key = layer_key(spec)
+    _export_checked(_layer_parts(spec, _seed(key)), runtime, Path(path), key)
+    return Path(path)
+
+
+def export_stem_file(space: SearchSpace, runtime: str, path: str | Path) -> Path:
+    """Write the stem, (1, 3, R, R) -> (1, stem_channels, R/2, R/2), to ``path`` and check it."""
+    key = stem_key(space)
+    _export_checked(_stem_parts(space, _seed(key)), runtime, Path(path), key)
+    return Path(path)
+
+
+def export_head_file(space: SearchSpace, runtime: str, path: str | Path) -> Path:
+    """Write the head (1x1 conv, pooling, classifier) on the last position's output to ``path`` and check it."""
+    key = head_key(space)
+    _export_checked(_head_parts(space, _seed(key)), runtime, Path(path), key)
+    return Path(path)
+
+
+def export_network_file(arch: Architecture, out_dir: str | Path, runtime: str) -> Path:
+    """The whole network of ``arch`` with random weights as one checked file in ``out_dir`` (reused when the
+    same architecture, space and runtime were exported there before). Input (1, 3, R, R) NCHW for ONNX,
+    (1, R, R, 3) NHWC for TFLite; output (1, num_classes) logits."""
+    return ModelFileCache(out_dir, runtime).network(arch).path
+
+
+class ModelFileCache:
+    """Checked model files in ``work_dir``, one per content key (see the module docstring)."""
+
+    def __init__(self, work_dir: str | Path, runtime: str) -> None:
+        self.work_dir = Path(work_dir).expanduser()
+        self.runtime = runtime
+        self.suffix = _suffix(runtime)
+
+    def path_for(self, key: str) -> Path:
+        return self.work_dir / f"{key}{self.suffix}"
+
+    def has(self, key: str) -> bool:
+        """True if the checked file of ``key`` is already in the work folder."""
+        return is_checked(self.path_for(key), self.runtime)
+
+    def layer(self, spec: LayerSpec) -> ModelFile:
+        key = layer_key(spec)
+        return self._get(key, lambda: _layer_parts(spec, _seed(key)))
+
+    def stem(self, space: SearchSpace) -> ModelFile:
+        key = stem_key(space)
+        return self._get(key, lambda: _stem_parts(space, _seed(key)))
+
+    def head(self, space: SearchSpace) -> ModelFile:
+        key = head_key(space)
+        return self._get(key, lambda: _head_parts(space, _seed(key)))
+
+    def network(self, arch: Architecture) -> ModelFile:
+        key = network_key(arch)
+        return self._get(key, lambda: _network_parts(arch, _seed(key)))
+
+    def _get(self, key: str, parts: Callable) -> ModelFile:
+        path = self.path_for(key)
+        if is_checked(path, self.runtime):
+            return ModelFile(path, 0.0, True)
+        started = time.perf_counter()
+        _export_checked(parts(), self.runtime, path, key)
+        return ModelFile(path, time.perf_counter() - started, False)
+
+
+def default_work_dir() -> Path:
+    """Where profiles keep their model files: ``$MOBILEKIT_CACHE`` or ``~/.cache/mobilekit`` + ``/model-files``."""
+    base = os.environ.get("MOBILEKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mobilekit")
+    return Path(base) / "model-files"
