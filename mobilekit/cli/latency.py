@@ -1,0 +1,210 @@
+"""``mobilekit latency``: predict a network's latency, fit the layer regression, validate against the device,
+and evaluate the regression on published phone tables. Each command is a thin call into
+:mod:`mobilekit.latency`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# The families of mobilekit.latency.regression.MODEL_KINDS (kept here so that registering imports nothing heavy).
+MODEL_CHOICES = ("auto", "opcost", "opcost+gbr", "gbr", "rf", "ridge")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "latency", help="predict, fit and validate latency models",
+        description="Latency models over a latency table: lookup (table sum) and a per-layer regression.")
+    commands = parser.add_subparsers(dest="latency_command", metavar="COMMAND", required=True)
+
+    predict = commands.add_parser(
+        "predict", help="predicted latency of an architecture (lookup and regression)",
+        description="Print the predicted latency (ms) of ARCH by table lookup and by the layer regression.")
+    predict.add_argument("arch", metavar="ARCH", help="architecture JSON file or comma-separated block strings")
+    predict.add_argument("--table", required=True, help="latency table JSON (e.g. latency_tables/pixel1-spnas.json)")
+    predict.add_argument("--predictor", help="fitted regression (from 'mobilekit latency fit'); fitted on the table "
+                                             "when omitted")
+    predict.add_argument("--json", action="store_true", help="print one JSON object")
+    predict.set_defaults(func=run_predict)
+
+    fit = commands.add_parser(
+        "fit", help="fit the layer regression on a table and report its held-out error",
+        description="Fit the per-layer regression on the measured entries of a table, report held-out RMSE and "
+                    "MAPE (cross-validated by layer shape) and save it as JSON.")
+    fit.add_argument("--table", required=True, help="latency table JSON")
+    fit.add_argument("--out", required=True, help="predictor JSON to write")
+    fit.add_argument("--model", default="auto", choices=MODEL_CHOICES,
+                     help="regression family; auto chooses by held-out error (default auto)")
+    fit.add_argument("--cv", type=_positive_int, default=5, help="cross-validation folds (default 5)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the folds and trees (default 0)")
+    fit.add_argument("--filled-table", help="also write the table with its unmeasured entries predicted")
+    fit.set_defaults(func=run_fit)
+
+    validate = commands.add_parser(
+        "validate", help="measure random whole networks on the device and compare with the predictions",
+        description="Sample architectures over the table's latency range, export and measure each whole network "
+                    "(repeats interleaved), and report the error of lookup and regression next to the device's "
+                    "own repeat noise. Writes CSV, scatter PNG and the predictor with its network correction.")
+    validate.add_argument("--device", required=True, help="device descriptor (file or name)")
+    validate.add_argument("--table", required=True, help="latency table of that device")
+    validate.add_argument("--samples", type=_positive_int, default=100, help="networks (default 100)")
+    validate.add_argument("--repeats", type=_at_least_two, default=2, help="measurements per network (default 2)")
+    validate.add_argument("--runs", type=_positive_int, default=30, help="timed inferences per measurement "
+                                                                         "(default 30)")
+    validate.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    validate.add_argument("--predictor", help="fitted regression to validate (default: fitted on the table)")
+    validate.add_argument("--out", help="folder for models, validation.csv/.png/.json and predictor.json")
+    validate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    validate.set_defaults(func=run_validate)
+
+    published = commands.add_parser(
+        "published", help="evaluate the regression on published phone tables",
+        description="Fit the regression on part of the published Pixel 1 / Note10 layers and predict the rest.")
+    published.add_argument("--data", required=True, help="folder with the published tables (shared/latency)")
+    published.add_argument("--model", default="auto", choices=MODEL_CHOICES, help="regression family (default auto)")
+    published.add_argument("--json", action="store_true", help="print one JSON object")
+    published.set_defaults(func=run_published)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (the repeat noise compares two), got {value}")
+    return value
+
+
+def _load_predictor(path: str | None, table):
+    from mobilekit.errors import TableError
+    from mobilekit.latency.regression import LayerLatencyRegressor
+
+    if path is None:
+        return LayerLatencyRegressor().fit_table(table)
+    predictor = LayerLatencyRegressor.load(path)
+    fitted_on = (predictor.table_ or {}).get("device", {}).get("name")
+    if fitted_on and table.device.get("name") and fitted_on != table.device["name"]:
+        raise TableError(f"{path} was fitted on a table of device {fitted_on!r}, but {table.path} is of device "
+                         f"{table.device['name']!r}; fit it on this table with 'mobilekit latency fit'")
+    return predictor
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from mobilekit.errors import TableError
+    from mobilekit.latency.lookup import LookupPredictor
+    from mobilekit.profile.table import LatencyTable
+    from mobilekit.space import read_architecture
+
+    table = LatencyTable.load(args.table)
+    is_file = args.arch.endswith(".json") or Path(args.arch).is_file()
+    arch = read_architecture(args.arch) if is_file else read_architecture(args.arch, table.search_space())
+    predictor = _load_predictor(args.predictor, table)
+
+    lookup = LookupPredictor().fit(table)
+    lookup_ms, lookup_note, lookup_layers = None, None, {}
+    try:
+        lookup_ms = float(lookup.predict(arch)[0])
+        lookup_layers = {index: ms for index, _, ms in lookup.predict_layers(arch)}
+    except TableError as exc:
+        lookup_note = str(exc)
+    regression_ms = float(predictor.predict_network(arch)[0])
+    layer_sum_ms = float(predictor.predict_network(arch, corrected=False)[0])
+    heldout = predictor.heldout_ or {}
+    result = {
+        "architecture": arch.to_string(),
+        "space": arch.space.describe(),
+        "table": str(table.path),
+        "device": table.device.get("name"),
+        "lookup_ms": lookup_ms,
+        "regression_ms": regression_ms,
+        "regression_layer_sum_ms": layer_sum_ms,
+        "fixed_ms": predictor.fixed_ms(arch.space),
+        "regression_model": predictor.model_,
+        "regression_heldout": {k: heldout[k] for k in ("rmse_ms", "mape_pct") if k in heldout},
+        "network_correction": {"scale": predictor.network_scale_, "overhead_ms": predictor.network_overhead_ms_,
+                               "n_networks": predictor.network_n_},
+        "layers": [{"position": index, "type": name, "lookup_ms": lookup_layers.get(index), "regression_ms": ms}
+                   for index, name, ms in predictor.predict_layers(arch)],
+    }
+    if lookup_note:
+        result["lookup_note"] = lookup_note
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    space = arch.space
+    print(f"architecture   {result['architecture']}")
+    print(f"space          {space.name}, width {space.width:g}, {space.resolution} px")
+    print(f"table          {table.path} ({table.device.get('name', '?')}, {table.device.get('runtime', '?')})")
+    print(f"lookup_ms      {lookup_ms:.3f}" if lookup_ms is not None else f"lookup_ms      n/a ({lookup_note})")
+    detail = f"{predictor.model_}"
+    if heldout:
+        detail += f"; held-out layer error RMSE {heldout['rmse_ms']:.3f} ms, MAPE {heldout['mape_pct']:.2f} %"
+    if predictor.network_n_:
+        detail += (f"; network correction x{predictor.network_scale_:.4f} {predictor.network_overhead_ms_:+.3f} ms "
+                   f"from {predictor.network_n_} measured networks")
+    print(f"regression_ms  {regression_ms:.3f}  ({detail})")
+    if args.predictor is None:
+        print("(regression fitted on the table now; save it once with 'mobilekit latency fit' and pass --predictor)")
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from mobilekit.latency.metrics import format_metrics_header, format_metrics_row
+    from mobilekit.latency.regression import LayerLatencyRegressor
+    from mobilekit.profile.table import LatencyTable
+
+    table = LatencyTable.load(args.table)
+    predictor = LayerLatencyRegressor(model=args.model, cv=args.cv, random_state=args.seed).fit_table(table)
+    print(f"fitted on {predictor.n_train_} measured layer entries of {table.path} "
+          f"({table.device.get('name', '?')}, {table.device.get('runtime', '?')})")
+    if predictor.cv_scores_:
+        print(format_metrics_header(f"held-out, {args.cv}-fold by layer shape", 34))
+        for kind, scores in predictor.cv_scores_.items():
+            print(format_metrics_row(("* " if kind == predictor.model_ else "  ") + kind, scores, 34))
+        heldout = predictor.heldout_
+        print(f"chosen: {predictor.model_}: held-out RMSE {heldout['rmse_ms']:.3f} ms, "
+              f"MAPE {heldout['mape_pct']:.2f} %")
+    else:
+        print(f"model {predictor.model_}; no held-out error (--cv 1)")
+    print(f"wrote {predictor.save(args.out)}")
+    if args.filled_table:
+        filled = predictor.fill_table(table)
+        count = sum(1 for _, _, e in filled.iter_entries() if e.get("note") == "regression")
+        print(f"wrote {filled.save(args.filled_table)} ({count} entries predicted by the regression)")
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from mobilekit.errors import TableError
+    from mobilekit.latency.validate import validate_predictor
+    from mobilekit.profile.devices import load_device
+    from mobilekit.profile.runners import open_runner
+    from mobilekit.profile.table import LatencyTable
+
+    table = LatencyTable.load(args.table)
+    descriptor = load_device(args.device)
+    table_runtime = table.device.get("runtime")
+    if table_runtime and table_runtime != descriptor.runtime:
+        raise TableError(f"{table.path} was measured with {table_runtime}, device {descriptor.name!r} runs "
+                         f"{descriptor.runtime}; validate a table against the device and runtime it came from")
+    predictor = _load_predictor(args.predictor, table)
+    with open_runner(descriptor) as runner:
+        report = validate_predictor(runner, table, samples=args.samples, repeats=args.repeats, seed=args.seed,
+                                    out_dir=args.out, progress=not args.no_progress, predictor=predictor,
+                                    runs=args.runs)
+    print(report.format())
+    return 0
+
+
+def run_published(args: argparse.Namespace) -> int:
+    from mobilekit.latency.published_eval import evaluate_published
+
+    evaluation = evaluate_published(args.data, model=args.model)
+    print(json.dumps(evaluation.to_dict(), indent=1) if args.json else evaluation.format())
+    return 0
