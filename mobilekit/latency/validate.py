@@ -14,7 +14,6 @@ against repeat 1: the floor any predictor is measured against.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import math
@@ -23,11 +22,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from mobilekit.errors import TableError
+from mobilekit.export.torch_threads import one_torch_thread
 from mobilekit.latency.lookup import LookupPredictor
 from mobilekit.latency.metrics import error_metrics, format_metrics_header, format_metrics_row
 from mobilekit.latency.regression import LayerLatencyRegressor, fit_network_correction
@@ -185,20 +185,6 @@ def cross_fitted_correction(predicted_ms: np.ndarray, measured_ms: np.ndarray, f
     return out
 
 
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Run PyTorch single-threaded while networks are exported: on a machine whose cores are busy, its default
-    thread pool made each forward pass of the export ~40x slower (4.5 s instead of 0.1 s for a 224 px net)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _default_export() -> ExportFn:
     from mobilekit.profile.model_files import export_network_file
 
@@ -243,7 +229,7 @@ def validate_predictor(runner: Runner, table: LatencyTable, samples: int = 100, 
     model_dir = base / "models"
     model_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with _one_torch_thread():
+    with one_torch_thread():
         paths = [Path(export(arch, model_dir, runner.runtime))
                  for arch in tqdm(archs, desc="export", unit="net", disable=not progress)]
     export_s = time.perf_counter() - started

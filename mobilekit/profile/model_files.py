@@ -27,6 +27,7 @@ import numpy as np
 
 from mobilekit import __version__
 from mobilekit.errors import ArchitectureError, ExportError
+from mobilekit.export.torch_threads import one_torch_thread
 from mobilekit.space import Architecture, LayerSpec, SearchSpace
 
 RUNTIME_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
@@ -141,6 +142,11 @@ def _network_parts(arch: Architecture, seed: int):
 def _export_checked(parts, runtime: str, path: Path, key: str) -> float:
     """Convert ``parts`` (torch module, Keras factory, input NCHW shape) to ``path``, check it against PyTorch,
     and write the check record beside it. Returns the max abs difference."""
+    with one_torch_thread():
+        return _export_and_check(parts, runtime, path, key)
+
+
+def _export_and_check(parts, runtime: str, path: Path, key: str) -> float:
     import torch
 
     module, keras_factory, input_nchw = parts
