@@ -439,7 +439,9 @@ class _SyncStream(_Stream):
                 error = "couldn't create file: Is a directory"
             else:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-                tmp_path = os.path.join(os.path.dirname(target), f".mk_tmp_{secrets.token_hex(6)}")
+                # like adbd: write straight to the target and unlink it if the transfer fails, so a device
+                # killed mid-push leaves a partial file under its real name (which cleanup can find)
+                tmp_path = target
         except (OSError, ValueError) as exc:
             error = f"secure_mkdirs failed: {os.strerror(getattr(exc, 'errno', 0) or errno.EIO)}"
         link_target = bytearray() if stat_module.S_ISLNK(mode) else None
@@ -477,7 +479,6 @@ class _SyncStream(_Stream):
                 fh = None
                 os.chmod(tmp_path, mode & 0o7777)  # type: ignore[arg-type]
                 os.utime(tmp_path, (mtime, mtime))  # type: ignore[arg-type]
-                os.replace(tmp_path, target)  # type: ignore[arg-type]
                 tmp_path = None
             elif link_target is not None:
                 with contextlib.suppress(FileNotFoundError):
