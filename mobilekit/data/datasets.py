@@ -99,7 +99,8 @@ def _digits() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """Admits only what a CIFAR-10 batch needs: numpy ndarray / dtype reconstruction. Builtin containers
+    """Admits only what a CIFAR-10 batch needs: numpy ndarray / dtype reconstruction, and ``_codecs.encode``
+    (how Python 3 protocol-2 pickles spell ``bytes``; it only turns a str into bytes). Builtin containers
     (dict, list, bytes, str, int) are pickle opcodes, not globals, so they need no entry here."""
 
     ALLOWED = {
@@ -107,14 +108,19 @@ class _CifarUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR-10 batch")
+        import codecs
+
         import numpy._core.multiarray as multiarray
         import numpy._core.numeric as numeric
 
+        if module == "_codecs":
+            return codecs.encode
         if name == "_reconstruct":
             return multiarray._reconstruct
         if name == "scalar":

@@ -40,16 +40,14 @@ Every value is float64 and in milliseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
 from mobilekit.errors import TableError
 from mobilekit.profile.table import LatencyTable
-from mobilekit.space import Architecture, LayerType, SearchSpace
+from mobilekit.space import SKIP, Architecture, LayerType, SearchSpace
 
-Relax = Literal["sigmoid", "ste", "softmax"]
 RELAX_MODES: tuple[str, ...] = ("sigmoid", "ste", "softmax")
 
 
@@ -276,10 +274,15 @@ class SuperkernelRuntime(_TableRuntime):
                     for s in range(len(g.se_ratios)):
                         values[l, k, e, s] = self.type_ms(position.index, g.layer_type(k, e, s))
         self.register_buffer("values", values)
-        self.register_buffer("skippable", torch.tensor([p.skip_allowed for p in self.positions]))
+        self.register_buffer("skippable", torch.tensor([SKIP in p.candidates for p in self.positions]))
         self.register_buffer("skip_ms", torch.tensor(
-            [self.type_ms(p.index, LayerType()) if p.skip_allowed else 0.0 for p in self.positions],
+            [self.type_ms(p.index, SKIP) if SKIP in p.candidates else 0.0 for p in self.positions],
             dtype=torch.float64))
+
+    def _keep(self, d: Decisions) -> torch.Tensor:
+        """The keep indicators, fixed to 1 where skip is not a candidate (those positions have no t_e3)."""
+        keep = d.keep.to(self.values.dtype)
+        return torch.where(self.skippable, keep, torch.ones_like(keep))
 
     def type_weights(self, d: Decisions) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight of the skip option (L,), weights of the MBConv types (L, K, E, S)), float64, summing to 1."""
@@ -287,7 +290,7 @@ class SuperkernelRuntime(_TableRuntime):
         wk = nested_choice_weights(d.kernel.to(f))
         we = nested_choice_weights(d.expand.to(f))
         ws = nested_choice_weights(d.se.to(f))
-        keep = d.keep.to(f)
+        keep = self._keep(d)
         mb = keep[:, None, None, None] * wk[:, :, None, None] * we[:, None, :, None] * ws[:, None, None, :]
         return 1 - keep, mb
 
@@ -306,7 +309,7 @@ class SuperkernelRuntime(_TableRuntime):
         r = nested_runtime(self.values, d.se.to(f)[:, None, None, :])        # (L, K, E)
         r = nested_runtime(r, d.expand.to(f)[:, None, :])                    # (L, K)
         r = nested_runtime(r, d.kernel.to(f))                                # (L,)
-        r = self.skip_ms + d.keep.to(f) * (r - self.skip_ms)
+        r = self.skip_ms + self._keep(d) * (r - self.skip_ms)
         return self.fixed_ms + r.sum()
 
     def decisions_for(self, arch: Architecture) -> Decisions:

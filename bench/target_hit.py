@@ -1,0 +1,65 @@
+"""Target hit: does a single-path search land in [0.9 T, T]? 5 seeds x 3 targets on the Pixel 1 table.
+
+Prints, per target, how many searches derived an architecture inside the window by themselves (before the
+greedy repair) and after it, with the derived latencies. Short searches on digits at 32x32 so the whole bench
+stays within ~10 minutes on 2 cores; pass --epochs / --steps-per-epoch for longer ones.
+
+    python bench/target_hit.py [--targets 60 80 100] [--seeds 5] [--epochs 4] [--steps-per-epoch 10]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import statistics
+import tempfile
+import time
+
+from mobilekit.search import make_config, run_search
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", default=str(REPO / "latency_tables" / "pixel1-spnas.json"))
+    parser.add_argument("--targets", type=float, nargs="+", default=[60.0, 80.0, 100.0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--steps-per-epoch", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--relax", default="sigmoid")
+    args = parser.parse_args()
+    print(f"settings: single-path ({args.relax}), table {args.table}, digits at 32x32, {args.epochs} epochs x "
+          f"{args.steps_per_epoch} steps, batch {args.batch_size}, seeds 0-{args.seeds - 1}, no final training")
+    started = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for target in args.targets:
+            derived, final = [], []
+            for seed in range(args.seeds):
+                config = make_config(table=args.table, target_ms=target, out=f"{tmp}/t{target:g}-s{seed}",
+                                     seed=seed, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                                     batch_size=args.batch_size, final_epochs=0, export=(), relax=args.relax)
+                summary = run_search(config)
+                derived.append(summary["derived_ms"])
+                final.append(summary["predicted_ms"])
+            inside = sum(0.9 * target <= d <= target for d in derived)
+            inside_final = sum(0.9 * target <= f <= target for f in final)
+            rows.append((target, inside, inside_final, derived))
+            print(f"target {target:g} ms: derived inside [0.9T, T] {inside}/{args.seeds}, after repair "
+                  f"{inside_final}/{args.seeds}; derived ms {', '.join(f'{d:.1f}' for d in derived)} "
+                  f"(mean |derived - 0.95T| {statistics.mean(abs(d - 0.95 * target) for d in derived):.1f} ms)",
+                  flush=True)
+    total = len(args.targets) * args.seeds
+    print(f"overall: {sum(r[1] for r in rows)}/{total} derived inside [0.9T, T] by the search alone, "
+          f"{sum(r[2] for r in rows)}/{total} after repair ({time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

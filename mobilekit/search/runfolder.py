@@ -1,0 +1,179 @@
+"""The run folder: config, per-step metrics, checkpoints, weights and summary of one search run.
+
+Layout (``runs/NAME/``)::
+
+    config.json        the resolved SearchConfig (recipe + flags)
+    metrics.jsonl      one JSON object per step: phase, step, epoch, ce, runtime_ms, lambda, accuracy, arch ...
+    checkpoint.npz     the latest resumable state (written atomically: temp file + rename)
+    arch.json          the derived architecture (Architecture.save)
+    weights.pt         the trained network's state_dict (torch.save; ``mobilekit export --weights`` reads it)
+    search.png         CE and R over the search (Single-Path NAS Fig. 5), architecture.png the final network
+    exported/          ONNX / TFLite files and their parity checks
+    summary.json       method, target_ms, predicted_ms, measured_ms, val/test accuracy, search_s, ...
+
+Checkpoints are ``.npz`` files (tensors, read with ``allow_pickle=False``) plus a JSON metadata blob, so resuming
+never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobilekit.errors import SearchError
+
+META_KEY = "__meta__"
+
+
+# ---- npz state files ----------------------------------------------------------------------------------------------
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def save_state(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write tensors and a JSON-able ``meta`` dict to one ``.npz`` file, atomically."""
+    path = Path(path)
+    arrays = {name: t.detach().cpu().numpy() for name, t in tensors.items()}
+    arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    _atomic_savez(path, arrays)
+    return path
+
+
+def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a file written by :func:`save_state` (no pickle)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            tensors = {name: torch.from_numpy(data[name].copy()) for name in data.files if name != META_KEY}
+            meta = json.loads(data[META_KEY].tobytes().decode()) if META_KEY in data.files else {}
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise SearchError(f"{path}: unreadable state file ({exc}); delete it to start over") from None
+    return tensors, meta
+
+
+def save_weights(model: nn.Module, path: str | Path) -> Path:
+    """A model's ``state_dict`` with ``torch.save`` (what ``mobilekit export --weights`` reads, with
+    ``weights_only=True``), written atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def pack(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict, dict]:
+    """Flatten modules' and optimisers' state into (tensors, JSON meta) for :func:`save_state`."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"optimizers": {}}
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            tensors[f"m/{name}/{key}"] = value
+    for name, opt in optimizers.items():
+        state = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for index, values in state["state"].items():
+            for key, value in values.items():
+                if torch.is_tensor(value):
+                    tensors[f"o/{name}/{index}/{key}"] = value
+                else:
+                    scalars.setdefault(str(index), {})[key] = value
+        meta["optimizers"][name] = {"param_groups": state["param_groups"], "scalars": scalars}
+    tensors["rng/torch"] = torch.get_rng_state()
+    meta["rng_python"] = _jsonable(random.getstate())
+    return tensors, meta
+
+
+def unpack(tensors: dict[str, torch.Tensor], meta: dict[str, Any], modules: dict[str, nn.Module],
+           optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    """Restore what :func:`pack` saved into existing modules and optimisers (and the RNG states)."""
+    for name, module in modules.items():
+        prefix = f"m/{name}/"
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, opt in optimizers.items():
+        saved = meta["optimizers"][name]
+        state: dict[int, dict[str, Any]] = {}
+        prefix = f"o/{name}/"
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                index, field = key[len(prefix):].split("/", 1)
+                state.setdefault(int(index), {})[field] = value
+        for index, values in saved["scalars"].items():
+            state.setdefault(int(index), {}).update(values)
+        opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    torch.set_rng_state(tensors["rng/torch"])
+    random.setstate(_tuples(meta["rng_python"]))
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+# ---- the folder ---------------------------------------------------------------------------------------------------
+class RunFolder:
+    """Paths and small I/O helpers of one run folder (see the module docstring for the layout)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.npz"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    def write_json(self, name: str, data: Any) -> Path:
+        path = self.path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    def read_json(self, name: str) -> Any:
+        return json.loads(self.path(name).read_text())
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one metrics record (a line of JSON)."""
+        with open(self.metrics, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, keep: int) -> None:
+        """Keep the first ``keep`` records (those written before the checkpoint a resumed run starts from)."""
+        records = self.records()[:keep]
+        tmp = self.metrics.with_name(f".{self.metrics.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        os.replace(tmp, self.metrics)
+
+    def save_checkpoint(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        meta = dict(meta, records=len(self.records()))
+        save_state(self.checkpoint, tensors, meta)
+
+    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        return load_state(self.checkpoint) if self.checkpoint.exists() else None

@@ -1,0 +1,340 @@
+"""The single-path superkernel (Stamoulis et al., Single-Path NAS) and the supernet built from it.
+
+One :class:`SuperMBConv` per searchable position holds the largest block of the grid: a 1x1 expansion to
+``in x e_max`` channels, one ``k_max x k_max`` depthwise kernel over them, an SE block with the largest squeeze
+width, and the 1x1 projection. Smaller choices are weight subsets of it, each switched by a learned threshold:
+
+``kernel``  the ring ``k_i x k_i`` minus ``k_{i-1} x k_{i-1}`` of the depthwise kernel (t_k5 for the 5x5 ring)
+``expand``  depthwise channels ``[in x e_{j-1}, in x e_j)`` (t_e6 for the e3 -> e6 channels)
+``keep``    the first ``in x e_min`` channels (t_e3); off means the block is skipped (only where skip is allowed)
+``se``      squeeze channels ``[s_{j-1}, s_j)`` of the SE reduce conv (t_se0.25, t_se0.5; s = max(1, int(in x r)))
+
+A decision is ``indicator(stat - t)`` with ``stat = ||w_subset||^2 / ||w_subset at init||^2``: the paper's squared
+group norm, divided by its value at initialisation so that one threshold scale (and learning rate) fits every
+layer; thresholds start below 1, so every subset starts on. As in the reference implementation the expansion
+and keep statistics are taken on the depthwise kernel after the kernel decision.
+
+Unlike the reference, the statistics carry no gradient: the decisions' gradients (the runtime term's and the
+cross-entropy's, through the straight-through indicator) reach the thresholds only, and the weights learn from
+the cross-entropy of the chosen subnet. With the reference's coupling, Adam turns the runtime term's tiny
+gradient on a dropped subset's weights into full-size steps that shrink them to zero within a few dozen steps,
+after which the subset can never return; here a dropped subset keeps its weights, and
+:meth:`SuperMBConv.limit_thresholds` keeps its threshold within reach of its statistic. Decisions are hard 0/1 in the
+forward pass with a sigmoid gradient (see :func:`mobilekit.latency.runtime_loss.indicator` for ``ste`` and
+``softmax``). Channel decisions mask the depthwise output (after its BN and ReLU6) and the whole branch is
+multiplied by ``keep``, so at hard decisions the supernet computes exactly the derived network
+(:func:`extract_subnet`, checked in the tests). During the first epochs each subset is dropped with probability
+``subset_dropout`` (the decisions fed to the runtime model are not).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mobilekit.errors import SearchError
+from mobilekit.latency.runtime_loss import Decisions, SuperkernelGrid, indicator
+from mobilekit.models.torch_builder import MBConv, MobileNet, Head, SqueezeExcite, Stem, conv_bn
+from mobilekit.space import SKIP, Architecture, LayerPosition, LayerSpec, LayerType, SearchSpace
+
+HARD = "sigmoid"  # the relaxation whose forward pass is the hard decision
+
+
+def _squeeze_channels(in_channels: int, ratio: float) -> int:
+    return max(1, int(in_channels * ratio)) if ratio else 0
+
+
+class SuperMBConv(nn.Module):
+    """Superkernel MBConv for one searchable position: (N, in, H, W) -> (N, out, H/s, W/s).
+
+    Learned thresholds: ``t_keep`` (1,) where skip is allowed, ``t_kernel`` (K-1,), ``t_expand`` (E-1,),
+    ``t_se`` (S-1,).
+    """
+
+    def __init__(self, position: LayerPosition, grid: SuperkernelGrid) -> None:
+        super().__init__()
+        if grid.expansions[0] < 2:
+            raise SearchError(f"layer {position.index}: the superkernel needs expansions >= 2 (got {grid.expansions})")
+        self.position = position
+        self.grid = grid
+        cin, k_max = position.in_channels, grid.kernels[-1]
+        self.mids = [cin * e for e in grid.expansions]
+        self.squeezes = [_squeeze_channels(cin, r) for r in grid.se_ratios]
+        mid = self.mids[-1]
+        self.expand = conv_bn(cin, mid, 1)
+        self.depthwise = conv_bn(mid, mid, k_max, position.stride, groups=mid)
+        self.se = SqueezeExcite(mid, self.squeezes[-1]) if len(grid.se_ratios) > 1 else None
+        self.project = conv_bn(mid, position.out_channels, 1, act=False)
+        self.skippable = SKIP in position.candidates
+        self.residual = position.stride == 1 and position.in_channels == position.out_channels
+
+        self.t_keep = nn.Parameter(torch.zeros(1 if self.skippable else 0))
+        self.t_kernel = nn.Parameter(torch.zeros(len(grid.kernels) - 1))
+        self.t_expand = nn.Parameter(torch.zeros(len(grid.expansions) - 1))
+        self.t_se = nn.Parameter(torch.zeros(len(grid.se_ratios) - 1))
+
+        centers = torch.zeros(len(grid.kernels), k_max, k_max)
+        for i, k in enumerate(grid.kernels):
+            lo = (k_max - k) // 2
+            centers[i, lo:lo + k, lo:lo + k] = 1.0
+        self.register_buffer("centers", centers)                       # (K, k_max, k_max)
+        self.register_buffer("rings", centers[1:] - centers[:-1])      # (K-1, k_max, k_max)
+        with torch.no_grad():
+            keep_ref, expand_ref, se_ref = self._group_sq_norms(self._masked_kernel(torch.ones(len(grid.kernels) - 1)))
+            self.register_buffer("ref_kernel", self._ring_sq_norms())
+        self.register_buffer("ref_keep", keep_ref)
+        self.register_buffer("ref_expand", expand_ref)
+        self.register_buffer("ref_se", se_ref)
+
+    # ---- decisions ----------------------------------------------------------------------------------------------
+    def _masked_kernel(self, kernel_inds: torch.Tensor) -> torch.Tensor:
+        """The depthwise weight (mid, 1, k_max, k_max) with the rings of the kernels that are off zeroed."""
+        w = self.depthwise[0].weight
+        mask = self.centers[0] + (torch.cumprod(kernel_inds, 0)[:, None, None] * self.rings).sum(0)
+        return w * mask
+
+    def _ring_sq_norms(self) -> torch.Tensor:
+        """Squared norms of the depthwise kernel's rings, (K-1,)."""
+        w = self.depthwise[0].weight
+        return (w.pow(2).sum((0, 1))[None] * self.rings).sum((1, 2))
+
+    def _group_sq_norms(self, w_eff: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Squared norms of the keep channels (1,), the expansion groups (E-1,) and the squeeze groups (S-1,)."""
+        per_channel = w_eff.pow(2).sum((1, 2, 3))
+        bounds = self.mids
+        keep = per_channel[:bounds[0]].sum().reshape(1)
+        expand = torch.stack([per_channel[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])]) \
+            if len(bounds) > 1 else w_eff.new_zeros(0)
+        if self.se is None:
+            return keep, expand, w_eff.new_zeros(0)
+        per_squeeze = self.se.reduce.weight.pow(2).sum((1, 2, 3))
+        sq = self.squeezes
+        se = torch.stack([per_squeeze[a:b].sum() for a, b in zip(sq[:-1], sq[1:])])
+        return keep, expand, se
+
+    @torch.no_grad()
+    def statistics(self, relax: str = HARD, tau: float = 1.0) -> dict[str, torch.Tensor]:
+        """Relative squared norms ``||w_subset||^2 / ||w_subset at init||^2`` of every subset (no gradient):
+        {"kernel" (K-1,), "keep" (1,), "expand" (E-1,), "se" (S-1,)}; keep/expand after the kernel decision."""
+        kernel = self._ring_sq_norms() / self.ref_kernel
+        w_eff = self._masked_kernel(indicator(kernel - self.t_kernel, relax, tau))
+        keep, expand, se = self._group_sq_norms(w_eff)
+        return {"kernel": kernel, "keep": keep / self.ref_keep, "expand": expand / self.ref_expand, "se": se / self.ref_se}
+
+    def decide(self, relax: str = HARD, tau: float = 1.0) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Margins ``stat - t`` and indicators of this layer's decisions, plus the kernel-masked depthwise weight.
+
+        Returns ({"keep", "kernel", "expand", "se"} -> (margins, indicators)), w_eff (mid, 1, k_max, k_max).
+        ``keep`` is the constant 1 (margin +inf) where skip is not allowed. Gradients of the margins reach the
+        thresholds only (see the module docstring).
+        """
+        stats = self.statistics(relax, tau)
+        out = {}
+        for key in ("kernel", "expand", "se"):
+            margin = stats[key] - getattr(self, f"t_{key}")
+            out[key] = (margin, indicator(margin, relax, tau))
+        if self.skippable:
+            margin = stats["keep"] - self.t_keep
+            out["keep"] = (margin, indicator(margin, relax, tau))
+        else:
+            ones = self.t_kernel.new_ones(1)
+            out["keep"] = (ones * float("inf"), ones)
+        return out, self._masked_kernel(out["kernel"][1])
+
+    @torch.no_grad()
+    def limit_thresholds(self, reach: float) -> None:
+        """Keep every threshold at most ``reach`` above its statistic, so a dropped subset stays within reach."""
+        stats = self.statistics()
+        for key in ("kernel", "expand", "se", "keep"):
+            t = getattr(self, f"t_{key}")
+            if t.numel():
+                torch.minimum(t, stats[key] + reach, out=t)
+
+    # ---- forward ------------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, inds: dict[str, torch.Tensor], w_eff: torch.Tensor,
+                subset_dropout: float = 0.0) -> torch.Tensor:
+        """x (N, in, H, W) with this layer's indicators (``decide``'s second elements) -> (N, out, H/s, W/s)."""
+        keep, expand, se = inds["keep"], inds["expand"], inds["se"]
+        if self.training and subset_dropout > 0:
+            expand, se = _drop(expand, subset_dropout), _drop(se, subset_dropout)
+            keep = _drop(keep, subset_dropout) if self.skippable else keep
+            w_eff = self._masked_kernel(_drop(inds["kernel"], subset_dropout))
+        h = self.expand(x)
+        conv = self.depthwise[0]
+        h = nn.functional.conv2d(h, w_eff, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        h = self.depthwise[2](self.depthwise[1](h))
+        if len(self.mids) > 1:
+            gates = torch.cumprod(expand, 0)
+            sizes = torch.tensor([b - a for a, b in zip(self.mids[:-1], self.mids[1:])], device=h.device)
+            channel_mask = torch.cat([h.new_ones(self.mids[0]), torch.repeat_interleave(gates, sizes)])
+            h = h * channel_mask[None, :, None, None]
+        if self.se is not None:
+            h = self._squeeze_excite(h, se)
+        h = self.project(h)
+        if self.residual:
+            return x + keep * h
+        return h
+
+    def _squeeze_excite(self, h: torch.Tensor, se_inds: torch.Tensor) -> torch.Tensor:
+        gates = torch.cumprod(se_inds, 0)                               # squeeze group j is on iff i_1 ... i_j
+        sizes = torch.tensor([b - a for a, b in zip(self.squeezes[:-1], self.squeezes[1:])], device=h.device)
+        squeeze_mask = torch.repeat_interleave(gates, sizes)
+        s = h.mean((2, 3), keepdim=True)
+        s = torch.relu(self.se.reduce(s)) * squeeze_mask[None, :, None, None]
+        gate = torch.sigmoid(self.se.expand(s))
+        on = se_inds[0]
+        return h * (1 - on + on * gate)
+
+    # ---- derived type -------------------------------------------------------------------------------------------
+    def chosen_type(self, inds: dict[str, torch.Tensor]) -> LayerType:
+        """The layer type selected by 0/1 indicators."""
+        if self.skippable and inds["keep"][0] < 0.5:
+            return LayerType()
+        g = self.grid
+        return LayerType(g.kernels[_count_on(inds["kernel"])], g.expansions[_count_on(inds["expand"])],
+                         g.se_ratios[_count_on(inds["se"])])
+
+
+def _drop(v: torch.Tensor, p: float) -> torch.Tensor:
+    return v * (torch.rand_like(v) >= p).to(v.dtype)
+
+
+def _count_on(inds: torch.Tensor) -> int:
+    """Number of leading 1s of nested indicators (the index of the chosen option)."""
+    n = 0
+    for value in inds.tolist():
+        if value < 0.5:
+            break
+        n += 1
+    return n
+
+
+class SuperNet(nn.Module):
+    """Stem, fixed MBConvs, one :class:`SuperMBConv` per searchable position, head. (N, 3, R, R) -> logits.
+
+    ``relax``, ``tau`` and ``subset_dropout`` are plain attributes that the searcher sets as training goes.
+    """
+
+    def __init__(self, space: SearchSpace, grid: SuperkernelGrid, relax: str = HARD, dropout: float = 0.2,
+                 threshold_init: float = 0.0) -> None:
+        super().__init__()
+        self.space = space
+        self.grid = grid
+        self.relax = relax
+        self.tau = 1.0
+        self.subset_dropout = 0.0
+        self.stem = Stem(space)
+        self.layers = nn.ModuleList(
+            SuperMBConv(p, grid) if p.searchable else MBConv(LayerSpec(p, p.candidates[0])) for p in space.positions)
+        self.head = Head(space, dropout)
+        with torch.no_grad():
+            for t in self.threshold_parameters():
+                t.fill_(threshold_init)
+
+    @property
+    def superkernels(self) -> list[SuperMBConv]:
+        return [m for m in self.layers if isinstance(m, SuperMBConv)]
+
+    def threshold_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if n.rsplit(".", 1)[-1].startswith("t_")]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.rsplit(".", 1)[-1].startswith("t_")]
+
+    def limit_thresholds(self, reach: float) -> None:
+        """See :meth:`SuperMBConv.limit_thresholds`."""
+        for layer in self.superkernels:
+            layer.limit_thresholds(reach)
+
+    def decide(self, relax: str | None = None) -> tuple[list, Decisions, Decisions]:
+        """Per-layer decisions: (each superkernel's ``decide`` result, stacked indicators, stacked margins)."""
+        results = [layer.decide(relax or self.relax, self.tau) for layer in self.superkernels]
+
+        def stacked(which: int) -> Decisions:
+            return Decisions(*(torch.cat([r[key][which] for r, _ in results]) if key == "keep" else
+                               torch.stack([r[key][which] for r, _ in results])
+                               for key in ("keep", "kernel", "expand", "se")))
+
+        return results, stacked(1), stacked(0)
+
+    def forward_decided(self, x: torch.Tensor, results: list) -> torch.Tensor:
+        """x (N, 3, R, R) -> logits (N, classes) with the per-layer decisions ``decide()[0]``."""
+        per_layer = iter(results)
+        x = self.stem(x)
+        for layer in self.layers:
+            if isinstance(layer, SuperMBConv):
+                decided, w_eff = next(per_layer)
+                x = layer(x, {k: v[1] for k, v in decided.items()}, w_eff, self.subset_dropout)
+            else:
+                x = layer(x)
+        return self.head(x)
+
+    def forward_with_decisions(self, x: torch.Tensor) -> tuple[torch.Tensor, Decisions]:
+        """x (N, 3, R, R) -> (logits (N, classes), the stacked indicators for the runtime model)."""
+        results, inds, _ = self.decide()
+        return self.forward_decided(x, results), inds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_decisions(x)[0]
+
+    def architecture_from(self, decisions: Decisions) -> Architecture:
+        """The architecture selected by stacked 0/1 decisions (in the training space)."""
+        chosen = iter(layer.chosen_type({"keep": decisions.keep[l:l + 1], "kernel": decisions.kernel[l],
+                                         "expand": decisions.expand[l], "se": decisions.se[l]})
+                      for l, layer in enumerate(self.superkernels))
+        return Architecture(self.space, tuple(next(chosen) if p.searchable else p.candidates[0]
+                                              for p in self.space.positions))
+
+    @torch.no_grad()
+    def architecture(self) -> Architecture:
+        """The discrete architecture of the current thresholds (hard decisions), in the training space."""
+        return self.architecture_from(self.decide(HARD)[1])
+
+    @torch.no_grad()
+    def margins(self) -> Decisions:
+        """Stacked decision margins ``stat - t`` of the hard decisions (positive = subset on)."""
+        return self.decide(HARD)[2]
+
+
+@torch.no_grad()
+def extract_subnet(supernet: SuperNet, arch: Architecture | None = None, dropout: float = 0.2) -> MobileNet:
+    """A :class:`MobileNet` of ``arch`` (default: the supernet's current one) with the superkernel's weights.
+
+    Expansion channels, the centre of the depthwise kernel and the leading squeeze channels are copied, so at
+    hard decisions the result computes what the supernet computes (in eval mode).
+    """
+    arch = arch or supernet.architecture()
+    model = MobileNet(arch.with_space(supernet.space), dropout)
+    model.stem.load_state_dict(supernet.stem.state_dict())
+    model.head.load_state_dict(supernet.head.state_dict())
+    for spec, target, source in zip(arch.layers(), model.layers, supernet.layers):
+        if not isinstance(source, SuperMBConv):
+            target.load_state_dict(source.state_dict())
+            continue
+        if spec.op.is_skip:
+            continue
+        mid, k = spec.mid_channels, spec.op.kernel
+        _copy_conv_bn(target.expand, source.expand, out=slice(0, mid))
+        lo = (source.grid.kernels[-1] - k) // 2
+        target.depthwise[0].weight.copy_(source.depthwise[0].weight[:mid, :, lo:lo + k, lo:lo + k])
+        _copy_bn(target.depthwise[1], source.depthwise[1], slice(0, mid))
+        if target.se is not None:
+            s = spec.se_channels
+            target.se.reduce.weight.copy_(source.se.reduce.weight[:s, :mid])
+            target.se.reduce.bias.copy_(source.se.reduce.bias[:s])
+            target.se.expand.weight.copy_(source.se.expand.weight[:mid, :s])
+            target.se.expand.bias.copy_(source.se.expand.bias[:mid])
+        target.project[0].weight.copy_(source.project[0].weight[:, :mid])
+        _copy_bn(target.project[1], source.project[1], slice(None))
+    return model
+
+
+def _copy_conv_bn(target: nn.Sequential, source: nn.Sequential, out: slice) -> None:
+    target[0].weight.copy_(source[0].weight[out])
+    _copy_bn(target[1], source[1], out)
+
+
+def _copy_bn(target: nn.BatchNorm2d, source: nn.BatchNorm2d, channels: slice) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(target, name).copy_(getattr(source, name)[channels])
+    target.num_batches_tracked.copy_(source.num_batches_tracked)

@@ -1,0 +1,171 @@
+"""Search runs end to end on digits at 32x32 (a few steps each, a narrow synthetic table to stay fast)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from _synthetic_tables import synthetic_table
+from mobilekit.cli import main
+from mobilekit.errors import SearchError
+from mobilekit.latency.runtime_loss import SuperkernelRuntime
+from mobilekit.models.torch_builder import MobileNet
+from mobilekit.search import make_config, run_search
+from mobilekit.space import Architecture
+
+REPO = Path(__file__).resolve().parents[1]
+WIDTH = 0.35
+QUICK = dict(data="digits", epochs=2, steps_per_epoch=3, batch_size=16, final_epochs=1, checkpoint_every=2,
+             export=())
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory):
+    return synthetic_table(width=WIDTH).save(tmp_path_factory.mktemp("tables") / "synthetic.json")
+
+
+@pytest.fixture(scope="module")
+def target(table_path):
+    fastest, slowest = SuperkernelRuntime(synthetic_table(width=WIDTH)).bounds_ms()
+    return round(fastest + 0.5 * (slowest - fastest), 1)
+
+
+def quick(table_path, target, out, **overrides):
+    return make_config(table=str(table_path), target_ms=target, out=str(out), **{**QUICK, **overrides})
+
+
+def test_single_path_run_writes_every_run_folder_file(tmp_path, table_path, target):
+    out = tmp_path / "run"
+    summary = run_search(quick(table_path, target, out, export=("onnx",), train_resolution=64))
+    for name in ("summary.json", "arch.json", "config.json", "metrics.jsonl", "search.png", "architecture.png",
+                 "weights.pt", "exported/model.onnx", "exported/model.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "checkpoint.npz").exists()          # a finished run keeps no checkpoint
+    stored = json.loads((out / "summary.json").read_text())
+    assert stored == json.loads(json.dumps(summary))
+    for key in ("method", "target_ms", "predicted_ms", "measured_ms", "val_accuracy", "test_accuracy", "search_s"):
+        assert key in stored
+    assert stored["method"] == "single-path" and stored["measured_ms"] is None
+    assert "not reachable" in stored["measure_note"]
+    assert stored["train_resolution"] == 64 and stored["deploy_resolution"] == 224
+    assert 0.9 * target <= stored["predicted_ms"] <= target
+    assert stored["export_checks"]["onnx"]
+
+
+def test_exported_model_is_measured_on_a_reachable_device(tmp_path, table_path, target):
+    summary = run_search(quick(table_path, target, tmp_path / "run", export=("onnx",), train_resolution=64,
+                               final_epochs=0, device=str(REPO / "devices" / "onnx-host.toml"), measure_runs=3))
+    assert summary["measured_on"] == "onnx-host"
+    assert summary["measured_ms"] > 0 and summary["measure_note"] is None
+
+
+def test_run_folder_metrics_weights_and_architecture_agree(tmp_path, table_path, target):
+    out = tmp_path / "run"
+    summary = run_search(quick(table_path, target, out))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    search = [r for r in records if r["phase"] == "search"]
+    assert [r["step"] for r in search] == list(range(6))
+    for key in ("ce", "runtime_ms", "runtime_hard_ms", "lambda", "accuracy", "arch", "decisions"):
+        assert key in search[0]
+    arch = Architecture.load(out / "arch.json")
+    assert arch.to_string() == summary["arch"]
+    assert arch.space.resolution == 224 and arch.space.num_classes == 10
+    model = MobileNet(arch)
+    model.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
+    assert summary["predicted_ms"] == pytest.approx(synthetic_table(width=WIDTH).lookup_ms(arch), rel=1e-9)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_search_resumes_from_its_checkpoint(tmp_path, table_path, target):
+    whole = run_search(quick(table_path, target, tmp_path / "whole"))
+
+    def kill_at_step_4(record):
+        if record["phase"] == "search" and record["step"] == 4:
+            raise Killed
+
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        run_search(quick(table_path, target, out), on_step=kill_at_step_4)
+    assert (out / "checkpoint.npz").is_file() and not (out / "summary.json").exists()
+    resumed = run_search(quick(table_path, target, out, resume=True))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["phase"] == "search"] == list(range(6))
+    assert resumed["search_steps"] == whole["search_steps"] == 6
+    assert resumed["arch"] == whole["arch"]
+    assert resumed["val_accuracy"] == whole["val_accuracy"]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, table_path, target):
+    out = tmp_path / "run"
+    run_search(quick(table_path, target, out, final_epochs=0))
+    with pytest.raises(SearchError, match=r"started with other settings \(epochs: 2 -> 3\)"):
+        run_search(quick(table_path, target, out, final_epochs=0, epochs=3, resume=True))
+
+
+def test_existing_run_folder_is_not_overwritten_without_resume(tmp_path, table_path, target):
+    out = tmp_path / "run"
+    run_search(quick(table_path, target, out, final_epochs=0))
+    with pytest.raises(SearchError, match="already holds a run; pass --resume"):
+        run_search(quick(table_path, target, out, final_epochs=0))
+
+
+def test_random_baseline_picks_its_best_candidate_inside_the_window(tmp_path, table_path, target):
+    summary = run_search(quick(table_path, target, tmp_path / "run", method="random", random_samples=2,
+                               steps_per_epoch=2, final_epochs=0))
+    candidates = summary["candidates"]
+    assert len(candidates) == 2
+    assert all(0.95 * target <= c["predicted_ms"] <= target for c in candidates)
+    best = max(candidates, key=lambda c: c["val_accuracy"])
+    assert summary["arch"] == best["arch"]
+    assert summary["val_accuracy"] == pytest.approx(best["val_accuracy"])   # inherited weights, 0 final epochs
+
+
+def test_multipath_run_ends_inside_the_window(tmp_path, table_path, target):
+    summary = run_search(quick(table_path, target, tmp_path / "run", method="multipath", epochs=1, final_epochs=0))
+    assert summary["method"] == "multipath"
+    assert 0.9 * target <= summary["predicted_ms"] <= target
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"arch_ce", "runtime_ms", "runtime_hard_ms"} <= set(records[0])
+
+
+# ---- the command line ---------------------------------------------------------------------------------------------
+def test_cli_runs_a_recipe_with_flags_overriding_it(tmp_path, table_path, target, capsys):
+    recipe = tmp_path / "quick.toml"
+    recipe.write_text(f'[search]\ntable = "{table_path}"\ntarget_ms = {target}\nepochs = 5\nsteps_per_epoch = 2\n'
+                      f'batch_size = 16\nfinal_epochs = 0\nexport = "none"\n')
+    out = tmp_path / "run"
+    code = main(["search", "--config", str(recipe), "--epochs", "1", "--out", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "training resolution 32x32" in printed and "deployment resolution 224x224" in printed
+    assert f"target {target:g} ms | predicted" in printed
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["epochs"] == 1 and stored["steps_per_epoch"] == 2
+
+
+def test_cli_target_outside_the_table_exits_2_with_one_line(tmp_path, capsys):
+    code = main(["search", "--table", str(REPO / "latency_tables" / "pixel1-spnas.json"), "--target-ms", "20",
+                 "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "41.1 ms" in err and "131.5 ms" in err
+
+
+def test_cli_unknown_recipe_key_exits_2(tmp_path, capsys):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('[search]\ntarget = 80\n')
+    assert main(["search", "--config", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    assert "unknown key 'target'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "search").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_recipes_are_complete_and_inside_their_tables(recipe, tmp_path):
+    config = make_config(recipe, out=str(tmp_path / "run"))
+    from mobilekit.search.budget import check_target
+    from mobilekit.search.run import build_runtime
+
+    check_target(build_runtime(config), config.target_ms)

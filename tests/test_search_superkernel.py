@@ -1,0 +1,114 @@
+"""The single-path superkernel: threshold decisions, equivalence with the derived network, gradients."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from _synthetic_tables import synthetic_table
+from mobilekit.latency.runtime_loss import SuperkernelRuntime
+from mobilekit.search.superkernel import SuperNet, extract_subnet
+from mobilekit.space import SKIP, LayerType, get_space
+
+WIDTH = 0.35
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a small shared CPU, more threads spin against other work (see run.default_threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return SuperkernelRuntime(synthetic_table(width=WIDTH))
+
+
+def make_net(runtime, seed=0, relax="sigmoid"):
+    torch.manual_seed(seed)
+    return SuperNet(get_space(width=WIDTH, resolution=32, num_classes=10), runtime.grid, relax=relax)
+
+
+def test_fresh_thresholds_choose_the_largest_type_everywhere(runtime):
+    arch = make_net(runtime).architecture()
+    assert set(arch.searchable_choices) == {LayerType(5, 6, 0.5)}
+
+
+def test_thresholds_decode_to_the_architecture(runtime):
+    net = make_net(runtime)
+    layers = net.layers
+    with torch.no_grad():
+        layers[2].t_keep.fill_(5.0)                       # skip
+        layers[5].t_kernel.fill_(5.0)                     # 3x3
+        layers[6].t_expand.fill_(5.0)                     # e3
+        layers[7].t_se[1] = 5.0                           # SE 0.25 (0.5 off)
+        layers[9].t_se[0] = 5.0                           # no SE
+        layers[9].t_kernel.fill_(5.0)
+        layers[9].t_expand.fill_(5.0)
+    choices = net.architecture().choices
+    assert choices[2] == SKIP
+    assert choices[5] == LayerType(3, 6, 0.5)
+    assert choices[6] == LayerType(5, 3, 0.5)
+    assert choices[7] == LayerType(5, 6, 0.25)
+    assert choices[9] == LayerType(3, 3, 0.0)
+    assert choices[10] == LayerType(5, 6, 0.5)
+
+
+def test_supernet_at_hard_decisions_computes_the_derived_network(runtime):
+    net = make_net(runtime, seed=1)
+    with torch.no_grad():
+        for t in net.threshold_parameters():
+            t.uniform_(0.6, 1.4)                          # a mix of on and off decisions
+    net.eval()
+    arch = net.architecture()
+    assert len(set(arch.searchable_choices)) > 3
+    model = extract_subnet(net).eval()
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.allclose(net(x), model(x), atol=1e-5)
+
+
+def test_runtime_of_the_supernet_decisions_is_the_lookup_of_its_architecture(runtime):
+    net = make_net(runtime, seed=2)
+    with torch.no_grad():
+        for t in net.threshold_parameters():
+            t.uniform_(0.6, 1.4)
+    _, inds, _ = net.decide()
+    arch = net.architecture()
+    assert runtime(inds).item() == pytest.approx(runtime.table.lookup_ms(arch.with_space(runtime.space)), rel=1e-9)
+
+
+@pytest.mark.parametrize("relax", ["sigmoid", "ste", "softmax"])
+def test_gradients_of_the_loss_reach_every_threshold(runtime, relax):
+    net = make_net(runtime, relax=relax)
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    logits, inds = net.forward_with_decisions(x)
+    loss = F.cross_entropy(logits, y) + 0.5 * torch.log(runtime(inds))
+    loss.backward()
+    thresholds = [t for t in net.threshold_parameters() if t.numel()]
+    searchable = net.space.searchable_positions          # t_k5, t_e6, t_se0.25, t_se0.5 (+ t_e3 where skip)
+    assert sum(t.numel() for t in thresholds) == sum(4 + (SKIP in p.candidates) for p in searchable)
+    for t in thresholds:
+        assert t.grad is not None and torch.isfinite(t.grad).all() and (t.grad != 0).all()
+
+
+def test_runtime_term_alone_pushes_every_threshold_up(runtime):
+    net = make_net(runtime)
+    _, inds, _ = net.decide()
+    torch.log(runtime(inds)).backward()
+    for t in (t for t in net.threshold_parameters() if t.numel()):
+        assert (t.grad < 0).all()                        # gradient descent raises t: fewer channels, lower R
+
+
+def test_subset_dropout_changes_outputs_only_in_training(runtime):
+    net = make_net(runtime)
+    net.subset_dropout = 0.5
+    x = torch.randn(2, 3, 32, 32)
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    net.train()
+    torch.manual_seed(0)
+    a = net(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, net(x))
