@@ -13,6 +13,7 @@ import torch
 
 from mobilekit import __version__
 from mobilekit.errors import ExportError
+from mobilekit.jsonio import write_json_atomic
 from mobilekit.export.onnx_export import export_onnx
 from mobilekit.export.runtimes import OnnxModel, TfliteModel
 from mobilekit.export.verify import ParityResult, check_parity, torch_outputs
@@ -140,10 +141,7 @@ def write_model_json(out_dir: Path, model: MobileNet, report: ExportReport, mean
         "files": files,
         "mobilekit_version": __version__,
     }
-    tmp = path.with_name(".model.json.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, info)
 
 
 def load_weights(model: MobileNet, weights: str | Path) -> MobileNet:

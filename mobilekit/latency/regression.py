@@ -35,9 +35,7 @@ fitted one did.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -45,6 +43,7 @@ import numpy as np
 
 from mobilekit import __version__
 from mobilekit.errors import ConfigError, TableError
+from mobilekit.jsonio import read_json, write_json_atomic
 from mobilekit.latency.features import (
     COST_TERMS, FEATURE_NAMES, LayerLike, as_layer_shape, cost_matrix, feature_matrix,
     fixed_part_macs,
@@ -324,22 +323,12 @@ class LayerLatencyRegressor:
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model as JSON (atomically)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
-        os.replace(tmp, target)
-        return target
+        return write_json_atomic(path, self.to_dict(), indent=None, separators=(",", ":"))
 
     @classmethod
     def load(cls, path: str | Path) -> "LayerLatencyRegressor":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such predictor file; make one with 'mobilekit latency fit'") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc}); re-fit it with 'mobilekit latency fit'") from None
+        data = read_json(path, ConfigError, "no such predictor file; make one with 'mobilekit latency fit'",
+                         "; re-fit it with 'mobilekit latency fit'")
         return cls.from_dict(data, source=str(path))
 
     # ---- internals ----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import numpy as np
 
 from mobilekit import __version__
 from mobilekit.errors import ArchitectureError, ExportError
+from mobilekit.jsonio import write_json_atomic
 from mobilekit.export.torch_threads import one_torch_thread
 from mobilekit.space import Architecture, LayerSpec, SearchSpace
 
@@ -227,9 +228,7 @@ def _record_path(path: Path) -> Path:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, data, indent=1)
 
 
 def is_checked(path: str | Path, runtime: str | None = None) -> bool:

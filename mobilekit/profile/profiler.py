@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence

@@ -26,13 +26,12 @@ Tables are written atomically (temp file + rename), so a killed profiler never l
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from mobilekit.errors import TableError
+from mobilekit.jsonio import read_json, write_json_atomic
 from mobilekit.space import Architecture, LayerType, SearchSpace, get_space, parse_layer_type
 
 FORMAT = "mobilekit-latency-table/1"
@@ -132,13 +131,8 @@ class LatencyTable:
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write atomically (temp file in the same folder, then rename)."""
-        target = Path(path or self.path or "latency_table.json")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        os.replace(tmp, target)
-        self.path = target
-        return target
+        self.path = write_json_atomic(path or self.path or "latency_table.json", self.to_dict(), indent=1)
+        return self.path
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "latency table") -> "LatencyTable":
@@ -172,13 +166,8 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise TableError(f"{path}: no such latency table; make one with 'mobilekit profile' "
-                             "or use latency_tables/pixel1-spnas.json") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise TableError(f"{path}: not valid JSON ({exc}); re-run 'mobilekit profile' to rebuild it") from None
+        data = read_json(path, TableError, "no such latency table; make one with 'mobilekit profile' or use "
+                         "latency_tables/pixel1-spnas.json", "; re-run 'mobilekit profile' to rebuild it")
         table = cls.from_dict(data, source=str(path))
         table.path = path
         return table

@@ -6,13 +6,13 @@ from :meth:`Architecture.layers`. Nothing downstream parses block strings again.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from mobilekit import __version__
 from mobilekit.errors import ArchitectureError
+from mobilekit.jsonio import read_json, write_json_atomic
 from mobilekit.space.layer_types import LayerType, parse_layer_type
 from mobilekit.space.search_space import LayerPosition, SearchSpace, get_space
 
@@ -136,22 +136,11 @@ class Architecture:
         return cls.from_string(space, ",".join(layers))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ArchitectureError(f"{path}: no such architecture file") from None
-        except json.JSONDecodeError as exc:
-            raise ArchitectureError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        data = read_json(path, ArchitectureError, "no such architecture file")
         return cls.from_dict(data, source=str(path))
 
     def with_space(self, space: SearchSpace) -> "Architecture":
