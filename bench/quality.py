@@ -1,11 +1,12 @@
 """Quality at equal budget: single-path vs random search vs multi-path on digits at the same target.
 
-Every method gets the same search epochs and the same final training on the same data; the random baseline
-splits its search epochs over its candidates. Prints test accuracy mean +- std over the seeds, the predicted
-latency and the search time. Defaults are small (about 10 minutes on 2 cores); digits is easy, so differences
+Every method gets the same search epochs and the same final training (inheriting its search weights) on the
+same data; the random baseline splits its search epochs over its 4 candidates. Prints test accuracy mean +- std
+over the seeds, the predicted latency and the search time. Shortened settings (epochs of 10 batches of 32,
+two runs at a time, one torch thread each) keep it near 10 minutes on 2 cores; digits is easy, so differences
 of a point or two are within the seed spread.
 
-    python bench/quality.py [--target 80] [--seeds 5] [--epochs 2] [--steps-per-epoch 10] [--final-epochs 2]
+    python bench/quality.py [--target 80] [--seeds 5] [--epochs 8] [--steps-per-epoch 10] [--final-epochs 8]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
+import concurrent.futures
 import statistics
 import tempfile
 import time
@@ -27,32 +29,36 @@ REPO = Path(__file__).resolve().parents[1]
 METHODS = ("single-path", "random", "multipath")
 
 
+def search(job: tuple) -> dict:
+    """One run (in a worker process): returns its summary."""
+    method, seed, args, tmp = job
+    config = make_config(table=args.table, target_ms=args.target, out=f"{tmp}/{method}-{seed}", method=method,
+                         seed=seed, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                         final_epochs=args.final_epochs, batch_size=args.batch_size, export=(), threads=1)
+    return run_search(config)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(REPO / "latency_tables" / "pixel1-spnas.json"))
     parser.add_argument("--target", type=float, default=80.0)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--steps-per-epoch", type=int, default=8)
-    parser.add_argument("--final-epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--steps-per-epoch", type=int, default=10)
+    parser.add_argument("--final-epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     print(f"settings: target {args.target:g} ms on {args.table}; digits at 32x32; search {args.epochs} epochs x "
-          f"{args.steps_per_epoch} steps, final training {args.final_epochs} epochs (inheriting the search "
-          f"weights), batch {args.batch_size}, seeds 0-{args.seeds - 1}; random: 2 candidates")
+          f"{args.steps_per_epoch} steps, final training {args.final_epochs} epochs x {args.steps_per_epoch} steps "
+          f"(inheriting the search weights), batch {args.batch_size}, seeds 0-{args.seeds - 1}; random: 4 "
+          f"candidates x {max(1, args.epochs // 4)} proxy epochs; {args.workers} runs at a time")
     started = time.perf_counter()
-    results: dict[str, list[dict]] = {m: [] for m in METHODS}
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
-            for method in METHODS:
-                config = make_config(table=args.table, target_ms=args.target, out=f"{tmp}/{method}-{seed}",
-                                     method=method, seed=seed, epochs=args.epochs,
-                                     steps_per_epoch=args.steps_per_epoch, final_epochs=args.final_epochs,
-                                     batch_size=args.batch_size, random_samples=2, export=())
-                results[method].append(run_search(config))
-            print(f"seed {seed}: " + ", ".join(f"{m} {results[m][-1]['test_accuracy']:.3f}" for m in METHODS),
-                  flush=True)
-    print(f"\n{'method':<12} {'test accuracy':>18} {'val accuracy':>18} {'predicted ms':>14} {'search s':>9}")
+    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
+        jobs = [(method, seed, args, tmp) for seed in range(args.seeds) for method in METHODS]
+        summaries = list(pool.map(search, jobs))
+    results = {m: [s for (method, _, _, _), s in zip(jobs, summaries) if method == m] for m in METHODS}
+    print(f"{'method':<12} {'test accuracy':>18} {'val accuracy':>18} {'predicted ms':>14} {'search s':>9}")
     for method in METHODS:
         runs = results[method]
 

@@ -65,3 +65,13 @@ def test_lambda_rises_above_the_aim_and_falls_below_it():
     assert below < 1.0 and state["lambda"] < 1.0
     fixed = {"lambda": 0.3}
     assert steer_lambda(fixed, 200.0, 80.0, 0.0, 0.0) == 0.3 and fixed["lambda"] == 0.3
+
+
+def test_lambda_integral_holds_while_the_runtime_moves_toward_the_aim():
+    state = {"lambda": 0.0}
+    steer_lambda(state, 120.0, 80.0, integral_gain=0.5, proportional_gain=0.0)
+    wound = state["lambda"]
+    steer_lambda(state, 100.0, 80.0, integral_gain=0.5, proportional_gain=0.0)   # closer: hold
+    assert state["lambda"] == wound
+    steer_lambda(state, 100.0, 80.0, integral_gain=0.5, proportional_gain=0.0)   # stalled: integrate
+    assert state["lambda"] > wound

@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--lr", type=float, help="weight learning rate (default 3e-3, Adam)")
     add("--threshold-lr", type=float, help="single-path threshold learning rate (default 0.003)")
     add("--lambda", dest="lambda_init", type=float, help="initial weight of log R in the loss (default 0)")
-    add("--lambda-lr", type=float, help="integral gain of lambda toward the target (default 0.3)")
-    add("--lambda-p", type=float, help="proportional gain of lambda (default 5); both gains 0 keep lambda fixed")
+    add("--lambda-lr", type=float, help="integral gain of lambda toward the target (default 0.1)")
+    add("--lambda-p", type=float, help="proportional gain of lambda (default 8); both gains 0 keep lambda fixed")
     add("--se", dest="include_se", choices=("auto", "on", "off"),
         help="search SE types: auto (when the table has them or --se-factors is given), on, off")
     add("--se-factors", help="table with SE entries whose SE/non-SE ratios fill this table's missing SE types")

@@ -17,15 +17,20 @@ RANDOM_WINDOW = (0.95, 1.0)  # the random baseline samples in [0.95 T, T]
 
 
 def steer_lambda(state: dict, runtime_ms: float, aim_ms: float, integral_gain: float, proportional_gain: float) -> float:
-    """PI control of the latency weight: returns ``lambda`` for this step and updates ``state["lambda"]``.
+    """PI control of the latency weight: returns ``lambda`` for this step and updates ``state``.
 
-    ``lambda`` is a Lagrange multiplier for ``log R = log aim`` (R of the current discrete architecture):
-    ``lambda = lambda_I + k_p * log(R / aim)`` and ``lambda_I += k_i * log(R / aim)``. It may turn negative
-    below the aim, which pushes subsets back on. Both gains 0 keep ``lambda`` fixed (the paper's setting).
+    ``lambda`` acts as a Lagrange multiplier for ``log R = log aim`` (R of the current discrete architecture):
+    ``lambda = lambda_I + k_p * e`` with ``e = log(R / aim)``, and ``lambda_I += k_i * e`` only while R is not
+    already moving toward the aim (``|e|`` did not shrink since the last step): integrating while the decisions
+    are still travelling would wind ``lambda_I`` up and overshoot. ``lambda`` may turn negative below the aim,
+    which pushes subsets back on. Both gains 0 keep ``lambda`` fixed (the paper's setting).
     """
     error = math.log(runtime_ms / aim_ms)
     integral = float(state["lambda"])
-    state["lambda"] = integral + integral_gain * error
+    last = state.get("last_error")
+    if last is None or abs(error) >= abs(last):
+        state["lambda"] = integral + integral_gain * error
+    state["last_error"] = error
     return integral + proportional_gain * error
 
 

@@ -43,8 +43,8 @@ class SearchConfig:
     threshold_reach: float = 0.25            # a threshold stays at most this far above its statistic
     arch_lr: float = 0.05                    # multipath architecture weights
     lambda_init: float = 0.0                 # weight of log R in CE + lambda * log R (its integral part)
-    lambda_lr: float = 0.3                   # integral gain steering lambda toward the aim (see budget.steer_lambda)
-    lambda_p: float = 5.0                    # proportional gain; both 0 keep lambda fixed (the paper's setting)
+    lambda_lr: float = 0.1                   # integral gain steering lambda toward the aim (see budget.steer_lambda)
+    lambda_p: float = 8.0                    # proportional gain; both 0 keep lambda fixed (the paper's setting)
     target_aim: float = 0.95                 # the search steers R toward target_aim * target_ms
     tau_start: float = 1.0                   # temperature of the single-path softmax relaxation, annealed ...
     tau_end: float = 0.1                     # ... geometrically to this
