@@ -28,7 +28,7 @@ from mobilekit.latency.validate import NOISE, PREDICTORS, prediction_column
 from mobilekit.profile.devices import load_device
 from mobilekit.profile.profiler import profile_device
 from mobilekit.profile.runners import open_runner
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import get_space
 
 GOAL = 1.5

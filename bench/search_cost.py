@@ -39,7 +39,7 @@ def measure(kind: str, batch_size: int, steps: int, table_path: str) -> dict:
 
     from mobilekit.latency.runtime_loss import ExpectedLatency, SuperkernelRuntime
     from mobilekit.models.torch_builder import MobileNet
-    from mobilekit.profile.table import LatencyTable
+    from mobilekit.latency_table import LatencyTable
     from mobilekit.search.budget import sample_in_window
     from mobilekit.search.config import SearchConfig
     from mobilekit.search.multipath import MultiPathNet, MultiPathPhase, split_for_architecture

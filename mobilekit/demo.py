@@ -50,7 +50,7 @@ def latency_stage(out: Path, table_path: Path, samples: int) -> dict:
     from mobilekit.latency import LayerLatencyRegressor, validate_predictor
     from mobilekit.profile.devices import load_device
     from mobilekit.profile.runners import open_runner
-    from mobilekit.profile.table import LatencyTable
+    from mobilekit.latency_table import LatencyTable
 
     stage(f"2. latency model: fit the regression, validate on {samples} whole networks measured on this CPU")
     table = LatencyTable.load(table_path)
@@ -67,7 +67,7 @@ def latency_stage(out: Path, table_path: Path, samples: int) -> dict:
 
 def search_stage(out: Path, table_path: Path, epochs: int) -> dict:
     from mobilekit.profile.profiler import summarize_table
-    from mobilekit.profile.table import LatencyTable
+    from mobilekit.latency_table import LatencyTable
     from mobilekit.search.config import make_config
     from mobilekit.search.run import run_search
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import get_space
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pytest
 
 from mobilekit.cli import main
 from mobilekit.latency import LayerLatencyRegressor
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import Architecture, get_space
 
 PIXEL1 = str(Path(__file__).parents[1] / "latency_tables" / "pixel1-spnas.json")

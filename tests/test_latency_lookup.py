@@ -7,7 +7,7 @@ import pytest
 
 from mobilekit.errors import TableError
 from mobilekit.latency import LookupPredictor
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import Architecture, get_space
 
 PIXEL1 = Path(__file__).parents[1] / "latency_tables" / "pixel1-spnas.json"

@@ -10,7 +10,7 @@ import pytest
 from mobilekit.errors import ConfigError, TableError
 from mobilekit.latency import LayerLatencyRegressor, LookupPredictor, fit_network_correction
 from mobilekit.latency.regression import MODEL_KINDS, _compile_trees, _dump_tree, _predict_trees
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import Architecture, LayerSpec, get_space, reference_architecture, sample_architecture
 
 PIXEL1 = Path(__file__).parents[1] / "latency_tables" / "pixel1-spnas.json"

@@ -16,7 +16,7 @@ from mobilekit.latency.features import layer_feature_dict
 from mobilekit.latency.regression import LayerLatencyRegressor
 from mobilekit.latency.validate import NOISE, PREDICTORS, cross_fitted_correction, sample_spread, validate_predictor
 from mobilekit.profile.measurement import Measurement
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import LayerSpec, get_space
 
 PIXEL1 = Path(__file__).parents[1] / "latency_tables" / "pixel1-spnas.json"

@@ -17,7 +17,7 @@ from mobilekit.profile.devices import parse_device
 from mobilekit.profile.model_files import ModelFileCache
 from mobilekit.profile.profiler import profile_device
 from mobilekit.profile.runners import AdbRunner, open_runner
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import get_space
 from mobilekit.testing.adb_emulator import AdbDeviceEmulator
 from mobilekit.testing.benchmark_model_litert import write_benchmark_model_wrapper

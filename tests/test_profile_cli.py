@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mobilekit.cli import main
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.testing.adb_emulator import AdbDeviceEmulator
 from mobilekit.testing.benchmark_model_litert import write_benchmark_model_wrapper
 

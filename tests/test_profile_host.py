@@ -14,7 +14,7 @@ from mobilekit.profile.devices import parse_device
 from mobilekit.profile.model_files import ModelFileCache, export_network_file, is_checked
 from mobilekit.profile.profiler import parse_positions, profile_device, summarize_table
 from mobilekit.profile.runners import HostRunner, RunnerMeasurement, open_runner
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import LayerSpec, get_space, reference_architecture
 
 SPACE = get_space("mnasnet-k357", resolution=32)  # 6 types per position, no SE: few files to export

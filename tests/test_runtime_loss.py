@@ -10,7 +10,7 @@ from mobilekit.errors import TableError
 from mobilekit.latency.runtime_loss import (
     Decisions, ExpectedLatency, SuperkernelRuntime, indicator, se_scaling_factors,
 )
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import SKIP, Architecture, LayerType, reference_architecture, sample_architecture
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from mobilekit.errors import TableError
 from mobilekit.profile.published import SPNAS_FIXED_MS, SPNAS_SKIP_MS, convert_spnas_pixel1
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import Architecture, LayerType, reference_architecture
 
 REPO = Path(__file__).resolve().parents[1]

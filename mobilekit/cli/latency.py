@@ -98,7 +98,7 @@ def _load_predictor(path: str | None, table):
 def run_predict(args: argparse.Namespace) -> int:
     from mobilekit.errors import TableError
     from mobilekit.latency.lookup import LookupPredictor
-    from mobilekit.profile.table import LatencyTable
+    from mobilekit.latency_table import LatencyTable
     from mobilekit.space import read_architecture
 
     table = LatencyTable.load(args.table)
@@ -157,7 +157,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_fit(args: argparse.Namespace) -> int:
     from mobilekit.latency.metrics import format_metrics_header, format_metrics_row
     from mobilekit.latency.regression import LayerLatencyRegressor
-    from mobilekit.profile.table import LatencyTable
+    from mobilekit.latency_table import LatencyTable
 
     table = LatencyTable.load(args.table)
     predictor = LayerLatencyRegressor(model=args.model, cv=args.cv, random_state=args.seed).fit_table(table)
@@ -185,7 +185,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from mobilekit.latency.validate import validate_predictor
     from mobilekit.profile.devices import load_device
     from mobilekit.profile.runners import open_runner
-    from mobilekit.profile.table import LatencyTable
+    from mobilekit.latency_table import LatencyTable
 
     table = LatencyTable.load(args.table)
     descriptor = load_device(args.device)

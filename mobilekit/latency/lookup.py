@@ -1,7 +1,7 @@
 """Table lookup: the latency of a network is its fixed parts plus the table entry of each chosen layer type.
 
 :class:`LookupPredictor` is the estimator form of :meth:`LatencyTable.lookup_ms
-<mobilekit.profile.table.LatencyTable.lookup_ms>`: ``fit(table)`` then ``predict(archs)``. A skipped layer costs
+<mobilekit.latency_table.LatencyTable.lookup_ms>`: ``fit(table)`` then ``predict(archs)``. A skipped layer costs
 its table entry where the table has one (the Single-Path NAS Pixel 1 model charges 0.7 ms), else 0 ms.
 """
 
@@ -12,7 +12,7 @@ from typing import Iterable
 import numpy as np
 
 from mobilekit.errors import TableError
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import Architecture
 
 

@@ -3,7 +3,7 @@
 :class:`LayerLatencyRegressor` is a scikit-learn style estimator over the layer features of
 :mod:`mobilekit.latency.features`: ``fit(layers, latency_ms)`` / ``predict(layers)``, hyper-parameters in
 ``__init__``, learned state with a trailing underscore. :meth:`~LayerLatencyRegressor.fit_table` fits it on the
-measured entries of a :class:`~mobilekit.profile.table.LatencyTable`, after which it predicts whole networks
+measured entries of a :class:`~mobilekit.latency_table.LatencyTable`, after which it predicts whole networks
 (:meth:`~LayerLatencyRegressor.predict_network`), in the table's space or in another width / resolution, and
 fills the table's missing entries (:meth:`~LayerLatencyRegressor.fill_table`).
 
@@ -49,7 +49,7 @@ from mobilekit.latency.features import (
     fixed_part_macs,
 )
 from mobilekit.latency.metrics import error_metrics
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import Architecture, LayerSpec, LayerType, SearchSpace, parse_layer_type
 
 FORMAT = "mobilekit-latency-regressor/1"

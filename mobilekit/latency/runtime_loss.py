@@ -1,6 +1,6 @@
 """Differentiable runtime: the latency table as a torch function of the searchers' decisions.
 
-Two forms, both driven by one :class:`~mobilekit.profile.table.LatencyTable`:
+Two forms, both driven by one :class:`~mobilekit.latency_table.LatencyTable`:
 
 :class:`SuperkernelRuntime` (single-path search, Stamoulis et al., "Single-Path NAS", eq. 12-17)
     Per searchable layer ``l`` the superkernel makes nested threshold decisions, each an indicator
@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from mobilekit.errors import TableError
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import SKIP, Architecture, LayerType, SearchSpace
 
 RELAX_MODES: tuple[str, ...] = ("sigmoid", "ste", "softmax")

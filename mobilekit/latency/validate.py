@@ -31,7 +31,7 @@ from mobilekit.export.torch_threads import one_torch_thread
 from mobilekit.latency.lookup import LookupPredictor
 from mobilekit.latency.metrics import error_metrics, format_metrics_header, format_metrics_row
 from mobilekit.latency.regression import LayerLatencyRegressor, fit_network_correction
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import Architecture, LayerType, SearchSpace
 
 PREDICTORS = ("lookup", "lookup + network correction", "regression", "regression + network correction")

@@ -1,5 +1,5 @@
 """Profile a device: measure every layer position x candidate type of a search space (and the fixed stem and
-head) and write the latency table (:mod:`mobilekit.profile.table`).
+head) and write the latency table (:mod:`mobilekit.latency_table`).
 
 ::
 
@@ -51,7 +51,7 @@ from mobilekit.errors import ConfigError, DeviceError, SpaceError, TableError
 from mobilekit.profile.measurement import Measurement
 from mobilekit.profile.model_files import ModelFile, ModelFileCache, default_work_dir, head_key, layer_key, stem_key
 from mobilekit.profile.runners import DeviceRunner
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import Architecture, LayerSpec, SearchSpace
 
 FIXED_PARTS = ("stem", "head")

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from mobilekit.errors import TableError
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.space import LayerType, spnas_mnasnet
 
 SPNAS_OP_ORDER = (LayerType(3, 3), LayerType(3, 6), LayerType(5, 3), LayerType(5, 6))

@@ -20,7 +20,7 @@ import torch
 from mobilekit.errors import ExportError, MobilekitError, SearchError
 from mobilekit.latency.runtime_loss import ExpectedLatency, SuperkernelRuntime, se_scaling_factors
 from mobilekit.models.torch_builder import MobileNet
-from mobilekit.profile.table import LatencyTable
+from mobilekit.latency_table import LatencyTable
 from mobilekit.search.budget import WINDOW, check_target
 from mobilekit.search.config import RESUME_FREE, SearchConfig
 from mobilekit.search.runfolder import RunFolder, save_weights
