@@ -104,3 +104,52 @@ def test_channels_last_placement_computes_the_same_logits():
     xb, _ = engine.batch(x, torch.zeros(2, dtype=torch.long))
     assert xb.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(model(xb), expected, atol=1e-5)
+
+
+# ---- streamed data ---------------------------------------------------------------------------------------------------
+def image_folder(root, classes=4, per_class=6):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def train_on(dataset, run: RunFolder, workers: int, stop_at: int | None = None, resume: bool = False) -> TrainPhase:
+    run.root.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = MobileNet(Architecture(SPACE, tuple(p.candidates[0] for p in SPACE.positions)))
+    p = TrainPhase(model=model, hyperparameters=HP, name="final", run=run, dataset=dataset, epochs=2, batch_size=4,
+                   seed=0, checkpoint_every=1, workers=workers)
+    if stop_at is not None:
+        def stop(record):
+            if record["step"] == stop_at:
+                raise Stop
+        p.on_step = stop
+    start = p.restore(run.load_checkpoint()) if resume else 0
+    try:
+        p.run_loop(start)
+    except Stop:
+        pass
+    return p
+
+
+def test_a_streamed_folder_trains_like_the_same_images_in_memory_and_resumes_exactly(tmp_path):
+    from mobilekit.data import load_dataset
+
+    splits = load_dataset(f"folder:{image_folder(tmp_path / 'images')}", resolution=32)
+    assert not isinstance(splits.train, TensorDataset)                     # read lazily, not one tensor
+    items = [splits.train[i] for i in range(len(splits.train))]
+    in_memory = TensorDataset(torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
+    reference = train_on(in_memory, RunFolder(tmp_path / "memory"), workers=0)
+    streamed = train_on(splits.train, RunFolder(tmp_path / "stream"), workers=2)
+    train_on(splits.train, RunFolder(tmp_path / "killed"), workers=2, stop_at=3)
+    resumed = train_on(splits.train, RunFolder(tmp_path / "killed"), workers=2, resume=True)
+    for name, a in reference.model.state_dict().items():
+        assert torch.equal(a, streamed.model.state_dict()[name]), name
+        assert torch.equal(a, resumed.model.state_dict()[name]), name

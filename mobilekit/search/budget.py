@@ -92,7 +92,8 @@ def repair_to_window(arch: Architecture, latency_model: LatencyModel, lo_ms: flo
                 delta = latency_model.type_ms(position.index, other) - current_ms
                 if (too_slow and delta >= 0) or (not too_slow and (delta <= 0 or total + delta > hi_ms)):
                     continue
-                key = (score(position.index, other) - score(position.index, current), abs(delta))
+                # score differences below 1e-6 count as ties (float noise must not pick the change)
+                key = (round(score(position.index, other) - score(position.index, current), 6), abs(delta))
                 if best is None or key > best[0]:
                     best = (key, position.index, other, delta)
         if best is None:

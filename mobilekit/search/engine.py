@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -35,6 +36,7 @@ class Engine:
     world_size: int = 1
     notes: list[str] = field(default_factory=list)
     scaler: Any = None
+    owns_group: bool = False                 # this engine started the process group (and ends it in close())
 
     def __post_init__(self) -> None:
         if self.scaler is None:
@@ -61,10 +63,12 @@ class Engine:
             raise ConfigError("--mixed-precision bf16: this GPU has no bfloat16; use fp16 or off")
         channels_last = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda"
                                                          and precision != "off")
+        owns_group = False
         if world > 1:
             import torch.distributed as dist
 
             if not dist.is_initialized():
+                owns_group = True
                 if device.type == "cuda":
                     torch.cuda.set_device(device)
                 dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -73,7 +77,15 @@ class Engine:
                                   "(it is the global batch)")
             notes.append(f"data parallel over {world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
                          f"global batch {config.batch_size}")
-        return cls(device, precision, channels_last, rank, world, notes)
+        return cls(device, precision, channels_last, rank, world, notes, owns_group=owns_group)
+
+    def close(self) -> None:
+        """End the process group this engine started (no-op otherwise)."""
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.owns_group = False
 
     # ---- placement ------------------------------------------------------------------------------------------------
     @property
@@ -88,7 +100,9 @@ class Engine:
         return text + (", channels-last" if self.channels_last else "")
 
     def place(self, module: nn.Module) -> nn.Module:
-        """Move a network to the device (channels-last when enabled)."""
+        """Move a network to the device (channels-last when enabled) and make its batch-dependent layers draw and
+        normalise over the global batch (:func:`shard_aware`), so N processes compute what one would."""
+        shard_aware(module, self.rank, self.world_size)
         module.to(self.device)
         if self.channels_last:
             module.to(memory_format=torch.channels_last)
@@ -97,6 +111,8 @@ class Engine:
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of a global batch, on the device: x (N / world, 3, R, R), y (N / world,)."""
         if self.world_size > 1:
+            if x.shape[0] % self.world_size:
+                raise ValueError(f"a batch of {x.shape[0]} does not split over {self.world_size} processes")
             x, y = x.tensor_split(self.world_size)[self.rank], y.tensor_split(self.world_size)[self.rank]
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
@@ -159,3 +175,69 @@ class Engine:
         diff = (flat - reference).abs().max().reshape(1)
         dist.all_reduce(diff, op=dist.ReduceOp.MAX)
         return float(diff)
+
+
+# ---- layers whose result depends on the whole batch -----------------------------------------------------------------
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the global batch of all ranks (SyncBatchNorm's arithmetic,
+    which torch provides on GPUs only; here with the differentiable all-reduce of ``torch.distributed.nn``, on
+    any backend). In one process, or in eval mode, it is plain BatchNorm2d. Same parameters and buffers."""
+
+    world_size = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.world_size == 1:
+            return super().forward(x)
+        with warnings.catch_warnings():     # deprecated name, but the differentiable all-reduce on any backend
+            warnings.simplefilter("ignore", FutureWarning)
+            from torch.distributed.nn.functional import all_reduce as _all_reduce
+
+        def all_reduce(t: torch.Tensor) -> torch.Tensor:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return _all_reduce(t)
+
+        channels = x.shape[1]
+        count = x.numel() // channels * self.world_size
+        mean = all_reduce(x.sum((0, 2, 3))) / count                                   # (C,)
+        centred = x - mean[None, :, None, None]
+        var = all_reduce(centred.pow(2).sum((0, 2, 3))) / count                      # biased, (C,)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - m).add_(m * mean.detach())
+                self.running_var.mul_(1 - m).add_(m * var.detach() * count / max(1, count - 1))
+        scale = torch.rsqrt(var + self.eps)
+        out = centred * scale[None, :, None, None]
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out
+
+
+class ShardDropout(nn.Dropout):
+    """Dropout whose mask is drawn for the global batch and sliced to this rank's rows, so every rank's random
+    generator advances as one process's would (and the masks are the ones one process draws). (N, ...) -> (N, ...)."""
+
+    rank, world_size = 0, 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        rows = x.shape[0]
+        draw = torch.rand((rows * self.world_size, *x.shape[1:]), device=x.device)
+        keep = (draw[self.rank * rows:(self.rank + 1) * rows] >= self.p).to(x.dtype)
+        return x * keep / (1 - self.p)
+
+
+def shard_aware(module: nn.Module, rank: int = 0, world_size: int = 1) -> nn.Module:
+    """Turn every BatchNorm2d into :class:`GlobalBatchNorm2d` and every Dropout into :class:`ShardDropout` for
+    ``(rank, world_size)``, in place (parameters, buffers and ``state_dict`` keys unchanged)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.__class__ = GlobalBatchNorm2d
+            layer.world_size = world_size
+        elif isinstance(layer, nn.Dropout):
+            layer.__class__ = ShardDropout
+            layer.rank, layer.world_size = rank, world_size
+    return module

@@ -24,8 +24,9 @@ from mobilekit.latency.differentiable import TableLatency, build_latency_model
 from mobilekit.latency_table import LatencyTable
 from mobilekit.models.torch_builder import MobileNet
 from mobilekit.search.budget import WINDOW, check_target
-from mobilekit.search.config import RESUME_FREE, SearchConfig
+from mobilekit.search.config import RESUME_FREE, SearchConfig, common_fields
 from mobilekit.search.engine import Engine
+from mobilekit.search.options import options_dict
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters
 from mobilekit.search.registry import get_method
 from mobilekit.search.runfolder import RunFolder, save_weights
@@ -54,12 +55,15 @@ def prepare_run_folder(run: RunFolder, config: SearchConfig, write: bool = True)
             config differs in a field that changes the result.
     """
     stored_path = run.path("config.json")
-    if stored_path.exists():
+    if write and stored_path.exists():
         if not config.resume:
             raise SearchError(f"{run.root} already holds a run; pass --resume to continue it or choose another --out")
         stored = run.read_json("config.json")
         current = config.to_dict()
-        changed = sorted(k for k in current if k not in RESUME_FREE and stored.get(k) != current[k])
+        # a key an older run folder lacks counts as its default (settings added since)
+        defaults = {**{f.name: f.default for f in common_fields()}, **options_dict(type(config.method_options)())}
+        defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
+        changed = sorted(k for k in current if k not in RESUME_FREE and stored.get(k, defaults.get(k)) != current[k])
         if changed:
             detail = ", ".join(f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in changed)
             raise SearchError(f"{run.root} was started with other settings ({detail}); resume with the same "
@@ -100,6 +104,14 @@ def _run(config: SearchConfig, progress: bool, say: Log, on_step) -> dict[str, A
     latency_model = build_latency_model_for(config, table)
     bounds = check_target(latency_model, config.target_ms, where=str(config.table))
     engine = Engine.from_config(config)
+    try:
+        return _run_on(engine, config, method, table, latency_model, bounds, progress, say, on_step)
+    finally:
+        engine.close()
+
+
+def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, latency_model: TableLatency,
+            bounds: tuple[float, float], progress: bool, say: Log, on_step) -> dict[str, Any]:
     if not engine.is_writer:
         say = lambda message: None  # noqa: E731 - only rank 0 talks
     run = RunFolder(config.out)

@@ -45,8 +45,9 @@ def load_batches(dataset: Dataset, index_batches: Sequence[torch.Tensor], worker
         return
     if not index_batches:
         return
+    # its own generator: the loader's worker seed must not advance the global generator (resume stays exact)
     loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in index_batches], num_workers=workers,
-                        persistent_workers=False)
+                        persistent_workers=False, generator=torch.Generator().manual_seed(0))
     yield from loader
 
 
@@ -126,8 +127,8 @@ def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, batch_size: int = 
         m.momentum = None                                   # cumulative average over the batches below
     was_training = model.training
     model.train()
-    for x, _ in load_batches(dataset, batches(dataset, batch_size, seed, epoch=-1)[:steps], workers):
-        x = x.to(engine.device)
+    for x, y in load_batches(dataset, batches(dataset, batch_size, seed, epoch=-1)[:steps], workers):
+        x, _ = engine.batch(x, y)                          # this rank's share; BN statistics cover all ranks
         with engine.autocast():
             model(x)
     for m, momentum in zip(norms, saved):
