@@ -152,3 +152,21 @@ def test_damaged_checkpoint_on_resume_is_one_line_exit_2(tmp_path, table_path, t
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "checkpoint.npz: unreadable checkpoint" in err and "--resume" in err
     assert (out / "checkpoint.npz").read_bytes() == b"PK\x03\x04 cut short"        # nothing deleted
+
+
+def test_a_regression_predictor_fills_the_unmeasured_types_the_search_consumes(tmp_path):
+    from mobilekit.latency.regression import LayerLatencyRegressor
+    from mobilekit.search.run import build_latency_model_for
+    from mobilekit.space import LayerType
+
+    measured = synthetic_table(width=WIDTH)
+    predictor = LayerLatencyRegressor(model="ridge", cv=2).fit_table(measured).save(tmp_path / "predictor.json")
+    no_se = synthetic_table(width=WIDTH, with_se=False).save(tmp_path / "no-se.json")
+    plain = build_latency_model_for(make_config(None, table=str(no_se), target_ms=50, out="x"))
+    filled = build_latency_model_for(make_config(None, table=str(no_se), target_ms=50, out="x",
+                                                 predictor=str(predictor)))
+    assert not plain.include_se and filled.include_se              # SE types become searchable
+    se_type = LayerType(5, 6, 0.5)
+    expected = LayerLatencyRegressor.load(predictor).fill_table(synthetic_table(width=WIDTH, with_se=False))
+    assert filled.type_ms(5, se_type) == expected.latency_ms(5, se_type) > 0
+    assert filled.type_ms(5, LayerType(5, 6, 0.0)) == measured.latency_ms(5, LayerType(5, 6, 0.0))

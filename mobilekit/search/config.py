@@ -63,6 +63,8 @@ class SearchConfig:
                                      choices={"auto": None, "on": True, "off": False})
     se_factors: str | None = option(None, "table with SE entries whose SE/non-SE ratios fill this table's "
                                           "missing SE types")
+    predictor: str | None = option(None, "latency predictor JSON (mobilekit latency fit) that fills the table's "
+                                         "unmeasured entries (e.g. SE types) for the search")
     device: str | None = option(None, "device descriptor TOML to measure the exported model on (default: the "
                                       "host when the table was measured on the host)", resume_free=True)
     export: tuple[str, ...] = option(("onnx", "tflite"), "comma-separated export formats, or none",
@@ -184,7 +186,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: [search] must be a table of settings")
     section = {key.replace("-", "_") if not isinstance(value, dict) else key: value for key, value in section.items()}
     base = path.parent
-    for key in ("table", "se_factors"):
+    for key in ("table", "se_factors", "predictor"):
         value = section.get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists():
             # relative to the recipe's folder's parent (recipes live in search/, paths name the repo root)

@@ -37,9 +37,14 @@ Log = Callable[[str], None]
 
 
 def build_latency_model_for(config: SearchConfig, table: LatencyTable | None = None) -> TableLatency:
-    """The latency model ``config.method`` consumes (its module's ``LATENCY_MODEL``), built from the table, with
-    SE factors from ``config.se_factors``."""
+    """The latency model ``config.method`` consumes (its module's ``LATENCY_MODEL``), built from the table (its
+    unmeasured entries predicted by the regression ``config.predictor`` when given), with SE factors from
+    ``config.se_factors``."""
     table = table or LatencyTable.load(config.table)
+    if config.predictor:
+        from mobilekit.latency.regression import LayerLatencyRegressor
+
+        table = LayerLatencyRegressor.load(config.predictor).fill_table(table)
     se_table = LatencyTable.load(config.se_factors) if config.se_factors else None
     return build_latency_model(get_method(config.method).latency_model, table, config.include_se, se_table)
 
