@@ -24,9 +24,10 @@ import tempfile
 import time
 
 from mobilekit.search import make_config, run_search
+from mobilekit.search.registry import METHODS as REGISTERED
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("single-path", "random", "multipath")
+METHODS = tuple(REGISTERED)          # every registered searcher
 
 
 def search(job: tuple) -> dict:

@@ -141,7 +141,8 @@ def test_folder_classes_are_the_sorted_subfolders(tmp_path):
     assert data.class_names == ("ant", "moose", "zebra")
     assert data.num_classes == 3
     assert len(data.train) + len(data.val) + len(data.test) == 18
-    assert data.train.tensors[0].shape[1:] == (3, 16, 16)
+    image, label = data.train[0]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32 and 0 <= int(label) < 3
     assert min(len(data.val), len(data.test)) >= 3          # every class in every split
 
 

@@ -6,10 +6,11 @@ import pytest
 
 from _synthetic_tables import PIXEL1
 from mobilekit.errors import SearchError
-from mobilekit.latency.runtime_loss import ExpectedLatency
+from mobilekit.latency.differentiable import ExpectedLatency
 from mobilekit.latency_table import LatencyTable
 from mobilekit.search import make_config, run_search
-from mobilekit.search.budget import check_target, repair_to_window, sample_in_window, steer_lambda
+from mobilekit.search.budget import check_target, repair_to_window, sample_in_window
+from mobilekit.search.penalty import steer_lambda
 from mobilekit.space import Architecture
 
 

@@ -9,7 +9,7 @@ import torch
 from _synthetic_tables import synthetic_table
 from mobilekit.cli import main
 from mobilekit.errors import SearchError
-from mobilekit.latency.runtime_loss import SuperkernelRuntime
+from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.models.torch_builder import MobileNet
 from mobilekit.search import make_config, run_search
 from mobilekit.space import Architecture
@@ -27,7 +27,7 @@ def table_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def target(table_path):
-    fastest, slowest = SuperkernelRuntime(synthetic_table(width=WIDTH)).bounds_ms()
+    fastest, slowest = SuperkernelLatency(synthetic_table(width=WIDTH)).bounds_ms()
     return round(fastest + 0.5 * (slowest - fastest), 1)
 
 

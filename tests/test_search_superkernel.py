@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from _synthetic_tables import synthetic_table
-from mobilekit.latency.runtime_loss import SuperkernelRuntime
+from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.search.superkernel import SuperNet, extract_subnet
 from mobilekit.space import SKIP, LayerType, get_space
 
@@ -22,22 +22,22 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def runtime():
-    return SuperkernelRuntime(synthetic_table(width=WIDTH))
+def latency_model():
+    return SuperkernelLatency(synthetic_table(width=WIDTH))
 
 
-def make_net(runtime, seed=0, relax="sigmoid"):
+def make_net(latency_model, seed=0, relax="sigmoid"):
     torch.manual_seed(seed)
-    return SuperNet(get_space(width=WIDTH, resolution=32, num_classes=10), runtime.grid, relax=relax)
+    return SuperNet(get_space(width=WIDTH, resolution=32, num_classes=10), latency_model.grid, relax=relax)
 
 
-def test_fresh_thresholds_choose_the_largest_type_everywhere(runtime):
-    arch = make_net(runtime).architecture()
+def test_fresh_thresholds_choose_the_largest_type_everywhere(latency_model):
+    arch = make_net(latency_model).architecture()
     assert set(arch.searchable_choices) == {LayerType(5, 6, 0.5)}
 
 
-def test_thresholds_decode_to_the_architecture(runtime):
-    net = make_net(runtime)
+def test_thresholds_decode_to_the_architecture(latency_model):
+    net = make_net(latency_model)
     layers = net.layers
     with torch.no_grad():
         layers[2].t_keep.fill_(5.0)                       # skip
@@ -56,8 +56,8 @@ def test_thresholds_decode_to_the_architecture(runtime):
     assert choices[10] == LayerType(5, 6, 0.5)
 
 
-def test_supernet_at_hard_decisions_computes_the_derived_network(runtime):
-    net = make_net(runtime, seed=1)
+def test_supernet_at_hard_decisions_computes_the_derived_network(latency_model):
+    net = make_net(latency_model, seed=1)
     with torch.no_grad():
         for t in net.threshold_parameters():
             t.uniform_(0.6, 1.4)                          # a mix of on and off decisions
@@ -69,22 +69,22 @@ def test_supernet_at_hard_decisions_computes_the_derived_network(runtime):
     assert torch.allclose(net(x), model(x), atol=1e-5)
 
 
-def test_runtime_of_the_supernet_decisions_is_the_lookup_of_its_architecture(runtime):
-    net = make_net(runtime, seed=2)
+def test_runtime_of_the_supernet_decisions_is_the_lookup_of_its_architecture(latency_model):
+    net = make_net(latency_model, seed=2)
     with torch.no_grad():
         for t in net.threshold_parameters():
             t.uniform_(0.6, 1.4)
     _, inds, _ = net.decide()
     arch = net.architecture()
-    assert runtime(inds).item() == pytest.approx(runtime.table.lookup_ms(arch.with_space(runtime.space)), rel=1e-9)
+    assert latency_model(inds).item() == pytest.approx(latency_model.table.lookup_ms(arch.with_space(latency_model.space)), rel=1e-9)
 
 
 @pytest.mark.parametrize("relax", ["sigmoid", "ste", "softmax"])
-def test_gradients_of_the_loss_reach_every_threshold(runtime, relax):
-    net = make_net(runtime, relax=relax)
+def test_gradients_of_the_loss_reach_every_threshold(latency_model, relax):
+    net = make_net(latency_model, relax=relax)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     logits, inds = net.forward_with_decisions(x)
-    loss = F.cross_entropy(logits, y) + 0.5 * torch.log(runtime(inds))
+    loss = F.cross_entropy(logits, y) + 0.5 * torch.log(latency_model(inds))
     loss.backward()
     thresholds = [t for t in net.threshold_parameters() if t.numel()]
     searchable = net.space.searchable_positions          # t_k5, t_e6, t_se0.25, t_se0.5 (+ t_e3 where skip)
@@ -93,16 +93,16 @@ def test_gradients_of_the_loss_reach_every_threshold(runtime, relax):
         assert t.grad is not None and torch.isfinite(t.grad).all() and (t.grad != 0).all()
 
 
-def test_runtime_term_alone_pushes_every_threshold_up(runtime):
-    net = make_net(runtime)
+def test_runtime_term_alone_pushes_every_threshold_up(latency_model):
+    net = make_net(latency_model)
     _, inds, _ = net.decide()
-    torch.log(runtime(inds)).backward()
+    torch.log(latency_model(inds)).backward()
     for t in (t for t in net.threshold_parameters() if t.numel()):
         assert (t.grad < 0).all()                        # gradient descent raises t: fewer channels, lower R
 
 
-def test_subset_dropout_changes_outputs_only_in_training(runtime):
-    net = make_net(runtime)
+def test_subset_dropout_changes_outputs_only_in_training(latency_model):
+    net = make_net(latency_model)
     net.subset_dropout = 0.5
     x = torch.randn(2, 3, 32, 32)
     net.eval()

@@ -1,67 +1,149 @@
 """``mobilekit search``: search an architecture under a latency target, train, export and measure it.
 
-A thin layer over :func:`mobilekit.search.run_search`; a recipe (``--config search/pixel1-80ms.toml``) holds the
-same settings, and flags given on the command line override it.
+A thin layer over :func:`mobilekit.search.run_search`. Its flags are derived from the option dataclasses: the
+common :class:`~mobilekit.search.config.SearchConfig` fields, then one group per registered method
+(:mod:`mobilekit.search.registry`). Method modules are imported only when the ``search`` command is parsed, so
+other commands stay light. A recipe (``--config search/pixel1-80ms.toml``) holds the same settings; flags given
+on the command line override it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
+from typing import Any, Mapping
+
+CLI_ONLY = ("config", "no_progress")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_option(group, f, type_hints: Mapping[str, Any]) -> None:
+    from mobilekit.search.options import _base_types
+
+    meta = f.metadata
+    kinds, _ = _base_types(type_hints[f.name])
+    flags = tuple(meta.get("flags", ())) + (_flag(f.name),)
+    help_text = meta.get("help", "")
+    default = f.default if f.default is not None else None
+    if default not in (None, "") and not isinstance(default, tuple):
+        help_text += f" (default {default})"
+    choices = meta.get("choices")
+    kwargs: dict[str, Any] = dict(dest=f.name, default=None, help=help_text)
+    if isinstance(choices, Mapping):
+        kwargs.update(choices=tuple(choices), type=str)
+    elif bool in kinds:
+        kwargs.update(action=argparse.BooleanOptionalAction if f.name != "resume" else "store_true")
+        if f.name == "resume":
+            kwargs["default"] = None
+    else:
+        if choices is not None:
+            kwargs["choices"] = tuple(choices)
+        kinds = tuple(k for k in kinds if k is not tuple)
+        kwargs["type"] = kinds[0] if kinds and kinds[0] in (int, float) else str
+    group.add_argument(*flags, **kwargs)
+
+
+class SearchParser(argparse.ArgumentParser):
+    """The ``search`` sub-command's parser: adds the method groups on first use (parsing or help)."""
+
+    _methods_added = False
+
+    def _add_methods(self) -> None:
+        if self._methods_added:
+            return
+        self._methods_added = True
+        import typing
+
+        from mobilekit.search.registry import METHODS
+
+        seen = {a.dest for a in self._actions}
+        lines = []
+        for method in METHODS.values():
+            module = method.load()
+            lines.append(f"  {method.name:<12} {module.SUMMARY}")
+            group = self.add_argument_group(f"{method.name} options",
+                                            f"recipe section [search.{method.name}]; only with --method {method.name}")
+            hints = typing.get_type_hints(module.Options)
+            for f in fields(module.Options):
+                if f.name not in seen:
+                    seen.add(f.name)
+                    _add_option(group, f, hints)
+        self.description = (self.description or "") + "\n\nmethods (--method):\n" + "\n".join(lines)
+        self.set_defaults(method_names=tuple(METHODS))
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._add_methods()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._add_methods()
+        return super().format_help()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "search", help="search a network under a latency target (single-path NAS, random, multipath)",
+        "search", help="search a network under a latency target (single-path NAS, multipath, random, ...)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Search an architecture whose table latency meets --target-ms, train it on --data, export "
-                    "ONNX/TFLite and measure it on the table's device when reachable. Results go to --out.")
-    add = parser.add_argument
-    add("--config", help="TOML recipe with the same settings (e.g. search/pixel1-80ms.toml); flags override it")
-    add("--method", choices=("single-path", "random", "multipath"), help="searcher (default single-path)")
-    add("--table", help="latency table JSON (e.g. latency_tables/pixel1-spnas.json)")
-    add("--target-ms", type=float, help="latency target in ms (must lie within the table's range)")
-    add("--data", help="digits (default), cifar10:DIR or folder:DIR")
-    add("--epochs", type=int, help="search epochs (default 8)")
-    add("--out", help="run folder, e.g. runs/p80")
-    add("--relax", choices=("sigmoid", "ste", "softmax"), help="single-path relaxation (default sigmoid)")
-    add("--final-epochs", type=int, help="epochs to train the derived network (default: --epochs)")
-    add("--final-init", choices=("inherit", "scratch"),
-        help="start the final training from the search weights (default) or from scratch")
-    add("--resume", action="store_true", default=None, help="continue the run in --out from its checkpoint")
-    add("--seed", type=int, help="random seed (default 0)")
-    add("--device", help="device descriptor TOML to measure the exported model on (default: the host when the "
-                         "table was measured on the host)")
-    add("--train-resolution", type=int, help="training input resolution (default 32)")
-    add("--batch-size", type=int, help="batch size (default 64)")
-    add("--steps-per-epoch", type=int, help="cap on batches per epoch, for quick tries")
-    add("--lr", type=float, help="weight learning rate (default 3e-3, Adam)")
-    add("--threshold-lr", type=float, help="single-path threshold learning rate (default 0.003)")
-    add("--lambda", dest="lambda_init", type=float, help="initial weight of log R in the loss (default 0)")
-    add("--lambda-lr", type=float, help="integral gain of lambda toward the target (default 0.1)")
-    add("--lambda-p", type=float, help="proportional gain of lambda (default 8); both gains 0 keep lambda fixed")
-    add("--se", dest="include_se", choices=("auto", "on", "off"),
-        help="search SE types: auto (when the table has them or --se-factors is given), on, off")
-    add("--se-factors", help="table with SE entries whose SE/non-SE ratios fill this table's missing SE types")
-    add("--random-samples", type=int, help="random baseline: architectures to try (default 4)")
-    add("--proxy-epochs", type=int, help="random baseline: epochs per candidate (default epochs // samples)")
-    add("--export", help="comma-separated export formats (default onnx,tflite), or none")
-    add("--threads", type=int, help="torch CPU threads (default: half the cores, at least 1)")
-    add("--no-progress", action="store_true", help="no progress bar")
+                    "ONNX/TFLite and measure it on the table's device when reachable. Results go to --out.\n"
+                    "Run data-parallel with: torchrun --nproc_per_node N -m mobilekit search ...")
+    parser.__class__ = SearchParser
+    parser.add_argument("--config", help="TOML recipe with the same settings (e.g. search/pixel1-80ms.toml): "
+                                         "[search] common keys, [search.<method>] per method; flags override it")
+    import typing
+
+    from mobilekit.search.config import SearchConfig, common_fields
+
+    hints = typing.get_type_hints(SearchConfig)
+    common = parser.add_argument_group("common options", "recipe section [search]")
+    for f in common_fields():
+        _add_option(common, f, hints)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from mobilekit.search import make_config, run_search
+def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """Flag values given on the command line and how each was spelled (for messages)."""
+    from mobilekit.search.config import common_fields
+    from mobilekit.search.registry import METHODS
 
-    include_se = {"auto": None, "on": True, "off": False}.get(args.include_se or "auto")
-    overrides = {name: getattr(args, name) for name in (
-        "method", "table", "target_ms", "data", "epochs", "out", "relax", "final_epochs", "final_init", "resume",
-        "seed", "device", "train_resolution", "batch_size", "steps_per_epoch", "lr", "threshold_lr",
-        "lambda_init", "lambda_lr", "lambda_p", "se_factors", "random_samples", "proxy_epochs", "export", "threads")}
-    if args.include_se is not None:
-        overrides["include_se"] = include_se
-    config = make_config(args.config, **overrides)
-    summary = run_search(config, progress=not args.no_progress, log=print)
+    chosen: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    option_fields = list(common_fields())
+    for method in METHODS.values():
+        option_fields += list(fields(method.options))
+    for f in option_fields:
+        value = getattr(args, f.name, None)
+        if value is None or f.name in chosen:
+            continue
+        choices = f.metadata.get("choices")
+        if isinstance(choices, Mapping):
+            value = choices[value]
+            if value is None:
+                continue
+        chosen[f.name] = value
+        names[f.name] = (f.metadata.get("flags") or (_flag(f.name),))[0]
+    return chosen, names
+
+
+def run(args: argparse.Namespace) -> int:
+    from mobilekit.search import run_search
+    from mobilekit.search.config import build_config
+
+    overrides, names = _overrides(args)
+    config = build_config(args.config, overrides, names)
+    try:
+        summary = run_search(config, progress=not args.no_progress, log=print)
+    except KeyboardInterrupt:
+        print(f"mobilekit search: interrupted; the checkpoint in {config.out} keeps the work done: re-run the same "
+              "command with --resume to continue", file=sys.stderr)
+        return 130
+    if summary.get("rank", 0):
+        return 0
     measured = summary.get("measured_ms")
     print(f"{summary['method']}: {summary['arch']}")
     print(f"target {summary['target_ms']:g} ms | predicted {summary['predicted_ms']:.2f} ms | measured "

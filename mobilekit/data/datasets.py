@@ -14,8 +14,11 @@ Nothing is downloaded:
     rejects every other global (so a crafted file cannot run code). 10 % of the training batches (stratified,
     seeded) become the validation split; ``test_batch`` is the test split.
 ``folder:DIR``
-    One sub-folder per class (sorted names are the classes), images read with Pillow and converted to RGB;
-    split 70 / 15 / 15 per class with the seed (every class needs at least 3 images).
+    One sub-folder per class (sorted names are the classes), split 70 / 15 / 15 per class with the seed (every
+    class needs at least 3 images). Streamed: each split is an :class:`ImageFolderSplit` that opens, converts to
+    RGB, resizes and normalizes an image when it is indexed (read through a ``DataLoader`` with workers by the
+    training loop), so a large folder never sits in memory; mean and std come from up to 256 training images
+    (seeded sample). Every file's header is checked at load time, so a broken file is named before training.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from mobilekit.errors import DataError
 
@@ -42,14 +45,15 @@ DATA_SPECS = "digits, cifar10:DIR or folder:DIR"
 class DataSplits:
     """Train / val / test splits of one data set, ready for training.
 
-    Each split is a ``TensorDataset(images, labels)``: images (N, 3, R, R) float32 normalized with ``mean`` /
-    ``std`` (per channel, of the training split, on the [0, 1] scale), labels (N,) int64.
+    Each split is a map-style data set of (image (3, R, R) float32 normalized with ``mean`` / ``std`` (per
+    channel, of the training split, on the [0, 1] scale), label int64) pairs: a ``TensorDataset(images (N, 3, R, R),
+    labels (N,))`` for the small sets held in memory, an :class:`ImageFolderSplit` for streamed folders.
     """
 
     name: str
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
+    train: Dataset
+    val: Dataset
+    test: Dataset
     num_classes: int
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
@@ -63,7 +67,9 @@ class DataSplits:
 
     def sample_images(self, n: int = 32) -> np.ndarray:
         """The first ``n`` normalized training images, (n, 3, R, R) float32 (e.g. for int8 calibration)."""
-        return self.train.tensors[0][:n].numpy()
+        if isinstance(self.train, TensorDataset):
+            return self.train.tensors[0][:n].numpy()
+        return torch.stack([self.train[i][0] for i in range(min(n, len(self.train)))]).numpy()
 
 
 def load_dataset(spec: str, resolution: int, seed: int = 0) -> DataSplits:
@@ -84,8 +90,7 @@ def load_dataset(spec: str, resolution: int, seed: int = 0) -> DataSplits:
         return _split_and_normalize(f"cifar10:{arg}", train_x, train_y, names, resolution, seed,
                                     test=(test_x, test_y), val_share=0.1)
     if kind == "folder" and arg:
-        images, labels, names = _folder(Path(arg), resolution)
-        return _split_and_normalize(f"folder:{arg}", images, labels, names, resolution, seed, test=None)
+        return _folder(Path(arg), resolution, seed)
     raise DataError(f"unknown data set {spec!r}: use {DATA_SPECS}")
 
 
@@ -170,7 +175,38 @@ def _cifar10(root: Path):
     return train, test, names
 
 
-def _folder(root: Path, resolution: int):
+class ImageFolderSplit(Dataset):
+    """Images of a folder split, read lazily: ``split[i]`` -> (image (3, R, R) float32 normalized, label int64).
+
+    Opens the file with Pillow, converts it to RGB and resizes it bilinearly to ``resolution`` on every access
+    (safe in ``DataLoader`` worker processes)."""
+
+    def __init__(self, files: list[Path], labels: np.ndarray, resolution: int,
+                 mean: tuple[float, ...] = (0.0, 0.0, 0.0), std: tuple[float, ...] = (1.0, 1.0, 1.0)) -> None:
+        self.files, self.labels, self.resolution = list(files), np.asarray(labels, dtype=np.int64), resolution
+        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def raw(self, index: int) -> torch.Tensor:
+        """The resized image on the [0, 1] scale, (3, R, R) float32."""
+        from PIL import Image
+
+        file = self.files[index]
+        try:
+            with Image.open(file) as image:
+                rgb = image.convert("RGB").resize((self.resolution, self.resolution), Image.BILINEAR)
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+            raise DataError(f"{file}: cannot read the image ({exc})") from None
+        return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()).float() / 255.0
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.raw(index) - self.mean) / self.std, torch.tensor(self.labels[index])
+
+
+def _folder(root: Path, resolution: int, seed: int, stats_images: int = 256) -> DataSplits:
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; folder:DIR needs one sub-folder of images per class")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -181,21 +217,34 @@ def _folder(root: Path, resolution: int):
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow comes with matplotlib
         raise DataError("reading folder:DIR needs Pillow (pip install pillow)") from None
-    images, labels = [], []
+    files, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if len(files) < 3:
-            raise DataError(f"{root / name}: {len(files)} images; every class needs at least 3 "
+        found = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if len(found) < 3:
+            raise DataError(f"{root / name}: {len(found)} images; every class needs at least 3 "
                             f"({', '.join(IMAGE_SUFFIXES)})")
-        for file in files:
+        for file in found:
             try:
-                with Image.open(file) as image:
-                    rgb = image.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
+                with Image.open(file):          # header only: names a broken file before training starts
+                    pass
             except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
                 raise DataError(f"{file}: cannot read the image ({exc})") from None
-            images.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
-            labels.append(label)
-    return np.stack(images), np.asarray(labels, dtype=np.int64), tuple(classes)
+        files.extend(found)
+        labels.extend([label] * len(found))
+    labels_array = np.asarray(labels, dtype=np.int64)
+    train_idx, val_idx, test_idx = _stratified_split(labels_array, (0.70, 0.15, 0.15), seed)
+    raw_train = ImageFolderSplit([files[i] for i in train_idx], labels_array[train_idx], resolution)
+    sample = np.random.default_rng(seed).permutation(len(train_idx))[:stats_images]
+    images = torch.stack([raw_train.raw(int(i)) for i in sample])
+    mean = tuple(float(m) for m in images.mean((0, 2, 3)))
+    std = tuple(float(s) for s in images.std((0, 2, 3)).clamp_min(1e-6))
+
+    def split(indices: np.ndarray) -> ImageFolderSplit:
+        return ImageFolderSplit([files[i] for i in indices], labels_array[indices], resolution, mean, std)
+
+    return DataSplits(name=f"folder:{root}", train=split(train_idx), val=split(val_idx), test=split(test_idx),
+                      num_classes=len(classes), class_names=tuple(classes), mean=mean, std=std,
+                      resolution=resolution)
 
 
 # ---- splitting, resizing, normalizing ---------------------------------------------------------------------------

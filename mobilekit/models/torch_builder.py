@@ -6,10 +6,12 @@ Keras weight transfer (:mod:`mobilekit.models.keras_builder`) and the searchers 
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
 from torch import nn
 
-from mobilekit.space import Architecture, LayerSpec, SearchSpace
+from mobilekit.space import Architecture, LayerPosition, LayerSpec, SearchSpace
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -95,21 +97,56 @@ class Head(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-class MobileNet(nn.Module):
-    """A whole network: (N, 3, R, R) float -> (N, num_classes) logits."""
+BlockFactory = Callable[[LayerPosition], nn.Module]
+
+
+def fixed_block(position: LayerPosition) -> MBConv:
+    """The block of a position that is not searched: an MBConv of its only candidate."""
+    return MBConv(LayerSpec(position, position.candidates[0]))
+
+
+class Skeleton(nn.Module):
+    """The one network skeleton: stem, one block per position of ``space``, head. (N, 3, R, R) -> (N, classes).
+
+    ``block_factory(position)`` builds the block of each position (timm's builder pattern: one skeleton, many
+    block kinds): :class:`MobileNet` places the MBConv of an architecture's choice, the supernets of
+    :mod:`mobilekit.search.supernets` place superkernels, candidate paths or sampled paths at searchable
+    positions and :func:`fixed_block` elsewhere. Layer names are stable: ``stem``, ``layers.<i>``, ``head``.
+
+    ``forward(x, block_args)``: ``block_args`` (optional) holds, per *searchable* position in order, a tuple of
+    extra arguments for its block (e.g. the superkernel's decisions, a multi-path layer's mixing weights).
+    """
+
+    def __init__(self, space: SearchSpace, block_factory: BlockFactory, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.space = space
+        self.stem = Stem(space)
+        self.layers = nn.ModuleList(block_factory(p) for p in space.positions)
+        self.head = Head(space, dropout)
+
+    def searchable_blocks(self) -> list[nn.Module]:
+        return [layer for p, layer in zip(self.space.positions, self.layers) if p.searchable]
+
+    def forward(self, x: torch.Tensor, block_args: Sequence[tuple] | None = None) -> torch.Tensor:
+        x = self.stem(x)
+        extra = iter(block_args) if block_args is not None else None
+        for position, layer in zip(self.space.positions, self.layers):
+            x = layer(x, *next(extra)) if extra is not None and position.searchable else layer(x)
+        return self.head(x)
+
+
+def derived_blocks(arch: Architecture) -> BlockFactory:
+    """Block factory of a stand-alone network: the MBConv of ``arch``'s choice at every position."""
+    specs = {spec.index: spec for spec in arch.layers()}
+    return lambda position: MBConv(specs[position.index])
+
+
+class MobileNet(Skeleton):
+    """A whole network of one architecture: (N, 3, R, R) float -> (N, num_classes) logits."""
 
     def __init__(self, arch: Architecture, dropout: float = 0.2) -> None:
-        super().__init__()
+        super().__init__(arch.space, derived_blocks(arch), dropout)
         self.arch = arch
-        self.stem = Stem(arch.space)
-        self.layers = nn.ModuleList(MBConv(spec) for spec in arch.layers())
-        self.head = Head(arch.space, dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for layer in self.layers:
-            x = layer(x)
-        return self.head(x)
 
 
 def build_torch_model(arch: Architecture, dropout: float = 0.2) -> MobileNet:

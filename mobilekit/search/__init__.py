@@ -1,20 +1,25 @@
 """Stage 5: searching an architecture under a latency budget.
 
-Modules, one concept each:
+The engine, one concept per module:
 
-- :mod:`.superkernel`: the single-path superkernel MBConv and supernet (threshold decisions), and the
-  extraction of the derived network with the superkernel's weights.
-- :mod:`.single_path`: the single-path searcher (CE + lambda * log R, one optimiser step for weights and
-  thresholds; relaxations sigmoid / ste / softmax).
-- :mod:`.multipath`: the FBNet/ProxylessNAS-style multi-path baseline (Gumbel-softmax, alternating steps,
-  expected-latency loss).
-- :mod:`.random_search`: the random-search baseline (latency window [0.95 T, T], proxy training).
+- :mod:`.registry`: method name -> the module that implements it (``Options``, ``LATENCY_MODEL``, ``SUMMARY``,
+  ``search``); nothing else names a method.
+- :mod:`.options`: typed, range-checked option fields from which flags, recipe sections and validation derive.
+- :mod:`.config`: :class:`SearchConfig` (common options + the method's options) and TOML recipes.
+- :mod:`.outcome`: :class:`SearchOutcome` and the :class:`TrainingHyperparameters` handed to the final training.
+- :mod:`.penalty`: the latency penalty ``lambda * log R`` with lambda steered toward the target (or fixed).
+- :mod:`.training`: seeded batches (in memory or streamed), the resumable phase loop with ``torch.optim``
+  optimisers and schedules, augmentation, evaluation, BN re-calibration.
+- :mod:`.engine`: accelerator, mixed precision, channels-last, data parallelism under torchrun.
+- :mod:`.supernets`: superkernel, multi-path and sampled-path supernets (block factories of the one skeleton)
+  and :func:`~.supernets.extract_network`.
 - :mod:`.budget`: target check, sampling inside a latency window, repair of a result outside [0.9 T, T].
-- :mod:`.training`: seeded batches, the resumable phase loop, evaluation, BN re-calibration.
 - :mod:`.runfolder`: run-folder files, atomic ``.npz`` checkpoints, metrics JSONL.
 - :mod:`.plots`: search curves and the final architecture.
-- :mod:`.config`: :class:`SearchConfig` and TOML recipes.
 - :mod:`.run`: :func:`run_search`, the whole pipeline behind ``mobilekit search``.
+
+The searchers: :mod:`.single_path` (with the superkernel block of :mod:`.superkernel`), :mod:`.multipath`,
+:mod:`.random_search`.
 """
 
 from mobilekit.search.config import SearchConfig, load_recipe, make_config

@@ -3,64 +3,37 @@ and the greedy repair that moves a derived architecture into the window when a s
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable
 
 from mobilekit.errors import SearchError
 from mobilekit.space import Architecture, LayerType, SearchSpace
+
+if TYPE_CHECKING:
+    from mobilekit.latency.differentiable import LatencyModel
 
 
 WINDOW = (0.9, 1.0)          # a search result should land in [0.9 T, T]
 RANDOM_WINDOW = (0.95, 1.0)  # the random baseline samples in [0.95 T, T]
 
 
-def steer_lambda(state: dict, runtime_ms: float, aim_ms: float, integral_gain: float, proportional_gain: float) -> float:
-    """PI control of the latency weight: returns ``lambda`` for this step and updates ``state``.
-
-    ``lambda`` acts as a Lagrange multiplier for ``log R = log aim`` (R of the current discrete architecture):
-    ``lambda = lambda_I + k_p * e`` with ``e = log(R / aim)``, and ``lambda_I += k_i * e`` only while R is not
-    already moving toward the aim (``|e|`` did not shrink since the last step): integrating while the decisions
-    are still travelling would wind ``lambda_I`` up and overshoot. ``lambda`` may turn negative below the aim,
-    which pushes subsets back on. Both gains 0 keep ``lambda`` fixed (the paper's setting).
-    """
-    error = math.log(runtime_ms / aim_ms)
-    integral = float(state["lambda"])
-    last = state.get("last_error")
-    if last is None or abs(error) >= abs(last):
-        state["lambda"] = integral + integral_gain * error
-    state["last_error"] = error
-    return integral + proportional_gain * error
-
-
-class Runtime(Protocol):
-    """What the budget functions need from a runtime model (both forms in :mod:`mobilekit.latency.runtime_loss`)."""
-
-    fixed_ms: float
-
-    def type_ms(self, position: int, layer_type: LayerType) -> float: ...
-    def allowed_types(self, position) -> tuple[LayerType, ...]: ...
-    def lookup_ms(self, arch: Architecture) -> float: ...
-    def bounds_ms(self) -> tuple[float, float]: ...
-
-
-def check_target(runtime: Runtime, target_ms: float, where: str = "table") -> tuple[float, float]:
+def check_target(latency_model: LatencyModel, target_ms: float, where: str = "table") -> tuple[float, float]:
     """Raise :class:`SearchError` when ``target_ms`` lies outside [fastest, slowest] of the table's networks."""
-    fastest, slowest = runtime.bounds_ms()
+    fastest, slowest = latency_model.bounds_ms()
     if not fastest <= target_ms <= slowest:
         raise SearchError(f"target {target_ms:g} ms is outside what {where} allows: the fastest network takes "
                           f"{fastest:.1f} ms and the slowest {slowest:.1f} ms; pick a target in between")
     return fastest, slowest
 
 
-def sample_in_window(runtime: Runtime, space: SearchSpace, lo_ms: float, hi_ms: float, rng: random.Random,
+def sample_in_window(latency_model: LatencyModel, space: SearchSpace, lo_ms: float, hi_ms: float, rng: random.Random,
                      max_moves: int = 20_000) -> Architecture:
     """A random architecture with predicted latency in [lo_ms, hi_ms]: uniform per position, then random
     single-position changes accepted when they bring the latency closer to the window."""
     positions = space.searchable_positions
-    choices = {p.index: rng.choice(runtime.allowed_types(p)) for p in positions}
-    total = runtime.fixed_ms + sum(runtime.type_ms(i, t) for i, t in choices.items())
+    choices = {p.index: rng.choice(latency_model.allowed_types(p)) for p in positions}
+    total = latency_model.fixed_ms + sum(latency_model.type_ms(i, t) for i, t in choices.items())
 
     def distance(ms: float) -> float:
         return max(lo_ms - ms, ms - hi_ms, 0.0)
@@ -69,8 +42,8 @@ def sample_in_window(runtime: Runtime, space: SearchSpace, lo_ms: float, hi_ms: 
         if distance(total) == 0:
             return _architecture(space, choices)
         position = rng.choice(positions)
-        new = rng.choice(runtime.allowed_types(position))
-        moved = total - runtime.type_ms(position.index, choices[position.index]) + runtime.type_ms(position.index, new)
+        new = rng.choice(latency_model.allowed_types(position))
+        moved = total - latency_model.type_ms(position.index, choices[position.index]) + latency_model.type_ms(position.index, new)
         if distance(moved) < distance(total):
             choices[position.index], total = new, moved
     raise SearchError(f"found no architecture between {lo_ms:.1f} and {hi_ms:.1f} ms; widen the window or "
@@ -94,7 +67,7 @@ class Repair:
         return {"layer": self.position, "from": self.before, "to": self.after, "latency_ms": round(self.latency_ms, 4)}
 
 
-def repair_to_window(arch: Architecture, runtime: Runtime, lo_ms: float, hi_ms: float,
+def repair_to_window(arch: Architecture, latency_model: LatencyModel, lo_ms: float, hi_ms: float,
                      score: Callable[[int, LayerType], float]) -> tuple[Architecture, list[Repair]]:
     """Move ``arch`` into [lo_ms, hi_ms] with the fewest-regret single-layer changes.
 
@@ -105,7 +78,7 @@ def repair_to_window(arch: Architecture, runtime: Runtime, lo_ms: float, hi_ms: 
     """
     chosen = {s.index: s.op for s in arch.layers() if s.position.searchable}
     positions = [p for p in arch.space.searchable_positions]
-    total = runtime.lookup_ms(arch)
+    total = latency_model.lookup_ms(arch)
     repairs: list[Repair] = []
     for _ in range(4 * len(positions) * 16):
         if lo_ms <= total <= hi_ms:
@@ -114,12 +87,13 @@ def repair_to_window(arch: Architecture, runtime: Runtime, lo_ms: float, hi_ms: 
         best = None
         for position in positions:
             current = chosen[position.index]
-            current_ms = runtime.type_ms(position.index, current)
-            for other in runtime.allowed_types(position):
-                delta = runtime.type_ms(position.index, other) - current_ms
+            current_ms = latency_model.type_ms(position.index, current)
+            for other in latency_model.allowed_types(position):
+                delta = latency_model.type_ms(position.index, other) - current_ms
                 if (too_slow and delta >= 0) or (not too_slow and (delta <= 0 or total + delta > hi_ms)):
                     continue
-                key = (score(position.index, other) - score(position.index, current), abs(delta))
+                # score differences below 1e-6 count as ties (float noise must not pick the change)
+                key = (round(score(position.index, other) - score(position.index, current), 6), abs(delta))
                 if best is None or key > best[0]:
                     best = (key, position.index, other, delta)
         if best is None:

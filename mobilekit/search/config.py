@@ -1,147 +1,179 @@
-"""Search settings: one :class:`SearchConfig`, read from a TOML recipe (``search/*.toml``) and overridden by
-command-line flags. Recipe keys are the field names (``target_ms``, ``final_epochs``; dashes work too)."""
+"""Search settings: :class:`SearchConfig` (the options every method shares) plus the chosen method's own options
+dataclass (:mod:`.registry`), read from a TOML recipe and overridden by command-line flags.
+
+Recipe layout: ``[search]`` holds the common keys, ``[search.<method>]`` the keys of one method (applied only when
+that method runs); a method's keys may also sit in ``[search]``. Keys are the field names (dashes work too).
+Every value is type- and range-checked; a mistake is one :class:`~mobilekit.errors.ConfigError` line naming the
+recipe file or flag, the field and the fix.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from mobilekit.errors import ConfigError
-from mobilekit.latency.runtime_loss import RELAX_MODES
+from mobilekit.search.options import check_options, option, options_dict
+from mobilekit.search.registry import METHODS, get_method
 
-METHODS = ("single-path", "random", "multipath")
-FINAL_INIT = ("inherit", "scratch")
-
-# Fields that may change between a run and its --resume (they do not change what is computed).
-RESUME_FREE = frozenset({"out", "resume", "device", "export", "measure_runs", "threads"})
+ACCELERATORS = ("auto", "cpu", "cuda")
+PRECISIONS = ("off", "bf16", "fp16")
+LR_SCHEDULES = ("cosine", "linear", "constant")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+AUGMENTATIONS = ("none", "flip", "crop-flip")
+REQUIRED = ("table", "target_ms", "out")
+FLAG_FOR = {"target_ms": "--target-ms"}
 
 
 @dataclass
 class SearchConfig:
-    """Everything that defines one search run. Latencies in ms, durations in epochs."""
+    """Everything that defines one search run: the common options below and ``method_options`` (the chosen
+    method's ``Options`` instance; its fields read as attributes of the config too, e.g. ``config.relax``).
+    Latencies in ms, durations in epochs, learning rates per step."""
 
-    table: str = ""
-    target_ms: float = 0.0
-    out: str = ""
-    method: str = "single-path"
-    data: str = "digits"
-    epochs: int = 8
-    final_epochs: int | None = None          # default: ``epochs``
-    final_init: str = "inherit"              # inherit the search weights, or train the derived net from scratch
-    relax: str = "sigmoid"
-    seed: int = 0
-    train_resolution: int = 32
-    batch_size: int = 64
-    steps_per_epoch: int | None = None       # cap on batches per epoch (quick tries); None = whole split
-    lr: float = 3e-3                         # weights (Adam)
-    threshold_lr: float = 0.003              # single-path thresholds (SGD + momentum on normalised gradients)
-    threshold_momentum: float = 0.9          # SGD momentum of the thresholds
-    threshold_init: float = 0.9              # initial thresholds (statistics start at 1: every subset on)
-    threshold_reach: float = 0.25            # a threshold stays at most this far above its statistic
-    arch_lr: float = 0.05                    # multipath architecture weights
-    lambda_init: float = 0.0                 # weight of log R in CE + lambda * log R (its integral part)
-    lambda_lr: float = 0.1                   # integral gain steering lambda toward the aim (see budget.steer_lambda)
-    lambda_p: float = 8.0                    # proportional gain; both 0 keep lambda fixed (the paper's setting)
-    target_aim: float = 0.95                 # the search steers R toward target_aim * target_ms
-    tau_start: float = 1.0                   # temperature of the single-path softmax relaxation, annealed ...
-    tau_end: float = 0.1                     # ... geometrically to this
-    gumbel_tau_start: float = 5.0            # multipath Gumbel-softmax temperature (FBNet starts at 5) ...
-    gumbel_tau_end: float = 1.0              # ... annealed to this
-    subset_dropout: float = 0.1              # single-path: drop weight subsets with this probability ...
-    subset_dropout_epochs: int | None = None  # ... during the first epochs (default: a quarter of them)
-    include_se: bool | None = None           # None: SE types searched iff the table has them (or se_factors)
-    se_factors: str | None = None            # a table with SE entries to scale this table's non-SE ones
-    arch_warmup_epochs: int | None = None    # multipath: weight-only epochs first (default: a quarter of them)
-    random_samples: int = 4                  # random baseline: architectures tried ...
-    proxy_epochs: int | None = None          # ... each trained this long (default: epochs // random_samples)
-    device: str | None = None                # device descriptor to measure the exported model on
-    export: tuple[str, ...] = ("onnx", "tflite")
-    measure_runs: int = 50
-    checkpoint_every: int = 20               # steps between checkpoints (and at every epoch end)
-    resume: bool = False                     # continue the run in ``out`` from its checkpoint
-    threads: int | None = None               # torch CPU threads; None: half the cores (at least 1)
+    table: str | None = option(None, "latency table JSON (e.g. latency_tables/pixel1-spnas.json)", required=True)
+    target_ms: float | None = option(None, "latency target in ms (must lie within the table's range)", gt=0,
+                                     required=True)
+    out: str | None = option(None, "run folder, e.g. runs/p80", resume_free=True, required=True)
+    method: str = option("single-path", "searcher (see the list above)")
+    data: str = option("digits", "digits (default), cifar10:DIR or folder:DIR (folder images stream from disk)")
+    epochs: int = option(8, "search epochs", ge=1)
+    final_epochs: int | None = option(None, "epochs to train the derived network (default: --epochs); 0: the "
+                                            "search's own network is the deliverable", ge=0)
+    final_init: str = option("inherit", "start the final training from the search weights or from scratch",
+                             choices=("inherit", "scratch"))
+    seed: int = option(0, "random seed")
+    train_resolution: int = option(32, "training input resolution (the network downsamples by 32)", ge=32)
+    batch_size: int = option(64, "global batch size (split across distributed processes)", ge=2)
+    steps_per_epoch: int | None = option(None, "cap on batches per epoch, for quick tries", ge=1)
+    lr: float = option(3e-3, "weight learning rate", gt=0)
+    lr_schedule: str = option("cosine", "learning-rate schedule (torch.optim.lr_scheduler)", choices=LR_SCHEDULES)
+    weight_decay: float = option(0.0, "weight decay of the network weights", ge=0)
+    optimizer: str = option("adam", "optimiser of the network weights", choices=OPTIMIZERS)
+    augment: str = option("none", "augmentation policy of the training batches", choices=AUGMENTATIONS)
+    lambda_init: float = option(0.0, "initial weight lambda of log R in the loss CE + lambda log R",
+                                flags=("--lambda",))
+    lambda_lr: float = option(0.1, "integral gain steering lambda toward the target", ge=0)
+    lambda_p: float = option(8.0, "proportional gain of lambda; both gains 0 keep lambda fixed", ge=0)
+    target_aim: float = option(0.95, "the search steers its latency toward target_aim * target_ms", gt=0, le=1)
+    include_se: bool | None = option(None, "search SE types: auto (when the table has them or --se-factors is "
+                                           "given), on, off", flags=("--se",),
+                                     choices={"auto": None, "on": True, "off": False})
+    se_factors: str | None = option(None, "table with SE entries whose SE/non-SE ratios fill this table's "
+                                          "missing SE types")
+    predictor: str | None = option(None, "latency predictor JSON (mobilekit latency fit) that fills the table's "
+                                         "unmeasured entries (e.g. SE types) for the search")
+    device: str | None = option(None, "device descriptor TOML to measure the exported model on (default: the "
+                                      "host when the table was measured on the host)", resume_free=True)
+    export: tuple[str, ...] = option(("onnx", "tflite"), "comma-separated export formats, or none",
+                                     resume_free=True)
+    measure_runs: int = option(50, "timed runs when measuring the exported model", ge=1, resume_free=True)
+    checkpoint_every: int = option(20, "steps between checkpoints (and at every epoch end)", ge=1)
+    resume: bool = option(False, "continue the run in --out from its checkpoint", resume_free=True)
+    threads: int | None = option(None, "torch CPU threads (default: half the cores, at least 1)", ge=1,
+                                 resume_free=True)
+    accelerator: str = option("auto", "where to train: cpu, cuda, or auto (CUDA when available)",
+                              choices=ACCELERATORS, resume_free=True)
+    mixed_precision: str = option("off", "autocast precision on CUDA (ignored on the CPU)", choices=PRECISIONS)
+    channels_last: str = option("auto", "channels-last memory format: auto (on CUDA with mixed precision), on, off",
+                                choices=("auto", "on", "off"), resume_free=True)
+    workers: int = option(2, "data-loader worker processes for streamed data sets (folder:DIR)", ge=0,
+                          resume_free=True)
+    method_options: Any = field(default=None, metadata={"internal": True})
 
     def __post_init__(self) -> None:
+        if self.method_options is None:
+            self.method_options = get_method(self.method).options()
         self.validate()
 
-    # ---- derived values -----------------------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # the method's own options read as attributes of the config (config.relax, config.random_samples)
+        if name != "method_options" and "method_options" in self.__dict__:
+            options = self.__dict__["method_options"]
+            if options is not None and name in {f.name for f in fields(options)}:
+                return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
+
+    # ---- derived values -----------------------------------------------------------------------------------------
     @property
     def final_epochs_(self) -> int:
         return self.epochs if self.final_epochs is None else self.final_epochs
 
-    @property
-    def subset_dropout_epochs_(self) -> int:
-        return max(1, self.epochs // 4) if self.subset_dropout_epochs is None else self.subset_dropout_epochs
-
-    @property
-    def arch_warmup_epochs_(self) -> int:
-        return self.epochs // 4 if self.arch_warmup_epochs is None else self.arch_warmup_epochs
-
-    @property
-    def proxy_epochs_(self) -> int:
-        return max(1, self.epochs // self.random_samples) if self.proxy_epochs is None else self.proxy_epochs
-
-    def validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ConfigError(message)
-
-        need(self.method in METHODS, f"method {self.method!r} is unknown: use one of {', '.join(METHODS)}")
-        need(self.relax in RELAX_MODES, f"relax {self.relax!r} is unknown: use one of {', '.join(RELAX_MODES)}")
-        need(self.final_init in FINAL_INIT, f"final_init {self.final_init!r} is unknown: use inherit or scratch")
-        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        need(self.final_epochs is None or self.final_epochs >= 0, "final_epochs must be >= 0")
-        need(self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}")
-        need(self.train_resolution >= 32, f"train_resolution {self.train_resolution} is too small: the network "
-                                          "downsamples by 32, use >= 32")
-        need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1")
-        need(0 < self.target_aim <= 1, "target_aim must be in (0, 1]")
-        need(0 <= self.subset_dropout < 1, "subset_dropout must be in [0, 1)")
-        need(self.random_samples >= 1, "random_samples must be >= 1")
-        need(min(self.tau_start, self.tau_end, self.gumbel_tau_start, self.gumbel_tau_end) > 0,
-             "temperatures (tau_start, tau_end, gumbel_tau_start, gumbel_tau_end) must be > 0")
-        need(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
-        need(self.threads is None or self.threads >= 1, "threads must be >= 1")
-        need(self.threshold_reach > 0, "threshold_reach must be > 0")
-        need(0 <= self.threshold_momentum < 1, "threshold_momentum must be in [0, 1)")
+    def validate(self, origins: Mapping[str, str] | None = None, source: str = "settings") -> None:
+        get_method(self.method, origins.get("method", source) if origins else source)
+        if self.export in (("none",), ["none"], "none"):
+            self.export = ()
+        check_options(self, origins, source, only=common_fields())
+        check_options(self.method_options, origins, source)
         unknown = set(self.export) - {"onnx", "tflite"}
-        need(not unknown, f"export formats {sorted(unknown)} are unknown: use onnx, tflite, or none")
+        if unknown:
+            where = (origins or {}).get("export", source)
+            raise ConfigError(f"{where}: export formats {sorted(unknown)} are unknown; use onnx, tflite, or none")
 
-    # ---- I/O ----------------------------------------------------------------------------------------------
+    # ---- I/O ----------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["export"] = list(self.export)
-        return data
+        """Flat JSON-able dict: the common options and the method's options (what config.json holds)."""
+        return {**options_dict(self, only=common_fields()), **options_dict(self.method_options)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "SearchConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        clean: dict[str, Any] = {}
-        for key, value in data.items():
-            name = key.replace("-", "_")
-            if name not in names:
-                raise ConfigError(f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(names))}")
-            clean[name] = value
-        if "export" in clean:
-            clean["export"] = _formats(clean["export"])
-        try:
-            return cls(**clean)
-        except TypeError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config",
+                  origins: Mapping[str, str] | None = None) -> "SearchConfig":
+        """A config from flat keys (common and the method's own), checked; :class:`ConfigError` on a mistake."""
+        return _build(dict(data), source, dict(origins or {}))
 
 
-def _formats(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [v for v in value.replace(" ", "").split(",") if v]
-    value = tuple(str(v) for v in value)
-    return () if value in ((), ("none",)) else value
+def common_fields() -> list:
+    return [f for f in fields(SearchConfig) if not f.metadata.get("internal")]
+
+
+RESUME_FREE = frozenset(f.name for f in common_fields() if f.metadata.get("resume_free"))
+
+
+def _build(data: dict[str, Any], source: str, origins: dict[str, str]) -> SearchConfig:
+    common = {f.name for f in common_fields()}
+    method_name = data.get("method", "single-path")
+    if not isinstance(method_name, str):
+        raise ConfigError(f"{origins.get('method', source)}: method must be a string, got {method_name!r}")
+    method = get_method(method_name, origins.get("method", source))
+    own = {f.name for f in fields(method.options)}
+    clash = common & own
+    if clash:
+        raise ConfigError(f"method {method.name!r}: options {sorted(clash)} repeat common option names; rename them")
+    common_values, own_values = {}, {}
+    for key, value in data.items():
+        if key in common:
+            common_values[key] = value
+        elif key in own:
+            own_values[key] = value
+        else:
+            where = origins.get(key, source)
+            owner = next((m.name for m in METHODS.values() if m.name != method.name
+                          and key in {f.name for f in fields(m.options)}), None)
+            if owner is not None:
+                raise ConfigError(f"{where}: {key!r} is a {owner} option, but the method is {method.name}; drop it "
+                                  f"or put it under [search.{owner}]")
+            raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(common | own))}")
+    missing = [name for name in REQUIRED if common_values.get(name) in (None, "")]
+    if missing:
+        flags = ", ".join(f"--{m.replace('_', '-')}" for m in missing)
+        raise ConfigError(f"{source}: missing {', '.join(missing)}; give them as flags ({flags}) or in the recipe")
+    try:
+        options = method.options(**own_values)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    config = SearchConfig.__new__(SearchConfig)
+    for f in common_fields():
+        setattr(config, f.name, common_values.get(f.name, f.default))
+    config.method_options = options
+    config.validate(origins, source)
+    return config
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a TOML recipe into a dict of config keys (``[search]`` table or top level)."""
+    """Read a TOML recipe: ``{common key: value, ..., "<method>": {method key: value}}`` from its ``[search]``
+    table (or the top level); relative table paths are resolved against the recipe's folder or its parent."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -152,8 +184,9 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     section = data.get("search", data)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [search] must be a table of settings")
+    section = {key.replace("-", "_") if not isinstance(value, dict) else key: value for key, value in section.items()}
     base = path.parent
-    for key in ("table", "se_factors", "se-factors"):
+    for key in ("table", "se_factors", "predictor"):
         value = section.get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute() and not Path(value).exists():
             # relative to the recipe's folder's parent (recipes live in search/, paths name the repo root)
@@ -161,17 +194,39 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
                 if (root / value).exists():
                     section[key] = str(root / value)
                     break
-    return dict(section)
+    return section
 
 
 def make_config(recipe: str | Path | None = None, **overrides: Any) -> SearchConfig:
-    """A config from a recipe (optional) with ``overrides`` (None values are ignored) on top."""
-    data: dict[str, Any] = load_recipe(recipe) if recipe else {}
-    data.update({k.replace("-", "_"): v for k, v in overrides.items() if v is not None})
+    """A config from a recipe (optional) with flat ``overrides`` (common or method option names; None values are
+    ignored) on top. Raises :class:`ConfigError` naming the recipe or ``settings``, the field and the fix."""
+    return build_config(recipe, overrides)
+
+
+def build_config(recipe: str | Path | None, overrides: Mapping[str, Any],
+                 override_names: Mapping[str, str] | None = None) -> SearchConfig:
+    """:func:`make_config` with ``override_names`` (field -> how the user wrote it, e.g. ``--target-ms``) so that
+    messages about an overridden value name the flag."""
     source = str(recipe) if recipe else "settings"
-    config = SearchConfig.from_dict(data, source)
-    missing = [name for name in ("table", "out") if not getattr(config, name)]
-    if missing or config.target_ms <= 0:
-        what = ", ".join(missing + ([] if config.target_ms > 0 else ["target_ms"]))
-        raise ConfigError(f"{source}: missing {what}; give them as flags (--table, --target-ms, --out) or in the recipe")
-    return config
+    sections = load_recipe(recipe) if recipe else {}
+    overrides = {k.replace("-", "_"): v for k, v in overrides.items() if v is not None}
+    method = overrides.get("method", sections.get("method", "single-path"))
+    data: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            if key not in METHODS:
+                raise ConfigError(f"{source}: section [search.{key}] names no method; use one of "
+                                  f"{', '.join(f'[search.{m}]' for m in METHODS)}")
+            if key != method:
+                continue
+            for inner, inner_value in value.items():
+                data[inner.replace("-", "_")] = inner_value
+                origins[inner.replace("-", "_")] = f"{source} [search.{key}]"
+        else:
+            data[key] = value
+            origins[key] = source
+    for key, value in overrides.items():
+        data[key] = value
+        origins[key] = (override_names or {}).get(key, "settings")
+    return SearchConfig.from_dict(data, source, origins)

@@ -1,74 +1,81 @@
-"""One search run, end to end: check the target against the table, search (single-path, random or multipath),
-derive the architecture, train it, save the run folder (:mod:`.runfolder`), export the network and measure it
-on the table's device when that device is reachable.
+"""One search run, end to end: check the target against the table, run the registered searcher
+(:mod:`.registry`), train its architecture with the hyper-parameters it hands over, save the run folder
+(:mod:`.runfolder`), export the network and measure it on the table's device when that device is reachable.
 
 :func:`run_search` is what ``mobilekit search`` calls; a notebook calls it the same way with a
-:class:`~mobilekit.search.config.SearchConfig`. Training happens at ``train_resolution`` on the data set;
-latency comes from the table, at the table's own (deployment) resolution; the exported files take the
-deployment resolution. The summary states both.
+:class:`~mobilekit.search.config.SearchConfig`. This module names no method: the method's module declares the
+latency model it consumes and returns a :class:`~mobilekit.search.outcome.SearchOutcome`. Training happens at
+``train_resolution`` on the data set; latency comes from the table, at the table's own (deployment)
+resolution; the exported files take the deployment resolution. The summary states both.
+
+Under ``torchrun`` every process runs this function; only rank 0 writes the run folder (see :mod:`.engine`).
 """
 
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from mobilekit.errors import ExportError, MobilekitError, SearchError
-from mobilekit.latency.runtime_loss import ExpectedLatency, SuperkernelRuntime, se_scaling_factors
-from mobilekit.models.torch_builder import MobileNet
+from mobilekit.latency.differentiable import TableLatency, build_latency_model
 from mobilekit.latency_table import LatencyTable
+from mobilekit.models.torch_builder import MobileNet
 from mobilekit.search.budget import WINDOW, check_target
-from mobilekit.search.config import RESUME_FREE, SearchConfig
+from mobilekit.search.config import RESUME_FREE, SearchConfig, common_fields
+from mobilekit.search.engine import Engine
+from mobilekit.search.options import options_dict
+from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters
+from mobilekit.search.registry import get_method
 from mobilekit.search.runfolder import RunFolder, save_weights
-from mobilekit.search.training import SearchContext, TrainPhase, evaluate, recalibrate_batchnorm
+from mobilekit.search.training import SearchContext, TrainPhase, evaluate, recalibrate_batchnorm, seed_everything
 from mobilekit.space import Architecture, get_space
 
 Log = Callable[[str], None]
 
 
-def build_runtime(config: SearchConfig, table: LatencyTable | None = None):
-    """The runtime model a method optimises: :class:`SuperkernelRuntime` for single-path, otherwise
-    :class:`ExpectedLatency` (both built from the table, with SE factors from ``config.se_factors``)."""
+def build_latency_model_for(config: SearchConfig, table: LatencyTable | None = None) -> TableLatency:
+    """The latency model ``config.method`` consumes (its module's ``LATENCY_MODEL``), built from the table (its
+    unmeasured entries predicted by the regression ``config.predictor`` when given), with SE factors from
+    ``config.se_factors``."""
     table = table or LatencyTable.load(config.table)
-    factors = se_scaling_factors(LatencyTable.load(config.se_factors)) if config.se_factors else None
-    kind = SuperkernelRuntime if config.method == "single-path" else ExpectedLatency
-    return kind(table, include_se=config.include_se, se_factors=factors)
+    if config.predictor:
+        from mobilekit.latency.regression import LayerLatencyRegressor
+
+        table = LayerLatencyRegressor.load(config.predictor).fill_table(table)
+    se_table = LatencyTable.load(config.se_factors) if config.se_factors else None
+    return build_latency_model(get_method(config.method).latency_model, table, config.include_se, se_table)
 
 
-def _searcher(method: str):
-    if method == "single-path":
-        from mobilekit.search.single_path import search
-    elif method == "random":
-        from mobilekit.search.random_search import search
-    else:
-        from mobilekit.search.multipath import search
-    return search
+build_runtime = build_latency_model_for   # former name
 
 
-def prepare_run_folder(run: RunFolder, config: SearchConfig) -> None:
-    """Create the folder and write config.json; refuse to mix runs.
+def prepare_run_folder(run: RunFolder, config: SearchConfig, write: bool = True) -> None:
+    """Create the folder and write config.json (when ``write``); refuse to mix runs.
 
     Raises:
         SearchError: the folder holds another run and ``resume`` is off, or ``resume`` is on and the stored
             config differs in a field that changes the result.
     """
     stored_path = run.path("config.json")
-    if stored_path.exists():
+    if write and stored_path.exists():
         if not config.resume:
             raise SearchError(f"{run.root} already holds a run; pass --resume to continue it or choose another --out")
         stored = run.read_json("config.json")
         current = config.to_dict()
-        changed = sorted(k for k in current if k not in RESUME_FREE and stored.get(k) != current[k])
+        # a key an older run folder lacks counts as its default (settings added since)
+        defaults = {**{f.name: f.default for f in common_fields()}, **options_dict(type(config.method_options)())}
+        defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
+        changed = sorted(k for k in current if k not in RESUME_FREE and stored.get(k, defaults.get(k)) != current[k])
         if changed:
             detail = ", ".join(f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in changed)
             raise SearchError(f"{run.root} was started with other settings ({detail}); resume with the same "
                               "settings or choose another --out")
-    run.root.mkdir(parents=True, exist_ok=True)
-    run.write_json("config.json", config.to_dict())
+    if write:
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.write_json("config.json", config.to_dict())
 
 
 def default_threads() -> int:
@@ -97,11 +104,24 @@ def run_search(config: SearchConfig, *, progress: bool = False, log: Log | None 
 
 
 def _run(config: SearchConfig, progress: bool, say: Log, on_step) -> dict[str, Any]:
+    method = get_method(config.method)
     table = LatencyTable.load(config.table)
-    runtime = build_runtime(config, table)
-    bounds = check_target(runtime, config.target_ms, where=str(config.table))
+    latency_model = build_latency_model_for(config, table)
+    bounds = check_target(latency_model, config.target_ms, where=str(config.table))
+    engine = Engine.from_config(config)
+    try:
+        return _run_on(engine, config, method, table, latency_model, bounds, progress, say, on_step)
+    finally:
+        engine.close()
+
+
+def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, latency_model: TableLatency,
+            bounds: tuple[float, float], progress: bool, say: Log, on_step) -> dict[str, Any]:
+    if not engine.is_writer:
+        say = lambda message: None  # noqa: E731 - only rank 0 talks
     run = RunFolder(config.out)
-    prepare_run_folder(run, config)
+    prepare_run_folder(run, config, write=engine.is_writer)
+    engine.barrier()
     if config.resume and run.path("summary.json").exists():
         say(f"{run.root}: the run is complete; nothing to resume")
         return run.read_json("summary.json")
@@ -109,7 +129,7 @@ def _run(config: SearchConfig, progress: bool, say: Log, on_step) -> dict[str, A
     from mobilekit.data import load_dataset
 
     splits = load_dataset(config.data, config.train_resolution, seed=config.seed)
-    table_space = runtime.space
+    table_space = latency_model.space
     train_space = get_space(table_space.name, width=table_space.width, resolution=config.train_resolution,
                             num_classes=splits.num_classes)
     deploy_space = get_space(table_space.name, width=table_space.width, resolution=table_space.resolution,
@@ -119,14 +139,14 @@ def _run(config: SearchConfig, progress: bool, say: Log, on_step) -> dict[str, A
         f"{len(splits.test)} test images): training resolution {config.train_resolution}x{config.train_resolution}; "
         f"latency from {config.table} (device {device_name}, deployment resolution "
         f"{table_space.resolution}x{table_space.resolution}); target {config.target_ms:g} ms, table range "
-        f"{bounds[0]:.1f}-{bounds[1]:.1f} ms; SE types {'searched' if runtime.include_se else 'not searched'}")
+        f"{bounds[0]:.1f}-{bounds[1]:.1f} ms; SE types {'searched' if latency_model.include_se else 'not searched'}")
+    say(f"training on {engine.describe()}" + "".join(f"; {note}" for note in engine.notes))
 
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed)
     checkpoint = run.load_checkpoint()
-    if checkpoint is None and run.metrics.exists():
+    if checkpoint is None and run.metrics.exists() and engine.is_writer:
         run.truncate_metrics(0)
-    bar = _progress_bar() if progress else None
+    bar = _progress_bar() if progress and engine.is_writer else None
     if bar is not None:
         plain = say
 
@@ -134,27 +154,38 @@ def _run(config: SearchConfig, progress: bool, say: Log, on_step) -> dict[str, A
             with bar.external_write_mode():
                 plain(message)
     try:
-        ctx = SearchContext(config, runtime, splits, train_space, run, checkpoint, bar, on_step)
+        ctx = SearchContext(config, latency_model, splits, train_space, run, checkpoint, bar, on_step, engine)
         if checkpoint is not None and checkpoint[1].get("phase") == "final":
             search = checkpoint[1]["search"]
+            hyperparameters = TrainingHyperparameters(**search["hyperparameters"])
             arch = Architecture.load(run.path("arch.json")).with_space(train_space)
             model = MobileNet(arch)
         else:
-            outcome = _searcher(config.method)(ctx)
-            arch, model = outcome.arch, outcome.model
-            search = dict(outcome.info, search_s=outcome.search_s)
-            arch.with_space(deploy_space).save(run.path("arch.json"))
-            if config.final_init == "scratch":
+            outcome: SearchOutcome = method.searcher(ctx)
+            arch, model, hyperparameters = outcome.arch, outcome.model, outcome.hyperparameters
+            derived = outcome.derived_arch or arch
+            search = {"search_s": outcome.search_s, "derived_arch": derived.to_string(),
+                      "derived_ms": latency_model.lookup_ms(derived), "repairs": [r.to_dict() for r in outcome.repairs],
+                      "hyperparameters": hyperparameters.to_dict(), **outcome.details}
+            if engine.is_writer:
+                arch.with_space(deploy_space).save(run.path("arch.json"))
+            if config.final_init == "scratch" and config.final_epochs_ > 0:
                 torch.manual_seed(config.seed + 1)
                 model = MobileNet(arch)
             elif outcome.recalibrate_bn:
-                recalibrate_batchnorm(model, splits.train, config.batch_size, seed=config.seed)
+                recalibrate_batchnorm(engine.place(model), splits.train, config.batch_size, seed=config.seed,
+                                      engine=engine, workers=config.workers)
             checkpoint = None
         say(f"architecture: {arch.to_string()}")
-        say(f"predicted latency {runtime.lookup_ms(arch):.2f} ms on {device_name} (target {config.target_ms:g} ms)"
+        say(f"predicted latency {latency_model.lookup_ms(arch):.2f} ms on {device_name} (target {config.target_ms:g} ms)"
             + (f"; the search derived {search['derived_ms']:.2f} ms and {len(search['repairs'])} layer change(s) "
                "moved it into [0.9T, T]" if search.get("repairs") else ""))
-        final = TrainPhase(model=model, lr=config.lr, **ctx.phase_kwargs("final", epochs=config.final_epochs_))
+        if config.final_epochs_ > 0:
+            say(f"final training, {config.final_epochs_} epochs: {TrainingHyperparameters(**search['hyperparameters']).describe()}")
+        else:
+            say("final epochs 0: the search's own network is the deliverable")
+        final = TrainPhase(model=model, hyperparameters=hyperparameters,
+                           **ctx.phase_kwargs("final", epochs=config.final_epochs_))
         start = final.restore(checkpoint)
         if checkpoint is None:
             final.save(0, {"search": search})
@@ -163,9 +194,10 @@ def _run(config: SearchConfig, progress: bool, say: Log, on_step) -> dict[str, A
         if bar is not None:
             bar.close()
     model.eval()
-    val_accuracy, test_accuracy = evaluate(model, splits.val), evaluate(model, splits.test)
-    save_weights(model, run.path("weights.pt"))
-    predicted = runtime.lookup_ms(arch)
+    val_accuracy = evaluate(model, splits.val, engine=engine, workers=config.workers)
+    test_accuracy = evaluate(model, splits.test, engine=engine, workers=config.workers)
+    model = model.cpu().to(memory_format=torch.contiguous_format)
+    predicted = latency_model.lookup_ms(arch)
     summary: dict[str, Any] = {
         "method": config.method,
         "target_ms": config.target_ms,
@@ -182,10 +214,11 @@ def _run(config: SearchConfig, progress: bool, say: Log, on_step) -> dict[str, A
         "repairs": search.get("repairs", []),
         "lambda_final": search.get("lambda_final"),
         "search_steps": search.get("search_steps"),
+        "final_hyperparameters": search["hyperparameters"] if config.final_epochs_ > 0 else None,
         "table": str(config.table),
         "table_device": device_name,
         "table_range_ms": [round(bounds[0], 4), round(bounds[1], 4)],
-        "include_se": runtime.include_se,
+        "include_se": latency_model.include_se,
         "data": splits.name,
         "train_resolution": config.train_resolution,
         "deploy_resolution": table_space.resolution,
@@ -193,15 +226,23 @@ def _run(config: SearchConfig, progress: bool, say: Log, on_step) -> dict[str, A
                             f"from the table at {table_space.resolution}x{table_space.resolution}; exported files "
                             f"take {table_space.resolution}x{table_space.resolution}"),
         "num_classes": splits.num_classes,
-        "relax": config.relax if config.method == "single-path" else None,
+        "relax": getattr(config.method_options, "relax", None),
         "epochs": config.epochs,
         "final_epochs": config.final_epochs_,
         "final_init": config.final_init,
         "seed": config.seed,
+        "accelerator": engine.describe(),
+        "processes": engine.world_size,
+        "rank": engine.rank,
+        "engine_notes": list(engine.notes),
     }
-    if "candidates" in search:
-        summary["candidates"] = search["candidates"]
-    _plots(run, arch, runtime, config, summary)
+    for key, value in search.items():
+        if key not in summary and key not in ("search_s", "hyperparameters"):
+            summary[key] = value
+    if not engine.is_writer:
+        return summary
+    save_weights(model, run.path("weights.pt"))
+    _plots(run, arch, latency_model, config, summary)
     summary.update(export_and_measure(model, deploy_space, config, table, splits, run, say, predicted))
     run.write_json("summary.json", summary)
     run.checkpoint.unlink(missing_ok=True)
@@ -214,14 +255,14 @@ def _progress_bar():
     return tqdm(total=0, dynamic_ncols=True, leave=True)
 
 
-def _plots(run: RunFolder, arch: Architecture, runtime, config: SearchConfig, summary: dict[str, Any]) -> None:
+def _plots(run: RunFolder, arch: Architecture, latency_model, config: SearchConfig, summary: dict[str, Any]) -> None:
     from mobilekit.search.plots import plot_architecture, plot_search
 
     records = [r for r in run.records() if r.get("phase") == "search" or str(r.get("phase")).startswith("proxy-")]
     records = [dict(r, step=i) for i, r in enumerate(records)]
     plot_search(records, config.target_ms, run.path("search.png"),
                 title=f"{config.method} search, target {config.target_ms:g} ms")
-    layer_ms = [runtime.type_ms(s.index, s.op) if s.position.searchable else None for s in arch.layers()]
+    layer_ms = [latency_model.type_ms(s.index, s.op) if s.position.searchable else None for s in arch.layers()]
     plot_architecture(arch, layer_ms, run.path("architecture.png"),
                       title=f"{arch.to_string()[:60]}...  predicted {summary['predicted_ms']:.1f} ms")
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,10 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
         with np.load(path, allow_pickle=False) as data:
             tensors = {name: torch.from_numpy(data[name].copy()) for name in data.files if name != META_KEY}
             meta = json.loads(data[META_KEY].tobytes().decode()) if META_KEY in data.files else {}
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise SearchError(f"{path}: unreadable state file ({exc}); delete it to start over") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise SearchError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); it was cut short or "
+                          "damaged: move it away and re-run with --resume to restart the run from scratch, or use "
+                          "another --out") from None
     return tensors, meta
 
 
@@ -92,6 +95,12 @@ def pack(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimi
                     scalars.setdefault(str(index), {})[key] = value
         meta["optimizers"][name] = {"param_groups": state["param_groups"], "scalars": scalars}
     tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = state
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["rng/numpy"] = torch.from_numpy(keys.astype(np.int64))
+    meta["rng_numpy"] = [kind, int(pos), int(has_gauss), float(cached)]
     meta["rng_python"] = _jsonable(random.getstate())
     return tensors, meta
 
@@ -114,6 +123,12 @@ def unpack(tensors: dict[str, torch.Tensor], meta: dict[str, Any], modules: dict
             state.setdefault(int(index), {}).update(values)
         opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
     torch.set_rng_state(tensors["rng/torch"])
+    cuda = sorted((int(k.rsplit("/", 1)[1]), v) for k, v in tensors.items() if k.startswith("rng/cuda/"))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([v for _, v in cuda][:torch.cuda.device_count()])
+    if "rng/numpy" in tensors:
+        kind, pos, has_gauss, cached = meta["rng_numpy"]
+        np.random.set_state((kind, tensors["rng/numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(_tuples(meta["rng_python"]))
 
 

@@ -1,9 +1,9 @@
 """Single-path search (Stamoulis et al.): one superkernel network, loss ``CE + lambda * log R``, one optimiser
 step that updates weights and thresholds together (no bi-level loop).
 
-``R`` is :class:`~mobilekit.latency.runtime_loss.SuperkernelRuntime` of the current decisions. The paper fixes
+``R`` is :class:`~mobilekit.latency.differentiable.SuperkernelLatency` of the current decisions. The paper fixes
 ``lambda`` and tunes it by hand to land near a target; here ``lambda`` is steered toward
-``target_aim * target_ms`` by :func:`~mobilekit.search.budget.steer_lambda` (PI control; ``lambda_lr = 0`` and
+``target_aim * target_ms`` by :class:`~mobilekit.search.penalty.LatencyPenalty` (PI control; ``lambda_lr = 0`` and
 ``lambda_p = 0`` give the paper's fixed lambda).
 
 Weights use Adam. Thresholds use SGD with momentum on gradients divided by one running RMS of the whole
@@ -16,16 +16,42 @@ the same backward pass.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from mobilekit.latency.runtime_loss import Decisions, SuperkernelRuntime
-from mobilekit.search.budget import WINDOW, repair_to_window, steer_lambda
-from mobilekit.search.superkernel import SuperNet, extract_subnet
-from mobilekit.search.training import Phase, SearchContext, SearchOutcome, cosine_lr
+from mobilekit.latency.differentiable import RELAX_MODES, Decisions, SuperkernelLatency
+from mobilekit.search.options import option
+from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, derive_in_window
+from mobilekit.search.penalty import LatencyPenalty
+from mobilekit.search.supernets import SuperNet, extract_network
+from mobilekit.search.training import Phase, SearchContext, make_optimizer
 from mobilekit.space import Architecture, LayerType
+
+LATENCY_MODEL = "superkernel"
+SUMMARY = "Single-Path NAS: one superkernel, thresholds decide kernel/expansion/SE/skip (CE + lambda log R)"
+
+
+@dataclass
+class Options:
+    """Single-path settings (recipe section ``[search.single-path]``)."""
+
+    relax: str = option("sigmoid", "relaxation of the threshold indicators", choices=RELAX_MODES)
+    threshold_lr: float = option(0.003, "threshold learning rate (SGD + momentum on normalised gradients)", gt=0)
+    threshold_momentum: float = option(0.9, "SGD momentum of the thresholds", ge=0, lt=1)
+    threshold_init: float = option(0.9, "initial thresholds (statistics start at 1: every subset on)")
+    threshold_reach: float = option(0.25, "a threshold stays at most this far above its statistic", gt=0)
+    tau_start: float = option(1.0, "temperature of the softmax relaxation, annealed geometrically ...", gt=0)
+    tau_end: float = option(0.1, "... to this", gt=0)
+    subset_dropout: float = option(0.1, "drop weight subsets with this probability ...", ge=0, lt=1)
+    subset_dropout_epochs: int | None = option(None, "... during the first epochs (default: a quarter of them)",
+                                               ge=0)
+
+
+def dropout_epochs(config: Any) -> int:
+    return max(1, config.epochs // 4) if config.subset_dropout_epochs is None else config.subset_dropout_epochs
 
 
 def arch_summary(arch: Architecture) -> str:
@@ -41,20 +67,30 @@ def hard(margins: Decisions) -> Decisions:
 
 
 class SinglePathPhase(Phase):
-    """The search loop. State: ``lambda``. Records per step: ce, runtime_ms (R in the loss), runtime_hard_ms
-    (R of the current discrete architecture), lambda, accuracy, arch (block strings), decisions, tau, lr."""
+    """The search loop. State: the latency penalty's ``lambda``. Records per step: ce, runtime_ms (R in the loss),
+    runtime_hard_ms (R of the current discrete architecture), lambda, accuracy, arch (block strings), decisions,
+    tau, lr."""
 
     GRAD_BETA = 0.99   # running mean of the squared threshold gradient
 
-    def __init__(self, *, net: SuperNet, runtime: SuperkernelRuntime, target_ms: float, config, **kwargs: Any):
-        optimizer = torch.optim.Adam(net.weight_parameters(), lr=config.lr)
+    def __init__(self, *, net: SuperNet, target_ms: float, config, latency_model: SuperkernelLatency | None = None,
+                 runtime: SuperkernelLatency | None = None, **kwargs: Any):
+        latency_model = latency_model if latency_model is not None else runtime
+        engine = kwargs.get("engine")
+        if engine is not None:
+            engine.place(net)
+            latency_model.to(engine.device)
+        optimizer = make_optimizer(config.optimizer, net.weight_parameters(), config.lr, config.weight_decay)
         self.thresholds = [p for p in net.threshold_parameters() if p.numel()]
         threshold_opt = torch.optim.SGD(self.thresholds, lr=config.threshold_lr, momentum=config.threshold_momentum)
         super().__init__(modules={"net": net}, optimizers={"weights": optimizer, "thresholds": threshold_opt},
                          state={"lambda": config.lambda_init, "grad_sq": 0.0, "grad_steps": 0}, **kwargs)
-        self.net, self.runtime, self.optimizer, self.threshold_opt, self.config = \
-            net, runtime, optimizer, threshold_opt, config
-        self.aim_ms = config.target_aim * target_ms
+        self.schedule("weights", optimizer, config.lr_schedule)
+        self.schedule("thresholds", threshold_opt, "cosine")
+        self.net, self.latency_model, self.optimizer, self.threshold_opt, self.config = \
+            net, latency_model, optimizer, threshold_opt, config
+        self.penalty = LatencyPenalty(target_ms, self.state, config.target_aim, config.lambda_init, config.lambda_lr,
+                                      config.lambda_p)
 
     def _normalize_threshold_grads(self) -> None:
         grads = [p.grad for p in self.thresholds if p.grad is not None]
@@ -71,31 +107,28 @@ class SinglePathPhase(Phase):
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         cfg, net = self.config, self.net
         total = self.total_steps
-        for group in self.optimizer.param_groups:
-            group["lr"] = cosine_lr(cfg.lr, step, total)
-        for group in self.threshold_opt.param_groups:
-            group["lr"] = cosine_lr(cfg.threshold_lr, step, total)
         net.tau = cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** (step / max(1, total - 1))
-        net.subset_dropout = cfg.subset_dropout if epoch < cfg.subset_dropout_epochs_ else 0.0
+        net.subset_dropout = cfg.subset_dropout if epoch < dropout_epochs(cfg) else 0.0
         net.train()
         results, inds, margins = net.decide()
         with torch.no_grad():
-            hard_ms = float(self.runtime(hard(margins)))
+            hard_ms = float(self.latency_model(hard(margins)))
             arch = net.architecture_from(hard(margins))
-        lam = steer_lambda(self.state, hard_ms, self.aim_ms, cfg.lambda_lr, cfg.lambda_p)
-        logits = net.forward_decided(x, results)
-        runtime_ms = self.runtime(inds)
-        ce = F.cross_entropy(logits, y)
-        loss = ce + lam * torch.log(runtime_ms)
+        lam = self.penalty.steer(hard_ms)
+        with self.engine.autocast():
+            logits = net.forward_decided(x, results)
+            ce = F.cross_entropy(logits, y)
+        latency_ms = self.latency_model(inds)
+        loss = ce + self.penalty(latency_ms, lam)
         self.optimizer.zero_grad(set_to_none=True)
         self.threshold_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        optimizers = [self.optimizer, self.threshold_opt]
+        self.engine.backward(loss, net.parameters(), optimizers)
         self._normalize_threshold_grads()
-        self.optimizer.step()
-        self.threshold_opt.step()
+        self.engine.step(optimizers)
         net.limit_thresholds(cfg.threshold_reach)
         record = {
-            "ce": ce.item(), "runtime_ms": runtime_ms.item(), "runtime_hard_ms": hard_ms, "lambda": lam,
+            "ce": ce.item(), "runtime_ms": latency_ms.item(), "runtime_hard_ms": hard_ms, "lambda": lam,
             "accuracy": float((logits.argmax(1) == y).float().mean()), "arch": arch.to_string(),
             "decisions": arch_summary(arch), "tau": net.tau, "lr": self.optimizer.param_groups[0]["lr"],
         }
@@ -104,15 +137,16 @@ class SinglePathPhase(Phase):
         return record
 
 
-def type_log_probs(net: SuperNet, runtime: SuperkernelRuntime):
+def type_log_probs(net: SuperNet, latency_model: SuperkernelLatency):
     """score(position index, LayerType) = log P(type) with the soft indicators sigmoid(margin): the searcher's
     confidence, used to repair an architecture that ends outside the latency window."""
     with torch.no_grad():
         m = net.margins()
         soft = Decisions(*(torch.sigmoid(v.clamp(-30, 30)) for v in (m.keep, m.kernel, m.expand, m.se)))
-        skip_w, mb_w = runtime.type_weights(soft)
-    g = runtime.grid
-    index = {p.index: l for l, p in enumerate(runtime.positions)}
+        skip_w, mb_w = latency_model.type_weights(soft)
+        skip_w, mb_w = skip_w.cpu(), mb_w.cpu()
+    g = latency_model.grid
+    index = {p.index: l for l, p in enumerate(latency_model.positions)}
 
     def score(position: int, layer_type: LayerType) -> float:
         l = index[position]
@@ -128,16 +162,15 @@ def type_log_probs(net: SuperNet, runtime: SuperkernelRuntime):
 
 def search(ctx: SearchContext) -> SearchOutcome:
     """Run (or resume) the single-path search of ``ctx`` and derive its architecture and network."""
-    cfg, runtime = ctx.config, ctx.runtime
+    cfg, latency_model = ctx.config, ctx.latency_model
     torch.manual_seed(cfg.seed)
-    net = SuperNet(ctx.train_space, runtime.grid, relax=cfg.relax, threshold_init=cfg.threshold_init)
-    phase = SinglePathPhase(net=net, runtime=runtime, target_ms=cfg.target_ms, config=cfg,
+    net = SuperNet(ctx.train_space, latency_model.grid, relax=cfg.relax, threshold_init=cfg.threshold_init)
+    phase = SinglePathPhase(net=net, latency_model=latency_model, target_ms=cfg.target_ms, config=cfg,
                             **ctx.phase_kwargs("search"))
     phase.run_loop(phase.restore(ctx.checkpoint))
     derived = net.architecture()
-    arch, repairs = repair_to_window(derived, runtime, WINDOW[0] * cfg.target_ms, WINDOW[1] * cfg.target_ms,
-                                     type_log_probs(net, runtime))
-    info = {"derived_arch": derived.to_string(), "derived_ms": runtime.lookup_ms(derived),
-            "repairs": [r.to_dict() for r in repairs], "lambda_final": phase.state["lambda"],
-            "search_steps": phase.total_steps}
-    return SearchOutcome(arch, extract_subnet(net, arch), phase.elapsed_s, info)
+    arch, repairs = derive_in_window(derived, latency_model, cfg.target_ms, type_log_probs(net, latency_model))
+    details = {"lambda_final": phase.state["lambda"], "search_steps": phase.total_steps,
+               "architecture_params_max_diff": ctx.engine.max_difference(net.architecture_parameters())}
+    return SearchOutcome(arch, extract_network(net, arch), phase.elapsed_s, TrainingHyperparameters.from_config(cfg),
+                         derived, repairs, details)

@@ -1,117 +1,186 @@
-"""Training helpers shared by the searchers: seeded batches, the resumable phase loop, evaluation, BN
-re-calibration and the training of a derived network."""
+"""Training shared by the searchers: seeded batches (in-memory or streamed), the resumable phase loop with
+``torch.optim`` optimisers and ``torch.optim.lr_scheduler`` schedules, augmentation, evaluation, BN
+re-calibration.
+
+A data set is either a ``TensorDataset`` (images held in memory, indexed directly) or any map-style ``Dataset``
+of (image (3, R, R), label) pairs, read through a ``DataLoader`` with workers (e.g. ``folder:DIR``, decoded and
+resized on the fly). Either way the batches of an epoch are the same seeded index lists, so a resumed run sees
+the same order and skips straight to its step.
+"""
 
 from __future__ import annotations
 
-import math
+import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from mobilekit.search.engine import Engine
 from mobilekit.search.runfolder import RunFolder, pack, unpack
-from mobilekit.space import Architecture, SearchSpace
+from mobilekit.space import SearchSpace
 
 
-def batches(dataset: TensorDataset, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+# ---- batches -------------------------------------------------------------------------------------------------------
+def batches(dataset: Dataset, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
     """Index batches of one epoch, shuffled by (seed, epoch) only, so a resumed run sees the same order."""
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(dataset), generator=gen)
     return [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)] or [order]
 
 
-def cosine_lr(base_lr: float, step: int, total: int) -> float:
-    return 0.5 * base_lr * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
+def load_batches(dataset: Dataset, index_batches: Sequence[torch.Tensor], workers: int = 0
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images (B, 3, R, R), labels (B,)) of each index batch: sliced from a TensorDataset, or read through a
+    DataLoader with ``workers`` processes from any other map-style data set."""
+    if isinstance(dataset, TensorDataset):
+        images, labels = dataset.tensors
+        for index in index_batches:
+            yield images[index], labels[index]
+        return
+    if not index_batches:
+        return
+    # its own generator: the loader's worker seed must not advance the global generator (resume stays exact)
+    loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in index_batches], num_workers=workers,
+                        persistent_workers=False, generator=torch.Generator().manual_seed(0))
+    yield from loader
 
 
+def augment(x: torch.Tensor, policy: str, seed: int) -> torch.Tensor:
+    """Augment a batch (B, 3, R, R) with a generator seeded by ``seed`` (so resume repeats it): ``none``,
+    ``flip`` (horizontal, p = 0.5) or ``crop-flip`` (random crop of the 4-pixel reflection-padded image + flip)."""
+    if policy == "none":
+        return x
+    gen = torch.Generator().manual_seed(seed)
+    n, size = x.shape[0], x.shape[-1]
+    if policy == "crop-flip":
+        padded = F.pad(x, (4, 4, 4, 4), mode="reflect")
+        offsets = torch.randint(0, 9, (n, 2), generator=gen).tolist()
+        x = torch.stack([padded[i, :, a:a + size, b:b + size] for i, (a, b) in enumerate(offsets)])
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+# ---- optimisers and schedules ----------------------------------------------------------------------------------------
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda params, lr, weight_decay: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay),
+    "adamw": lambda params, lr, weight_decay: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
+    "sgd": lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True,
+                                                            weight_decay=weight_decay),
+}
+
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]] = {
+    "cosine": lambda opt, total: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total)),
+    "linear": lambda opt, total: torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.0, total_iters=max(1, total)),
+    "constant": lambda opt, total: torch.optim.lr_scheduler.ConstantLR(opt, 1.0, total_iters=0),
+}
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """A registered optimiser (:data:`OPTIMIZERS`: adam, adamw, sgd with Nesterov momentum 0.9)."""
+    return OPTIMIZERS[name](list(params), lr, weight_decay)
+
+
+def make_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step ``torch.optim.lr_scheduler`` schedule over ``total_steps`` (:data:`SCHEDULES`)."""
+    return SCHEDULES[name](optimizer, total_steps)
+
+
+# ---- evaluation ------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on a TensorDataset of (images (N, 3, R, R), labels (N,))."""
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, engine: Engine | None = None,
+             workers: int = 0) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on a data set of (image (3, R, R), label) pairs."""
     if len(dataset) == 0:
         return float("nan")
+    engine = engine or Engine()
     was_training = model.training
     model.eval()
-    images, labels = dataset.tensors
+    order = torch.arange(len(dataset))
     correct = 0
-    for i in range(0, len(images), batch_size):
-        correct += int((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum())
+    for x, y in load_batches(dataset, list(order.split(batch_size)), workers):
+        x = x.to(engine.device)
+        if engine.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with engine.autocast():
+            correct += int((model(x).argmax(1).cpu() == y).sum())
     model.train(was_training)
-    return correct / len(images)
+    return correct / len(dataset)
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, dataset: TensorDataset, batch_size: int = 64, steps: int = 20,
-                          seed: int = 0) -> None:
+def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, batch_size: int = 64, steps: int = 20,
+                          seed: int = 0, engine: Engine | None = None, workers: int = 0) -> None:
     """Recompute BN running statistics with the current weights (after a search changed the active subsets)."""
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     if not norms:
         return
+    engine = engine or Engine()
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None                                   # cumulative average over the batches below
     was_training = model.training
     model.train()
-    images = dataset.tensors[0]
-    for index in batches(dataset, batch_size, seed, epoch=-1)[:steps]:
-        model(images[index])
+    for x, y in load_batches(dataset, batches(dataset, batch_size, seed, epoch=-1)[:steps], workers):
+        x, _ = engine.batch(x, y)                          # this rank's share; BN statistics cover all ranks
+        with engine.autocast():
+            model(x)
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     model.train(was_training)
 
 
+# ---- what a searcher gets --------------------------------------------------------------------------------------------
 @dataclass
 class SearchContext:
-    """What every searcher gets: the settings, the runtime model of the table, the data, the training space
-    (the table's space at the training resolution, with the data's classes), the run folder and its latest
-    checkpoint, a progress bar (or None) and a per-step callback (or None)."""
+    """What every searcher gets: the settings (common + ``config.method_options``), the latency model it asked
+    for (``LATENCY_MODEL``), the data, the training space (the table's space at the training resolution, with the
+    data's classes), the run folder and its latest checkpoint, the engine (device, precision, ranks), a progress
+    bar (or None) and a per-step callback (or None)."""
 
     config: Any
-    runtime: Any
+    latency_model: Any
     splits: Any
     train_space: SearchSpace
     run: RunFolder
     checkpoint: tuple[dict, dict] | None = None
     progress: Any = None
     on_step: Callable[[dict[str, Any]], None] | None = None
+    engine: Engine = field(default_factory=Engine)
 
-    def phase_kwargs(self, name: str, dataset: TensorDataset | None = None, epochs: int | None = None) -> dict[str, Any]:
+    @property
+    def options(self) -> Any:
+        """The method's own options dataclass."""
+        return self.config.method_options
+
+    def phase_kwargs(self, name: str, dataset: Dataset | None = None, epochs: int | None = None) -> dict[str, Any]:
         cfg = self.config
         return dict(name=name, run=self.run, dataset=self.splits.train if dataset is None else dataset,
                     epochs=cfg.epochs if epochs is None else epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                     steps_per_epoch=cfg.steps_per_epoch, checkpoint_every=cfg.checkpoint_every,
-                    progress=self.progress, on_step=self.on_step)
-
-
-@dataclass
-class SearchOutcome:
-    """A searcher's result: the architecture (inside the latency window when repair could do it), the network
-    with the weights the search trained (for ``final_init = "inherit"``), and facts for the summary.
-    ``recalibrate_bn``: the network's BN statistics come from a supernet and must be recomputed."""
-
-    arch: Architecture
-    model: nn.Module
-    search_s: float
-    info: dict[str, Any] = field(default_factory=dict)
-    recalibrate_bn: bool = True
+                    progress=self.progress, on_step=self.on_step, engine=self.engine, augment=cfg.augment,
+                    workers=cfg.workers)
 
 
 @dataclass
 class Phase:
-    """One resumable training loop over epochs of a TensorDataset, checkpointed into a run folder.
+    """One resumable training loop over epochs of a data set, checkpointed into a run folder.
 
-    ``step`` is called once per batch with (epoch, global step, images, labels) and returns the metrics record
-    for that step. ``modules``/``optimizers`` and the JSON-able ``state`` dict are saved in every checkpoint and
-    restored when the run folder's checkpoint belongs to this phase.
+    ``step`` is called once per batch with (epoch, global step, images, labels) -- this rank's share of the
+    global batch, on the engine's device, augmented -- and returns the metrics record for that step.
+    ``modules``, ``optimizers``, ``schedulers`` (stepped once after every step) and the JSON-able ``state`` dict
+    are saved in every checkpoint (with the RNG states) and restored when the checkpoint belongs to this phase.
     """
 
     name: str
     run: RunFolder
-    dataset: TensorDataset
+    dataset: Dataset
     epochs: int
     batch_size: int
     seed: int
@@ -123,6 +192,10 @@ class Phase:
     progress: Any = None                       # a tqdm bar (or None)
     on_step: Callable[[dict[str, Any]], None] | None = None
     elapsed_s: float = 0.0
+    engine: Engine = field(default_factory=Engine)
+    augment: str = "none"
+    workers: int = 0
+    schedulers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -133,21 +206,30 @@ class Phase:
     def total_steps(self) -> int:
         return self.epochs * self.batches_per_epoch
 
+    def schedule(self, name: str, optimizer: torch.optim.Optimizer, kind: str) -> None:
+        """Attach a ``torch.optim.lr_scheduler`` schedule (:data:`SCHEDULES`) over this phase's steps."""
+        self.schedulers[name] = make_schedule(kind, optimizer, self.total_steps)
+
     def restore(self, checkpoint: tuple[dict, dict] | None) -> int:
         """Load this phase's checkpoint if the run folder holds one; returns the step to continue from."""
         if checkpoint is None or checkpoint[1].get("phase") != self.name:
             return 0
         tensors, meta = checkpoint
         unpack(tensors, meta, self.modules, self.optimizers)
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(meta["schedulers"][name])
         self.state.update(meta.get("state", {}))
         self.elapsed_s = float(meta.get("elapsed_s", 0.0))
-        self.run.truncate_metrics(int(meta.get("records", 0)))
+        if self.engine.is_writer:
+            self.run.truncate_metrics(int(meta.get("records", 0)))
         return int(meta["next_step"])
 
     def save(self, next_step: int, extra_meta: dict[str, Any] | None = None) -> None:
+        if not self.engine.is_writer:
+            return
         tensors, meta = pack(self.modules, self.optimizers)
         meta.update(phase=self.name, next_step=next_step, state=self.state, elapsed_s=self.elapsed_s,
-                    **(extra_meta or {}))
+                    schedulers={name: s.state_dict() for name, s in self.schedulers.items()}, **(extra_meta or {}))
         self.run.save_checkpoint(tensors, meta)
 
     def run_loop(self, start_step: int = 0, extra_meta: dict[str, Any] | None = None) -> None:
@@ -157,45 +239,64 @@ class Phase:
             self.progress.reset(total=self.total_steps)
             self.progress.set_description(self.name)
             self.progress.update(step)
-        images, labels = self.dataset.tensors
         while step < self.total_steps:
-            epoch, index = divmod(step, per_epoch)
-            batch = batches(self.dataset, self.batch_size, self.seed, epoch)[index]
-            started = time.perf_counter()
-            record = self.step(epoch, step, images[batch], labels[batch])
-            self.elapsed_s += time.perf_counter() - started
-            step += 1
-            record = {"phase": self.name, "step": step - 1, "epoch": epoch, **record}
-            self.run.log(record)
-            if self.progress is not None:
-                self.progress.update(1)
-            if self.on_step is not None:
-                self.on_step(record)
-            if step % self.checkpoint_every == 0 or step % per_epoch == 0 or step == self.total_steps:
-                self.save(step, extra_meta)
+            epoch, first = divmod(step, per_epoch)
+            index_batches = batches(self.dataset, self.batch_size, self.seed, epoch)[first:per_epoch]
+            for x, y in load_batches(self.dataset, index_batches, self.workers):
+                started = time.perf_counter()
+                x = augment(x, self.augment, self.seed * 1_000_003 + step)
+                x, y = self.engine.batch(x, y)
+                record = self.step(epoch, step, x, y)
+                for scheduler in self.schedulers.values():
+                    scheduler.step()
+                self.elapsed_s += time.perf_counter() - started
+                step += 1
+                record = {"phase": self.name, "step": step - 1, "epoch": epoch, **record}
+                if self.engine.is_writer:
+                    self.run.log(record)
+                if self.progress is not None:
+                    self.progress.update(1)
+                if self.on_step is not None:
+                    self.on_step(record)
+                if step % self.checkpoint_every == 0 or step % per_epoch == 0 or step == self.total_steps:
+                    self.save(step, extra_meta)
 
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
 
 
 class TrainPhase(Phase):
-    """Plain supervised training of a network: Adam, cosine learning rate, CE loss."""
+    """Plain supervised training of a network with CE loss: optimiser, weight decay and learning-rate schedule
+    from ``hyperparameters`` (a :class:`~mobilekit.search.outcome.TrainingHyperparameters`)."""
 
-    def __init__(self, *, model: nn.Module, lr: float, tags: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        super().__init__(modules={"model": model}, optimizers={"opt": optimizer}, **kwargs)
-        self.model, self.optimizer, self.lr = model, optimizer, lr
+    def __init__(self, *, model: nn.Module, hyperparameters: Any, tags: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        hp = hyperparameters
+        engine = kwargs.get("engine") or Engine()
+        engine.place(model)
+        optimizer = make_optimizer(hp.optimizer, model.parameters(), hp.lr, hp.weight_decay)
+        super().__init__(modules={"model": model}, optimizers={"opt": optimizer}, **{**kwargs, "engine": engine,
+                                                                                        "augment": hp.augment})
+        self.schedule("opt", optimizer, hp.lr_schedule)
+        self.model, self.optimizer = model, optimizer
         self.tags = tags or {}
 
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = cosine_lr(self.lr, step, self.total_steps)
         self.model.train()
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        with self.engine.autocast():
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.engine.backward(loss, self.model.parameters(), [self.optimizer])
+        self.engine.step([self.optimizer])
         if self.progress is not None:
             self.progress.set_postfix_str(f"CE {loss.item():.3f}")
-        return {"ce": loss.item(), "accuracy": float((logits.argmax(1) == y).float().mean()), **self.tags}
+        return {"ce": loss.item(), "accuracy": float((logits.argmax(1) == y).float().mean()),
+                "lr": self.optimizer.param_groups[0]["lr"], **self.tags}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

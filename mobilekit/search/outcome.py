@@ -1,0 +1,68 @@
+"""What a searcher returns (:class:`SearchOutcome`) and the hyper-parameters it hands to the final training
+(:class:`TrainingHyperparameters`), plus the end-of-search derivation every architecture searcher shares."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from mobilekit.search.budget import WINDOW, Repair, repair_to_window
+from mobilekit.space import Architecture, LayerType
+
+
+@dataclass(frozen=True)
+class TrainingHyperparameters:
+    """How the final training trains the derived network: learning rate (per step, at the start of the
+    ``lr_schedule``), weight decay, optimiser, augmentation policy; ``source`` says who chose them ("settings"
+    from the recipe/flags, or the searcher's name when the search found them)."""
+
+    lr: float
+    lr_schedule: str = "cosine"
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    augment: str = "none"
+    source: str = "settings"
+
+    @classmethod
+    def from_config(cls, config: Any) -> "TrainingHyperparameters":
+        return cls(config.lr, config.lr_schedule, config.weight_decay, config.optimizer, config.augment)
+
+    def describe(self) -> str:
+        return (f"lr {self.lr:g} ({self.lr_schedule} schedule), weight decay {self.weight_decay:g}, "
+                f"{self.optimizer}, augmentation {self.augment} (from the {self.source})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchOutcome:
+    """A searcher's result.
+
+    ``arch``: the architecture (in the training space; inside the latency window when repair could do it).
+    ``model``: the network with the weights the search trained (the deliverable when ``final_epochs`` is 0,
+    else the start of the final training when ``final_init`` is "inherit").
+    ``hyperparameters``: what the final training must use. ``derived_arch``/``repairs``: the architecture the
+    search derived before the window repair, and the repair's changes. ``details``: per-method facts for the
+    summary (JSON-able: ``lambda_final``, ``search_steps``, ``candidates`` ...). ``recalibrate_bn``: the network's
+    BN statistics come from a supernet and must be recomputed.
+    """
+
+    arch: Architecture
+    model: nn.Module
+    search_s: float
+    hyperparameters: TrainingHyperparameters
+    derived_arch: Architecture | None = None
+    repairs: list[Repair] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    recalibrate_bn: bool = True
+
+
+def derive_in_window(derived: Architecture, latency_model: Any, target_ms: float,
+                     score: Callable[[int, LayerType], float]) -> tuple[Architecture, list[Repair]]:
+    """The end of every architecture search: move the derived architecture into [0.9 T, T] with the fewest-regret
+    layer changes (:func:`~mobilekit.search.budget.repair_to_window`, ``score`` = the searcher's log-probability
+    of a type at a position)."""
+    return repair_to_window(derived, latency_model, WINDOW[0] * target_ms, WINDOW[1] * target_ms, score)

@@ -1,0 +1,80 @@
+"""The method registry: a method name -> the module that implements it. Nothing else in mobilekit names a method.
+
+A method module defines (see README, "Adding a searcher"):
+
+``Options``        a dataclass of the method's own settings, declared with :func:`~mobilekit.search.options.option`
+                   (recipe section ``[search.<name>]``, command-line flags, validation all derive from it);
+``LATENCY_MODEL``  the latency model it consumes, a key of
+                   :data:`mobilekit.latency.differentiable.LATENCY_MODELS` ("lookup", "superkernel", "expected");
+``SUMMARY``        one line for ``mobilekit search --help``;
+``search(ctx)``    :class:`~mobilekit.search.training.SearchContext` -> :class:`~mobilekit.search.outcome.SearchOutcome`.
+
+Modules are imported when a search runs or its flags are parsed, so ``mobilekit --version`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable
+
+from mobilekit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Method:
+    """One registered searcher: its name and the dotted path of its module."""
+
+    name: str
+    module: str
+
+    def load(self) -> ModuleType:
+        module = importlib.import_module(self.module)
+        for attr in ("Options", "LATENCY_MODEL", "SUMMARY", "search"):
+            if not hasattr(module, attr):
+                raise ConfigError(f"method {self.name!r}: module {self.module} lacks {attr} (see registry docs)")
+        return module
+
+    @property
+    def options(self) -> type:
+        return self.load().Options
+
+    @property
+    def latency_model(self) -> str:
+        return self.load().LATENCY_MODEL
+
+    @property
+    def summary(self) -> str:
+        return self.load().SUMMARY
+
+    @property
+    def searcher(self) -> Callable:
+        return self.load().search
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, module: str) -> Method:
+    """Register (or replace) method ``name`` implemented by ``module`` (a dotted import path)."""
+    METHODS[name] = Method(name, module)
+    return METHODS[name]
+
+
+def unregister(name: str) -> None:
+    METHODS.pop(name, None)
+
+
+def get_method(name: str, where: str = "settings") -> Method:
+    """The registered method ``name``; :class:`ConfigError` naming the known ones otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"{where}: method {name!r} is unknown; use one of {', '.join(METHODS)}") from None
+
+
+# ---- the built-in methods: one line each -------------------------------------------------------------------------
+register("single-path", "mobilekit.search.single_path")
+register("multipath", "mobilekit.search.multipath")
+register("random", "mobilekit.search.random_search")

@@ -1,0 +1,155 @@
+"""The training loop: torch.optim schedules and optimisers, weight decay, augmentation, exact resume with the
+scheduler and RNG states in the checkpoint; the engine's accelerator and precision settings on a CPU-only host."""
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from mobilekit.errors import ConfigError
+from mobilekit.models.torch_builder import MobileNet
+from mobilekit.search.config import SearchConfig
+from mobilekit.search.engine import Engine
+from mobilekit.search.outcome import TrainingHyperparameters
+from mobilekit.search.runfolder import RunFolder
+from mobilekit.search.training import TrainPhase, augment
+from mobilekit.space import Architecture, get_space
+
+SPACE = get_space(width=0.35, resolution=32, num_classes=4)
+HP = TrainingHyperparameters(lr=0.05, lr_schedule="linear", weight_decay=1e-3, optimizer="sgd", augment="crop-flip")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def data() -> TensorDataset:
+    gen = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.randn(24, 3, 32, 32, generator=gen), torch.randint(0, 4, (24,), generator=gen))
+
+
+def phase(run: RunFolder, seed: int = 0) -> TrainPhase:
+    run.root.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = MobileNet(Architecture(SPACE, tuple(p.candidates[0] for p in SPACE.positions)))
+    return TrainPhase(model=model, hyperparameters=HP, name="final", run=run, dataset=data(), epochs=3,
+                      batch_size=8, seed=seed, checkpoint_every=2)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_killed_training_resumes_exactly_with_schedule_optimiser_and_augmentation(tmp_path):
+    whole = phase(RunFolder(tmp_path / "whole"))
+    whole.run_loop()
+    run = RunFolder(tmp_path / "killed")
+    first = phase(run)
+
+    def stop(record):
+        if record["step"] == 4:
+            raise Stop
+    first.on_step = stop
+    with pytest.raises(Stop):
+        first.run_loop()
+    torch.manual_seed(123)                                   # the checkpoint's RNG state must win
+    resumed = phase(run)
+    start = resumed.restore(run.load_checkpoint())
+    assert start == 4
+    resumed.run_loop(start)
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    lrs = [r["lr"] for r in run.records()]
+    assert lrs == pytest.approx([0.05 * (1 - i / 9) for i in range(9)])      # LinearLR over 9 steps
+    assert whole.optimizer.param_groups[0]["weight_decay"] == 1e-3
+    assert type(whole.optimizer).__name__ == "SGD"
+
+
+def test_augmentation_is_seeded_and_keeps_shapes():
+    x = torch.randn(5, 3, 32, 32)
+    assert torch.equal(augment(x, "crop-flip", 7), augment(x, "crop-flip", 7))
+    assert augment(x, "crop-flip", 7).shape == x.shape
+    assert not torch.equal(augment(x, "crop-flip", 7), x)
+    flipped = augment(x, "flip", 1)
+    assert all(torch.equal(f, o) or torch.equal(f, o.flip(-1)) for f, o in zip(flipped, x))
+
+
+def settings(**kw):
+    return SearchConfig(table="t.json", target_ms=50.0, out="o", **kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a host without CUDA")
+def test_cuda_accelerator_without_cuda_is_a_one_line_config_error():
+    with pytest.raises(ConfigError, match="--accelerator cuda: no CUDA device is visible here; use --accelerator cpu"):
+        Engine.from_config(settings(accelerator="cuda"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+def test_auto_accelerator_on_a_cpu_host_trains_on_the_cpu_and_ignores_mixed_precision():
+    engine = Engine.from_config(settings(accelerator="auto", mixed_precision="bf16"))
+    assert engine.device.type == "cpu" and engine.precision == "off" and not engine.channels_last
+    assert engine.notes == ["mixed precision bf16 is ignored on the CPU (runs in float32)"]
+
+
+def test_channels_last_placement_computes_the_same_logits():
+    torch.manual_seed(0)
+    model = MobileNet(Architecture(SPACE, tuple(p.candidates[-1] for p in SPACE.positions))).eval()
+    x = torch.randn(2, 3, 32, 32)
+    expected = model(x)
+    engine = Engine(channels_last=True)
+    engine.place(model)
+    xb, _ = engine.batch(x, torch.zeros(2, dtype=torch.long))
+    assert xb.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(model(xb), expected, atol=1e-5)
+
+
+# ---- streamed data ---------------------------------------------------------------------------------------------------
+def image_folder(root, classes=4, per_class=6):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def train_on(dataset, run: RunFolder, workers: int, stop_at: int | None = None, resume: bool = False) -> TrainPhase:
+    run.root.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = MobileNet(Architecture(SPACE, tuple(p.candidates[0] for p in SPACE.positions)))
+    p = TrainPhase(model=model, hyperparameters=HP, name="final", run=run, dataset=dataset, epochs=2, batch_size=4,
+                   seed=0, checkpoint_every=1, workers=workers)
+    if stop_at is not None:
+        def stop(record):
+            if record["step"] == stop_at:
+                raise Stop
+        p.on_step = stop
+    start = p.restore(run.load_checkpoint()) if resume else 0
+    try:
+        p.run_loop(start)
+    except Stop:
+        pass
+    return p
+
+
+def test_a_streamed_folder_trains_like_the_same_images_in_memory_and_resumes_exactly(tmp_path):
+    from mobilekit.data import load_dataset
+
+    splits = load_dataset(f"folder:{image_folder(tmp_path / 'images')}", resolution=32)
+    assert not isinstance(splits.train, TensorDataset)                     # read lazily, not one tensor
+    items = [splits.train[i] for i in range(len(splits.train))]
+    in_memory = TensorDataset(torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
+    reference = train_on(in_memory, RunFolder(tmp_path / "memory"), workers=0)
+    streamed = train_on(splits.train, RunFolder(tmp_path / "stream"), workers=2)
+    train_on(splits.train, RunFolder(tmp_path / "killed"), workers=2, stop_at=3)
+    resumed = train_on(splits.train, RunFolder(tmp_path / "killed"), workers=2, resume=True)
+    for name, a in reference.model.state_dict().items():
+        assert torch.equal(a, streamed.model.state_dict()[name]), name
+        assert torch.equal(a, resumed.model.state_dict()[name]), name
