@@ -21,10 +21,23 @@ gradient on a dropped subset's weights into full-size steps that shrink them to 
 after which the subset can never return; here a dropped subset keeps its weights, and
 :meth:`SuperMBConv.limit_thresholds` keeps its threshold within reach of its statistic. Decisions are hard 0/1 in the
 forward pass with a sigmoid gradient (see :func:`mobilekit.latency.runtime_loss.indicator` for ``ste`` and
-``softmax``). Channel decisions mask the depthwise output (after its BN and ReLU6) and the whole branch is
-multiplied by ``keep``, so at hard decisions the supernet computes exactly the derived network
-(:func:`extract_subnet`, checked in the tests). During the first epochs each subset is dropped with probability
-``subset_dropout`` (the decisions fed to the runtime model are not).
+``softmax``). During the first epochs each subset is dropped with probability ``subset_dropout`` (the decisions
+fed to the runtime model are not).
+
+What a step computes. Mathematically the block is the whole superkernel with every subset multiplied by its
+indicator (channel decisions mask the depthwise output after its BN and ReLU6, ``keep`` the whole branch;
+:meth:`SuperMBConv._forward_masked`, which the soft ``softmax`` relaxation runs). At hard decisions the forward
+runs only the chosen subsets, sliced out of the superkernel: the expansion, depthwise and projection convs over
+the chosen channels, the chosen kernel's centre of the depthwise weight, the chosen squeeze channels, nothing for a
+skip. That is exactly the derived network's computation (:func:`extract_subnet`, checked in the tests), with the
+on-indicators folded into weights (projection columns, BN affine) so that their thresholds get the masked
+superkernel's gradient. An off subset's threshold needs its contribution, ``dL/d ind = <dL/d output, what the
+subset would add>``; it is added as ``ind * contribution`` (0 in the forward pass, computed without a graph of
+the subset's own weights, which get no gradient while it is off) only while the decision is in play: its margin
+within ``play_band`` of the threshold, else on a random ``play_fraction`` of steps with its gradient scaled by
+``1 / play_fraction`` (unbiased). The sigmoid relaxation's gradient is still a quarter of its peak at the
+``threshold_reach`` that bounds an off margin, and the straight-through one does not decay at all, so a margin
+band alone would either cover every decision or silence the cross-entropy's pull back on a dropped subset.
 """
 
 from __future__ import annotations
