@@ -21,15 +21,29 @@ gradient on a dropped subset's weights into full-size steps that shrink them to 
 after which the subset can never return; here a dropped subset keeps its weights, and
 :meth:`SuperMBConv.limit_thresholds` keeps its threshold within reach of its statistic. Decisions are hard 0/1 in the
 forward pass with a sigmoid gradient (see :func:`mobilekit.latency.runtime_loss.indicator` for ``ste`` and
-``softmax``). Channel decisions mask the depthwise output (after its BN and ReLU6) and the whole branch is
-multiplied by ``keep``, so at hard decisions the supernet computes exactly the derived network
-(:func:`extract_subnet`, checked in the tests). During the first epochs each subset is dropped with probability
-``subset_dropout`` (the decisions fed to the runtime model are not).
+``softmax``). During the first epochs each subset is dropped with probability ``subset_dropout`` (the decisions
+fed to the runtime model are not).
+
+What a step computes. Mathematically the block is the whole superkernel with every subset multiplied by its
+indicator (channel decisions mask the depthwise output after its BN and ReLU6, ``keep`` the whole branch;
+:meth:`SuperMBConv._forward_masked`, which the soft ``softmax`` relaxation runs). At hard decisions the forward
+runs only the chosen subsets, sliced out of the superkernel: the expansion, depthwise and projection convs over
+the chosen channels, the chosen kernel's centre of the depthwise weight, the chosen squeeze channels, nothing for a
+skip. That is exactly the derived network's computation (:func:`extract_subnet`, checked in the tests), with the
+on-indicators folded into weights (projection columns, BN affine) so that their thresholds get the masked
+superkernel's gradient. An off subset's threshold needs its contribution, ``dL/d ind = <dL/d output, what the
+subset would add>``; it is added as ``ind * contribution`` (0 in the forward pass, computed without a graph of
+the subset's own weights, which get no gradient while it is off) only while the decision is in play: its margin
+within ``play_band`` of the threshold, else on a random ``play_fraction`` of steps with its gradient scaled by
+``1 / play_fraction`` (unbiased). The sigmoid relaxation's gradient is still a quarter of its peak at the
+``threshold_reach`` that bounds an off margin, and the straight-through one does not decay at all, so a margin
+band alone would either cover every decision or silence the cross-entropy's pull back on a dropped subset.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mobilekit.errors import SearchError
@@ -38,6 +52,7 @@ from mobilekit.models.torch_builder import MBConv, MobileNet, Head, SqueezeExcit
 from mobilekit.space import SKIP, Architecture, LayerPosition, LayerSpec, LayerType, SearchSpace
 
 HARD = "sigmoid"  # the relaxation whose forward pass is the hard decision
+DECISIONS = ("keep", "kernel", "expand", "se")
 
 
 def _squeeze_channels(in_channels: int, ratio: float) -> int:
@@ -85,6 +100,10 @@ class SuperMBConv(nn.Module):
         self.register_buffer("ref_keep", keep_ref)
         self.register_buffer("ref_expand", expand_ref)
         self.register_buffer("ref_se", se_ref)
+        sizes = lambda bounds: torch.tensor([b - a for a, b in zip(bounds[:-1], bounds[1:])], dtype=torch.long)  # noqa: E731
+        self.register_buffer("_expand_sizes", sizes(self.mids), persistent=False)      # (E-1,) channels per group
+        self.register_buffer("_squeeze_sizes", sizes(self.squeezes), persistent=False)  # (S-1,)
+        self._decided: tuple[str, torch.Tensor] | None = None   # (relax, margins) of the last decide with grad
 
     # ---- decisions ----------------------------------------------------------------------------------------------
     def _masked_kernel(self, kernel_inds: torch.Tensor) -> torch.Tensor:
@@ -139,6 +158,8 @@ class SuperMBConv(nn.Module):
         else:
             ones = self.t_kernel.new_ones(1)
             out["keep"] = (ones * float("inf"), ones)
+        if torch.is_grad_enabled():                                    # the forward's in-play plan reads them
+            self._decided = (relax, torch.cat([out[key][0] for key in DECISIONS]).detach())
         return out, self._masked_kernel(out["kernel"][1])
 
     @torch.no_grad()
@@ -151,22 +172,200 @@ class SuperMBConv(nn.Module):
                 torch.minimum(t, stats[key] + reach, out=t)
 
     # ---- forward ------------------------------------------------------------------------------------------------
+    play_band: float = 0.05       # an off subset whose margin is within this of its threshold is computed every step,
+    play_fraction: float = 0.25   # one farther off on this fraction of steps, with its gradient scaled by 1 / fraction
+
     def forward(self, x: torch.Tensor, inds: dict[str, torch.Tensor], w_eff: torch.Tensor,
                 subset_dropout: float = 0.0) -> torch.Tensor:
-        """x (N, in, H, W) with this layer's indicators (``decide``'s second elements) -> (N, out, H/s, W/s)."""
-        keep, expand, se = inds["keep"], inds["expand"], inds["se"]
+        """x (N, in, H, W) with this layer's indicators (``decide``'s second elements) -> (N, out, H/s, W/s).
+
+        Hard (0/1) indicators run only the chosen subsets, sliced out of the superkernel (the derived network's
+        computation), plus an off subset's contribution while its decision is in play (see :meth:`_plan`).
+        Soft indicators (``relax="softmax"``) mix every subset, so they run the whole superkernel with masks.
+        """
+        current = {key: inds[key] for key in DECISIONS}
+        live = None
         if self.training and subset_dropout > 0:
-            expand, se = _drop(expand, subset_dropout), _drop(se, subset_dropout)
-            keep = _drop(keep, subset_dropout) if self.skippable else keep
-            w_eff = self._masked_kernel(_drop(inds["kernel"], subset_dropout))
+            live = {key: _drop_mask(current[key], subset_dropout) for key in ("expand", "se")}
+            live["keep"] = _drop_mask(current["keep"], subset_dropout) if self.skippable \
+                else torch.ones_like(current["keep"])
+            live["kernel"] = _drop_mask(current["kernel"], subset_dropout)
+            current = {key: current[key] * live[key] for key in DECISIONS}
+            w_eff = self._masked_kernel(current["kernel"])
+        plan = self._plan(current, live)
+        if plan is None:
+            return self._forward_masked(x, current, w_eff)
+        if self.training:
+            for bn in (self.expand[1], self.depthwise[1], self.project[1]):
+                bn.num_batches_tracked.add_(1)
+        keep_on, _, keep_gate = plan["keep"]
+        if keep_on or not self.residual:
+            z = self._branch(x, plan, w_eff)
+            h = self._project_bn(z, current["keep"] if self.skippable and self.residual else None)
+            return x + h if self.residual else h
+        if keep_gate is None:
+            return x                                                   # skip, its decision not in play
+        with torch.no_grad():                                          # keep's gradient: <dL/d out, branch output>
+            h = self._project_bn(self._branch(x, plan, w_eff))
+        return x + keep_gate * h
+
+    def _plan(self, current: dict[str, torch.Tensor], live: dict[str, torch.Tensor] | None) -> dict | None:
+        """Which option each hard decision chose and whether its first off indicator is in play; None for soft
+        indicators. Returns {key: (options on, options on if that indicator flipped (None: not in play),
+        the cumulative gates (cumprod of the indicators) with that indicator's gradient scaled by its
+        importance weight)}.
+
+        An off subset's contribution is what its threshold's gradient needs: dL/d ind = <dL/d output, what the
+        subset would add>. It is computed while its decision is in play: when the margin ``stat - t`` stored by
+        the last :meth:`decide` is within ``play_band``, else on a random ``play_fraction`` of steps with the
+        gradient scaled by ``1 / play_fraction``, so its expected gradient is the full computation's (the sigmoid
+        relaxation's gradient at margins within reach, -threshold_reach at most, is not small enough to drop,
+        and the straight-through one does not decay at all). Never when no gradient is recorded, for a dropped
+        subset (its gradient is 0), or without stored margins that agree with the indicators (then always).
+        """
+        sizes = [current[key].numel() for key in DECISIONS]
+        parts = [current[key].detach().reshape(-1) for key in DECISIONS]
+        parts += [live[key].reshape(-1) for key in DECISIONS] if live is not None else []
+        relax, margins = self._decided if self._decided is not None else (None, None)
+        if relax == "softmax":
+            return None
+        if margins is not None:
+            parts.append(margins.to(parts[0].device, parts[0].dtype))
+        flat = torch.cat(parts).tolist()
+        total = sum(sizes)
+        if any(v != 0.0 and v != 1.0 for v in flat[:total]):
+            return None
+        alive = flat[total:2 * total] if live is not None else [1.0] * total
+        stored = flat[-total:] if margins is not None else None
+        if stored is not None and any(a == 1.0 and (m >= 0) != (v == 1.0)
+                                      for v, a, m in zip(flat[:total], alive, stored)):
+            stored = None                                             # margins of other decisions than these
+        plan, start = {}, 0
+        for key, size in zip(DECISIONS, sizes):
+            values = flat[start:start + size]
+            on = _count_on(values)
+            flip, weight = None, 0.0
+            if on < size and (key == "keep" or plan["keep"][0]):      # (under a skip only keep is in play)
+                weight = self._play_weight(current[key], alive[start + on],
+                                           None if stored is None else stored[start + on])
+                if weight:
+                    flip = on + 1 + _count_on(values[on + 1:])
+            v = current[key]
+            if weight not in (0.0, 1.0):
+                scale = torch.ones(size, dtype=v.dtype, device=v.device)
+                scale[on] = weight
+                v = v.detach() + (v - v.detach()) * scale             # same values, gradient x weight
+            gates = torch.cumprod(v, 0) if key != "keep" else (v if flip is not None else None)
+            plan[key] = (on, flip, gates)
+            start += size
+        return plan
+
+    def _play_weight(self, ind: torch.Tensor, alive: float, margin: float | None) -> float:
+        """0 (not in play) or the importance weight of an off subset's contribution this step."""
+        if not (torch.is_grad_enabled() and ind.requires_grad) or alive == 0.0:
+            return 0.0
+        if margin is None or abs(margin) <= self.play_band or self.play_fraction >= 1:
+            return 1.0
+        if self.play_fraction <= 0 or float(torch.rand(())) >= self.play_fraction:
+            return 0.0
+        return 1.0 / self.play_fraction
+
+    def _bn(self, bn: nn.BatchNorm2d, h: torch.Tensor, channels: slice) -> torch.Tensor:
+        """BatchNorm of the channels ``channels`` of ``bn`` (their running statistics update in place)."""
+        return F.batch_norm(h, bn.running_mean[channels], bn.running_var[channels], bn.weight[channels],
+                            bn.bias[channels], self.training, bn.momentum, bn.eps)
+
+    def _project_bn(self, z: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The projection's BatchNorm, times ``keep`` (1,) folded into its affine weights."""
+        bn = self.project[1]
+        weight, bias = (bn.weight, bn.bias) if keep is None else (bn.weight * keep, bn.bias * keep)
+        return F.batch_norm(z, bn.running_mean, bn.running_var, weight, bias, self.training, bn.momentum, bn.eps)
+
+    def _expanded(self, x: torch.Tensor, channels: slice, kernel_on: int, w_eff: torch.Tensor,
+                  rings: list[tuple[int, torch.Tensor]] = ()) -> torch.Tensor:
+        """Expansion channels ``channels`` after the 1x1 expansion and the depthwise conv (each with BN and ReLU6)
+        with kernel ``kernels[kernel_on]``, plus ``gate * ring j`` for each (j, gate) of ``rings`` in play:
+        (N, in, H, W) -> (N, len(channels), H/s, W/s)."""
+        h = F.relu6(self._bn(self.expand[1], F.conv2d(x, self.expand[0].weight[channels]), channels))
+        k_max, k = self.grid.kernels[-1], self.grid.kernels[kernel_on]
+        lo = (k_max - k) // 2
+        stride = self.depthwise[0].stride
+        d = F.conv2d(h, w_eff[channels, :, lo:lo + k, lo:lo + k], None, stride, k // 2, 1, h.shape[1])
+        for j, gate in rings:
+            with torch.no_grad():                                      # ring j's weights get no gradient while off
+                k = self.grid.kernels[j + 1]
+                lo = (k_max - k) // 2
+                ring = (self.depthwise[0].weight[channels] * self.rings[j])[:, :, lo:lo + k, lo:lo + k]
+                ring_out = F.conv2d(h, ring, None, stride, k // 2, 1, h.shape[1])
+            d = d + gate * ring_out
+        return F.relu6(self._bn(self.depthwise[1], d, channels))
+
+    def _se_gate(self, pooled: torch.Tensor, squeeze_gates: torch.Tensor, squeeze_on: int) -> torch.Tensor:
+        """SE gate (N, C, 1, 1) of pooled (N, C, 1, 1) with the first ``squeezes[squeeze_on]`` squeeze channels,
+        squeeze group j scaled by ``squeeze_gates[j]``."""
+        c, s = pooled.shape[1], self.squeezes[squeeze_on]
+        r = torch.relu(F.conv2d(pooled, self.se.reduce.weight[:s, :c], self.se.reduce.bias[:s]))
+        if squeeze_on > 0:
+            r = r * torch.repeat_interleave(squeeze_gates[:squeeze_on], self._squeeze_sizes[:squeeze_on],
+                                        output_size=self.squeezes[squeeze_on])[None, :, None, None]
+        return torch.sigmoid(F.conv2d(r, self.se.expand.weight[:c, :s], self.se.expand.bias[:c]))
+
+    def _branch(self, x: torch.Tensor, plan: dict, w_eff: torch.Tensor) -> torch.Tensor:
+        """The block's pre-BN projection (N, out, H/s, W/s) at hard decisions: the chosen subsets sliced out of
+        the superkernel, plus ``gate * contribution`` of each off subset in play (computed without a graph of
+        its own weights, which get no gradient while off: only its indicator does)."""
+        (e_on, e_flip, e_gates), (k_on, k_flip, k_gates), (s_on, s_flip, s_gates) = \
+            plan["expand"], plan["kernel"], plan["se"]
+        mid = self.mids[e_on]
+        on = slice(0, mid)
+        rings = [(j, k_gates[j]) for j in range(k_on, k_flip)] if k_flip is not None else []
+        h = self._expanded(x, on, k_on, w_eff, rings)
+        extra = []                                                     # (channels, gate, activations) in play
+        for j in range(e_on, e_flip if e_flip is not None else e_on):
+            channels = slice(self.mids[j], self.mids[j + 1])
+            with torch.no_grad():
+                activations = self._expanded(x, channels, k_on, w_eff)
+            extra.append((channels, e_gates[j], activations))
+        channel_gates = torch.repeat_interleave(e_gates[:e_on], self._expand_sizes[:e_on],
+                                                output_size=mid - self.mids[0]) if e_on else None
+        if channel_gates is not None:
+            channel_gates = torch.cat([channel_gates.new_ones(self.mids[0]), channel_gates])
+        weight = self.project[0].weight[:, on]
+        y = h
+        if self.se is not None and s_on > 0:
+            pooled = h.mean((2, 3), keepdim=True)
+            if channel_gates is not None:
+                pooled = pooled * channel_gates[None, :, None, None]
+            pooled = torch.cat([pooled] + [g * a.mean((2, 3), keepdim=True) for _, g, a in extra], 1)
+            gate = self._se_gate(pooled, s_gates, s_on if s_flip is None else s_flip)
+            se_on = s_gates[0]
+            scale = 1 - se_on + se_on * gate
+            y = h * scale[:, :mid]
+            extra = [(c, g, a * scale[:, c].detach()) for c, g, a in extra]
+        elif self.se is not None and s_flip is not None:
+            # SE off, in play: h (1 - on + on gate) with the squeeze masked to 0 is a per-channel scale by
+            # sigmoid(expand bias), which folds into the projection's weight (exactly 1 while on = 0)
+            se_on = s_gates[0]
+            weight = weight * (1 - se_on + se_on * torch.sigmoid(self.se.expand.bias[:mid]))[None, :, None, None]
+        if channel_gates is not None:
+            weight = weight * channel_gates[None, :, None, None]
+        z = F.conv2d(y, weight)
+        for c, gate, a in extra:
+            with torch.no_grad():
+                dz = F.conv2d(a, self.project[0].weight[:, c])
+            z = z + gate * dz
+        return z
+
+    def _forward_masked(self, x: torch.Tensor, inds: dict[str, torch.Tensor], w_eff: torch.Tensor) -> torch.Tensor:
+        """The whole superkernel with every subset masked by its indicator (soft indicators mix them)."""
+        keep, expand, se = inds["keep"], inds["expand"], inds["se"]
         h = self.expand(x)
         conv = self.depthwise[0]
-        h = nn.functional.conv2d(h, w_eff, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        h = F.conv2d(h, w_eff, None, conv.stride, conv.padding, conv.dilation, conv.groups)
         h = self.depthwise[2](self.depthwise[1](h))
         if len(self.mids) > 1:
             gates = torch.cumprod(expand, 0)
-            sizes = torch.tensor([b - a for a, b in zip(self.mids[:-1], self.mids[1:])], device=h.device)
-            channel_mask = torch.cat([h.new_ones(self.mids[0]), torch.repeat_interleave(gates, sizes)])
+            channel_mask = torch.cat([h.new_ones(self.mids[0]), torch.repeat_interleave(gates, self._expand_sizes)])
             h = h * channel_mask[None, :, None, None]
         if self.se is not None:
             h = self._squeeze_excite(h, se)
@@ -177,8 +376,7 @@ class SuperMBConv(nn.Module):
 
     def _squeeze_excite(self, h: torch.Tensor, se_inds: torch.Tensor) -> torch.Tensor:
         gates = torch.cumprod(se_inds, 0)                               # squeeze group j is on iff i_1 ... i_j
-        sizes = torch.tensor([b - a for a, b in zip(self.squeezes[:-1], self.squeezes[1:])], device=h.device)
-        squeeze_mask = torch.repeat_interleave(gates, sizes)
+        squeeze_mask = torch.repeat_interleave(gates, self._squeeze_sizes)
         s = h.mean((2, 3), keepdim=True)
         s = torch.relu(self.se.reduce(s)) * squeeze_mask[None, :, None, None]
         gate = torch.sigmoid(self.se.expand(s))
@@ -195,14 +393,15 @@ class SuperMBConv(nn.Module):
                          g.se_ratios[_count_on(inds["se"])])
 
 
-def _drop(v: torch.Tensor, p: float) -> torch.Tensor:
-    return v * (torch.rand_like(v) >= p).to(v.dtype)
+def _drop_mask(v: torch.Tensor, p: float) -> torch.Tensor:
+    """0/1 mask like ``v`` that drops each entry with probability ``p``."""
+    return (torch.rand_like(v) >= p).to(v.dtype)
 
 
-def _count_on(inds: torch.Tensor) -> int:
+def _count_on(inds: torch.Tensor | list[float]) -> int:
     """Number of leading 1s of nested indicators (the index of the chosen option)."""
     n = 0
-    for value in inds.tolist():
+    for value in (inds.tolist() if isinstance(inds, torch.Tensor) else inds):
         if value < 0.5:
             break
         n += 1
