@@ -29,6 +29,7 @@ from typing import Any
 
 from mobilekit.errors import ConfigError
 from mobilekit.profile.device_folder import check_device_dir
+from mobilekit.validation.device import check_device_numbers
 
 TRANSPORTS = ("host", "adb")
 RUNTIMES = ("tflite", "onnx")
@@ -180,6 +181,7 @@ def parse_device(data: dict[str, Any], source: str = "device descriptor", path: 
                              ("thermal_timeout_s", 0, False), ("thermal_poll_s", 0, True), ("timeout_s", 0, True)):
         if key in values and (values[key] < low or (strict and values[key] <= low)):
             raise fail(key)
+    check_device_numbers(values, source)  # and finite, in range (mobilekit/validation/device.py)
     for key in ("cooldown_s", "thermal_max_c", "thermal_timeout_s", "thermal_poll_s", "timeout_s"):
         if key in values:
             values[key] = float(values[key])
