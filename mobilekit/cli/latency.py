@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "own repeat noise. Writes CSV, scatter PNG and the predictor with its network correction.")
     validate.add_argument("--device", required=True, help="device descriptor (file or name)")
     validate.add_argument("--table", required=True, help="latency table of that device")
-    validate.add_argument("--samples", type=_positive_int, default=100, help="networks (default 100)")
+    validate.add_argument("--samples", type=int_at_least(2), default=100, help="networks (default 100, at least 2)")
     validate.add_argument("--repeats", type=_at_least_two, default=2, help="measurements per network (default 2)")
     validate.add_argument("--runs", type=_positive_int, default=30, help="timed inferences per measurement "
                                                                          "(default 30)")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilekit import __version__
-from mobilekit.errors import ArchitectureError
+from mobilekit.errors import ArchitectureError, SpaceError
 from mobilekit.jsonio import read_json, write_json_atomic
 from mobilekit.space.layer_types import LayerType, parse_layer_type
 from mobilekit.space.search_space import LayerPosition, SearchSpace, get_space
@@ -116,23 +116,18 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "architecture") -> "Architecture":
+        from mobilekit.validation.architecture import validate_architecture_data
+
         if not isinstance(data, dict) or "layers" not in data:
             raise ArchitectureError(f"{source}: expected a JSON object with a 'layers' list of block strings")
-        space_info = data.get("space", {})
-        if isinstance(space_info, str):
-            space_info = {"name": space_info}
-        try:
-            space = get_space(
-                space_info.get("name", "spnas-mnasnet"),
-                width=float(space_info.get("width", 1.0)),
-                resolution=int(space_info.get("resolution", 224)),
-                num_classes=int(space_info.get("num_classes", 1000)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ArchitectureError(f"{source}: field 'space' is invalid ({exc})") from None
         layers = data["layers"]
         if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
             raise ArchitectureError(f"{source}: field 'layers' must be a list of block strings like 'ir_k3_e6'")
+        info = validate_architecture_data(data, source)  # typed, range-checked (mobilekit/validation/architecture.py)
+        try:
+            space = get_space(info.name, width=info.width, resolution=info.resolution, num_classes=info.num_classes)
+        except SpaceError as exc:
+            raise ArchitectureError(f"{source}: field 'space' is invalid ({exc})") from None
         return cls.from_string(space, ",".join(layers))
 
     def save(self, path: str | Path) -> Path:
