@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from cli_helpers import (PIXEL1_TABLE, assert_one_line_failure, fitted_predictor_path, run_cli, snapshot,
                          valid_long_architecture)
 
-FUZZ = settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=20, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
 NAN, INF = float("nan"), float("inf")
 TABLE = str(PIXEL1_TABLE)
 
@@ -333,7 +334,7 @@ def _option_cases(ws: Workspace) -> list[tuple[list[str], str, st.SearchStrategy
     ]
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(data=st.data())
 def test_an_out_of_range_option_value_fails_in_one_line(data):
     with Workspace() as ws:
@@ -377,7 +378,7 @@ def _path_cases(ws: Workspace, kind: str) -> list[list[str]]:
     ]
 
 
-@settings(max_examples=45, deadline=None, derandomize=True)
+@settings(max_examples=45, deadline=None, derandomize=True, database=None)
 @given(data=st.data())
 def test_a_path_of_the_wrong_kind_fails_in_one_line(data):
     kind = data.draw(st.sampled_from(["folder", "missing", "under-file"]))
