@@ -39,3 +39,8 @@ class TableError(MobilekitError):
 
 class SearchError(MobilekitError):
     """A search cannot run as asked (target outside the table's range, resume from a different config...)."""
+
+
+class OptionError(MobilekitError):
+    """A command-line option is out of range, or a path given to a command is the wrong kind (a folder where a
+    file belongs, an output that cannot be written)."""

@@ -12,13 +12,37 @@ from mobilekit.errors import MobilekitError
 
 def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2, **dumps_kwargs: Any) -> Path:
     """Write ``data`` to ``path`` through a temp file in the same folder and a rename, so a reader (or a job
-    killed mid-write) never sees a half-written file. Creates the folder."""
+    killed mid-write) never sees a half-written file. The file (and the rename) is fsynced; a failed write
+    removes its temp file. Creates the folder."""
     target = Path(path)
+    text = json.dumps(data, indent=indent, **dumps_kwargs) + "\n"  # first: data that cannot be JSON changes no file
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=indent, **dumps_kwargs) + "\n")
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(target.parent)
     return target
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable (POSIX); a file system that cannot sync folders is left as it is."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_json(path: str | Path, error: type[MobilekitError], missing: str, fix: str = "") -> Any:
@@ -29,6 +53,12 @@ def read_json(path: str | Path, error: type[MobilekitError], missing: str, fix: 
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise error(f"{path}: {missing}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder; pass a JSON file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror or exc.__class__.__name__})") from None
+    except RecursionError:
+        raise error(f"{path}: not valid JSON (nested too deeply){fix}") from None
     except json.JSONDecodeError as exc:
         raise error(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}){fix}") from None
     except UnicodeDecodeError:

@@ -33,6 +33,7 @@ from typing import Any, Iterator
 from mobilekit.errors import TableError
 from mobilekit.jsonio import read_json, write_json_atomic
 from mobilekit.space import Architecture, LayerType, SearchSpace, get_space, parse_layer_type
+from mobilekit.validation.table import validate_table_data
 
 FORMAT = "mobilekit-latency-table/1"
 
@@ -145,6 +146,7 @@ class LatencyTable:
         space = data.get("space")
         if not isinstance(space, dict) or "name" not in space:
             raise TableError(f"{source}: field 'space' must be an object with at least 'name'")
+        validate_table_data(data, source)  # typed, range-checked fields (mobilekit/validation/table.py)
         entries: dict[int, dict[str, dict[str, Any]]] = {}
         for key, types in (data.get("entries") or {}).items():
             try:

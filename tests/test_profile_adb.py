@@ -24,6 +24,7 @@ from mobilekit.testing.benchmark_model_litert import write_benchmark_model_wrapp
 
 SPACE = get_space("mnasnet-k357", resolution=32)
 DEVICE_DIR = "/data/local/tmp/mobilekit"
+WORK_DIR = f"{DEVICE_DIR}/mobilekit-run"  # the runner's own folder inside device_dir
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +241,9 @@ class ScriptedTransport:
     def remove(self, remote_paths):
         self.removed.extend(remote_paths)
 
+    def stat(self, remote_path):
+        return None  # a fresh phone: neither device_dir nor the work folder exist yet
+
     def close(self):
         self.closed = True
 
@@ -256,13 +260,14 @@ def test_onnx_runtime_runs_onnxruntime_perf_test_pinned_and_reads_its_median(tmp
     with AdbRunner(desc, transport=transport) as runner:
         assert runner.info()["model"] == "Google Pixel" and runner.info()["os"] == "Android 10 (SDK None)"
         (m,) = runner.measure([model], runs=10, warmup=2)
-    remote_binary = f"{DEVICE_DIR}/onnxruntime_perf_test"
-    assert [c for c in transport.commands if c[-1].endswith(".onnx")] == [
+    remote_binary = f"{WORK_DIR}/onnxruntime_perf_test"
+    assert [c for c in transport.commands if c[0] == "taskset"] == [
         ["taskset", "6", remote_binary, "-e", "cpu", "-m", "times", "-r", "10", "-x", "1", "-y", "1", "-I", "-s",
-         f"{DEVICE_DIR}/layer.onnx"]]
+         f"{WORK_DIR}/layer.onnx"]]
     assert (m.statistic, m.median_ms, m.min_ms, m.max_ms, m.runs) == ("median", 82.6095, 80.8129, 83.8817, 10)
-    assert transport.pushed == [(["onnxruntime_perf_test"], DEVICE_DIR), (["layer.onnx"], DEVICE_DIR)]
-    assert transport.removed == [f"{DEVICE_DIR}/layer.onnx", remote_binary] and transport.closed
+    assert transport.pushed == [(["onnxruntime_perf_test"], WORK_DIR), (["layer.onnx"], WORK_DIR)]
+    assert transport.removed == [f"{WORK_DIR}/layer.onnx", remote_binary, f"{WORK_DIR}/.mobilekit-manifest",
+                                 f"{WORK_DIR}/.mobilekit-owned"] and transport.closed
 
 
 def test_benchmark_model_gets_exact_run_counts_and_its_printed_median_is_used(tmp_path):
@@ -277,10 +282,83 @@ def test_benchmark_model_gets_exact_run_counts_and_its_printed_median_is_used(tm
     with AdbRunner(desc, transport=transport) as runner:
         (m,) = runner.measure([model], runs=7, warmup=3)
     (command,) = [c for c in transport.commands if any(a.startswith("--graph=") for a in c)]
-    assert command == [f"{DEVICE_DIR}/benchmark_model", f"--graph={DEVICE_DIR}/layer.tflite", "--num_threads=2",
+    assert command == [f"{WORK_DIR}/benchmark_model", f"--graph={WORK_DIR}/layer.tflite", "--num_threads=2",
                        "--num_runs=7", "--warmup_runs=3", "--min_secs=0", "--warmup_min_secs=0", "--use_xnnpack=true"]
     from mobilekit.profile.benchmark_output import parse_benchmark_model
 
     parsed = parse_benchmark_model(text)
     assert m.statistic == "median" and m.median_ms == parsed.percentile_us(50) / 1e3
     assert m.runs == parsed.count and m.std_ms == parsed.std_us / 1e3
+
+
+# ---- the runner deletes only what it created (issue #15) -----------------------------------------------------
+def put_user_files(storage: Path, device_folder: str) -> dict[Path, bytes]:
+    """A user's own models on the phone, in ``device_folder``: they must survive every run."""
+    folder = storage / device_folder.lstrip("/")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {folder / "my_model.tflite": b"user tflite", folder / "my_model.onnx": b"user onnx"}
+    for path, content in files.items():
+        path.write_bytes(content)
+    return files
+
+
+def test_a_users_own_models_beside_ours_survive_a_profile_run(tmp_path, host_side, emulator, work_dir):
+    user_files = put_user_files(emulator.storage, "/data/local/tmp")
+    desc = descriptor(host_side, emulator.address, device_dir="/data/local/tmp")
+    with open_runner(desc) as runner:
+        profile_device(runner, SPACE, tmp_path / "t.json", runs=2, repeats=1, positions=[0], progress=False,
+                       work_dir=work_dir, warmup=0)
+    assert {path: path.read_bytes() for path in user_files} == user_files
+    assert not (emulator.storage / "data/local/tmp/mobilekit-run").exists()  # ours is gone, theirs is not
+
+
+def test_leftovers_of_an_interrupted_run_are_removed_by_manifest_and_a_users_files_kept(
+        tmp_path, host_side, emulator, work_dir):
+    user_files = put_user_files(emulator.storage, DEVICE_DIR)
+    model = ModelFileCache(work_dir, "tflite").stem(SPACE).path
+    runner = open_runner(descriptor(host_side, emulator.address))
+    runner._folder.push([model])  # as if a run died after pushing, before it could clean up: the file is on
+    runner.transport.close()      # the phone and in the manifest, and the connection drops without close()
+    work = emulator.storage / WORK_DIR.lstrip("/")
+    assert (work / model.name).exists()
+    with open_runner(descriptor(host_side, emulator.address)) as again:
+        assert not (work / model.name).exists()  # the stale file was removed at start
+        again.measure([model], runs=1, warmup=0)
+    assert {path: path.read_bytes() for path in user_files} == user_files
+    assert not work.exists() and (emulator.storage / DEVICE_DIR.lstrip("/")).is_dir()  # theirs keep the folder
+
+
+def test_a_work_folder_without_the_mobilekit_marker_is_never_touched(tmp_path, host_side, emulator):
+    foreign = emulator.storage / WORK_DIR.lstrip("/")
+    foreign.mkdir(parents=True)
+    (foreign / "theirs.tflite").write_bytes(b"not ours")
+    with pytest.raises(DeviceError, match="was not created by mobilekit") as caught:
+        open_runner(descriptor(host_side, emulator.address))
+    assert "\n" not in str(caught.value)
+    assert (foreign / "theirs.tflite").read_bytes() == b"not ours"
+
+
+@pytest.mark.parametrize("device_dir", ["/sdcard/Download", "/data/local/tmp/../../../sdcard/Download", "/",
+                                        "/data/local/tmpfoo", "data/local/tmp/x"])
+def test_a_device_dir_outside_data_local_tmp_is_refused_in_one_line(host_side, device_dir):
+    with pytest.raises(DeviceError, match=r"device_dir .* use a folder in /data/local/tmp") as caught:
+        descriptor(host_side, "127.0.0.1:1", device_dir=device_dir)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_hostile_device_dir_is_refused_before_the_phone_is_touched(tmp_path, host_side, emulator):
+    user_files = put_user_files(emulator.storage, "/sdcard/Download")
+    desc = descriptor(host_side, emulator.address)
+    hostile = type(desc)(**{**{f: getattr(desc, f) for f in desc.__dataclass_fields__},
+                            "device_dir": "/data/local/tmp/../../../sdcard/Download"})  # built without parse_device
+    with pytest.raises(DeviceError, match="outside /data/local/tmp"):
+        open_runner(hostile)
+    assert {path: path.read_bytes() for path in user_files} == user_files
+    assert emulator.service_log == []  # refused before any connection
+
+
+def test_device_dir_is_normalised():
+    from mobilekit.profile.device_folder import check_device_dir
+
+    assert check_device_dir("/data/local/tmp/a/../b//") == "/data/local/tmp/b"
+    assert check_device_dir("/data/local/tmp") == "/data/local/tmp"

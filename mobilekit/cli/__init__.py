@@ -15,12 +15,13 @@ import sys
 
 from mobilekit import __version__
 from mobilekit.errors import MobilekitError
+from mobilekit.validation.options import OneLineArgumentParser, exit_code
 
 COMMAND_MODULES = ("export", "profile", "latency", "search")  # tests check that all of them register
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="mobilekit",
         description="Hardware-aware mobile model design: profile -> latency model -> search -> export.",
     )
@@ -34,16 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)  # a bad option is one line on stderr, exit 2
+    except SystemExit as exc:
+        return exit_code(exc)
     try:
         return int(args.func(args) or 0)
     except MobilekitError as exc:
-        print(f"mobilekit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mobilekit {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system said no (disk full, permission denied) after the checks passed
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mobilekit {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mobilekit {args.command}: interrupted; finished work is saved, re-run with the same options to resume",
               file=sys.stderr)
         return 130
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split()) or "failed"
 
 
 if __name__ == "__main__":

@@ -6,18 +6,24 @@ from __future__ import annotations
 import argparse
 import time
 
+from mobilekit.space.search_space import MIN_RESOLUTION
+from mobilekit.validation.options import int_at_least, nonempty_text, positive_float, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export", help="build an architecture and export verified ONNX / TFLite files",
         description="Build ARCH (a JSON file, or block strings for the searchable positions, e.g. "
                     "'ir_k3_e6,ir_k5_e3_se0.25,skip,...'), export it, and check every file against PyTorch.")
-    parser.add_argument("--arch", required=True, help="architecture JSON file or comma-separated block strings")
+    parser.add_argument("--arch", required=True, type=nonempty_text,
+                        help="architecture JSON file or comma-separated block strings")
     parser.add_argument("--weights", help="state_dict saved with torch.save (default: random weights)")
     parser.add_argument("--space", default=None, help="search space of a block-string ARCH (default spnas-mnasnet)")
-    parser.add_argument("--width", type=float, default=None, help="width multiplier (default 1.0 or the JSON's)")
-    parser.add_argument("--resolution", type=int, default=None, help="input resolution of the files (default 224)")
-    parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default 1000)")
+    parser.add_argument("--width", type=positive_float, default=None,
+                        help="width multiplier (default 1.0 or the JSON's)")
+    parser.add_argument("--resolution", type=int_at_least(MIN_RESOLUTION), default=None,
+                        help="input resolution of the files (default 224)")
+    parser.add_argument("--num-classes", type=positive_int, default=None, help="classifier outputs (default 1000)")
     parser.add_argument("--format", action="append", choices=("onnx", "tflite", "tflite-int8"), dest="formats",
                         help="repeat for several formats (default: onnx and tflite)")
     parser.add_argument("--data", default=None,
@@ -27,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     check = subparsers.add_parser("check", help="open a .onnx / .tflite file, run it once and print its shapes")
     check.add_argument("model", help="model file")
-    check.add_argument("--runs", type=int, default=10, help="timed runs (default 10)")
+    check.add_argument("--runs", type=positive_int, default=10, help="timed runs (default 10)")
     check.set_defaults(func=run_check)
 
 
@@ -35,7 +41,11 @@ def run_export(args: argparse.Namespace) -> int:
     from mobilekit.export import export_model, load_weights
     from mobilekit.models import build_torch_model
     from mobilekit.space import get_space, read_architecture
+    from mobilekit.validation import check_input_file, check_output_dir
 
+    check_output_dir(args.out, "--out")
+    if args.weights:
+        check_input_file(args.weights, "--weights", missing="no such weights file")
     arch = read_architecture(args.arch)
     info = arch.space.describe()
     space = get_space(args.space or info["name"], width=args.width or info["width"],
@@ -75,8 +85,9 @@ def run_check(args: argparse.Namespace) -> int:
 
     from mobilekit.export import load_model_file
     from mobilekit.profile.host_timing import time_model
+    from mobilekit.validation import check_input_file
 
-    model = load_model_file(args.model)
+    model = load_model_file(check_input_file(args.model, "MODEL", missing="no such model file"))
     shape = model.input_shape
     sample = np.random.default_rng(0).standard_normal(shape[1:]).astype(np.float32)
     output = model.run(sample[None])

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+
+from mobilekit.validation.options import int_at_least, nonempty_text, positive_int
 
 # The families of mobilekit.latency.regression.MODEL_KINDS (kept here so that registering imports nothing heavy).
 MODEL_CHOICES = ("auto", "opcost", "opcost+gbr", "gbr", "rf", "ridge")
@@ -21,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict = commands.add_parser(
         "predict", help="predicted latency of an architecture (lookup and regression)",
         description="Print the predicted latency (ms) of ARCH by table lookup and by the layer regression.")
-    predict.add_argument("arch", metavar="ARCH", help="architecture JSON file or comma-separated block strings")
+    predict.add_argument("arch", metavar="ARCH", type=nonempty_text,
+                         help="architecture JSON file or comma-separated block strings")
     predict.add_argument("--table", required=True, help="latency table JSON (e.g. latency_tables/pixel1-spnas.json)")
     predict.add_argument("--predictor", help="fitted regression (from 'mobilekit latency fit'); fitted on the table "
                                              "when omitted")
@@ -48,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "own repeat noise. Writes CSV, scatter PNG and the predictor with its network correction.")
     validate.add_argument("--device", required=True, help="device descriptor (file or name)")
     validate.add_argument("--table", required=True, help="latency table of that device")
-    validate.add_argument("--samples", type=_positive_int, default=100, help="networks (default 100)")
+    validate.add_argument("--samples", type=int_at_least(2), default=100, help="networks (default 100, at least 2)")
     validate.add_argument("--repeats", type=_at_least_two, default=2, help="measurements per network (default 2)")
     validate.add_argument("--runs", type=_positive_int, default=30, help="timed inferences per measurement "
                                                                          "(default 30)")
@@ -67,18 +69,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     published.set_defaults(func=run_published)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_positive_int = positive_int
+_at_least_two = int_at_least(2, " (the repeat noise compares two)")
 
 
-def _at_least_two(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2 (the repeat noise compares two), got {value}")
-    return value
+def _input(path: str | None, option: str, missing: str = "no such file") -> None:
+    from mobilekit.validation import check_input_file
+
+    if path is not None:
+        check_input_file(path, option, missing=missing)
 
 
 def _load_predictor(path: str | None, table):
@@ -101,9 +100,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from mobilekit.latency_table import LatencyTable
     from mobilekit.space import read_architecture
 
+    _input(args.table, "--table", "no such latency table")
+    _input(args.predictor, "--predictor", "no such predictor file; make one with 'mobilekit latency fit'")
     table = LatencyTable.load(args.table)
-    is_file = args.arch.endswith(".json") or Path(args.arch).is_file()
-    arch = read_architecture(args.arch) if is_file else read_architecture(args.arch, table.search_space())
+    arch = read_architecture(args.arch, string_space=table.search_space())  # a file keeps its own space
     predictor = _load_predictor(args.predictor, table)
 
     lookup = LookupPredictor().fit(table)
@@ -158,7 +158,12 @@ def run_fit(args: argparse.Namespace) -> int:
     from mobilekit.latency.metrics import format_metrics_header, format_metrics_row
     from mobilekit.latency.regression import LayerLatencyRegressor
     from mobilekit.latency_table import LatencyTable
+    from mobilekit.validation import check_output_file
 
+    _input(args.table, "--table", "no such latency table")
+    check_output_file(args.out, "--out")
+    if args.filled_table:
+        check_output_file(args.filled_table, "--filled-table")
     table = LatencyTable.load(args.table)
     predictor = LayerLatencyRegressor(model=args.model, cv=args.cv, random_state=args.seed).fit_table(table)
     print(f"fitted on {predictor.n_train_} measured layer entries of {table.path} "
@@ -186,7 +191,12 @@ def run_validate(args: argparse.Namespace) -> int:
     from mobilekit.profile.devices import load_device
     from mobilekit.profile.runners import open_runner
     from mobilekit.latency_table import LatencyTable
+    from mobilekit.validation import check_output_dir
 
+    _input(args.table, "--table", "no such latency table")
+    _input(args.predictor, "--predictor", "no such predictor file; make one with 'mobilekit latency fit'")
+    if args.out:
+        check_output_dir(args.out, "--out")
     table = LatencyTable.load(args.table)
     descriptor = load_device(args.device)
     table_runtime = table.device.get("runtime")
@@ -204,7 +214,9 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def run_published(args: argparse.Namespace) -> int:
     from mobilekit.latency.published_eval import evaluate_published
+    from mobilekit.validation import check_input_dir
 
+    check_input_dir(args.data, "--data")
     evaluation = evaluate_published(args.data, model=args.model)
     print(json.dumps(evaluation.to_dict(), indent=1) if args.json else evaluation.format())
     return 0

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from mobilekit.space.search_space import MIN_RESOLUTION
+from mobilekit.validation.options import (int_at_least, nonempty_text, nonnegative_int, positive_float,
+                                          positive_int)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,14 +20,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="host",
                         help="device descriptor (TOML), e.g. devices/pixel1.toml; default: this CPU (devices/host.toml)")
     parser.add_argument("--space", default="spnas-mnasnet", help="search space (default spnas-mnasnet)")
-    parser.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1.0)")
-    parser.add_argument("--resolution", type=int, default=224, help="input resolution (default 224)")
-    parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
-    parser.add_argument("--runs", type=int, default=None, help="timed runs per entry and round (default: the device's, 50)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed runs before them (default: the device's, 5)")
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--width", type=positive_float, default=1.0, help="width multiplier (default 1.0)")
+    parser.add_argument("--resolution", type=int_at_least(MIN_RESOLUTION), default=224,
+                        help="input resolution (default 224)")
+    parser.add_argument("--num-classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
+    parser.add_argument("--runs", type=positive_int, default=None,
+                        help="timed runs per entry and round (default: the device's, 50)")
+    parser.add_argument("--warmup", type=nonnegative_int, default=None,
+                        help="untimed runs before them (default: the device's, 5)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
                         help="interleaved rounds over all entries; an entry keeps the median (default 3)")
-    parser.add_argument("--positions", default=None,
+    parser.add_argument("--positions", type=nonempty_text, default=None,
                         help="layer positions to measure, e.g. 1,2,5-8 (default all; stem and head always)")
     parser.add_argument("--out", default=None, help="table to write (default latency_tables/<device name>.json)")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
@@ -40,10 +47,14 @@ def run_profile(args: argparse.Namespace) -> int:
     from mobilekit.profile.runners import open_runner
     from mobilekit.space import get_space
 
+    from mobilekit.validation import check_output_dir, check_output_file
+
     descriptor = load_device(args.device)
     space = get_space(args.space, width=args.width, resolution=args.resolution, num_classes=args.num_classes)
-    positions = parse_positions(args.positions, space) if args.positions else None
-    out = args.out or f"latency_tables/{descriptor.name}.json"
+    positions = parse_positions(args.positions, space) if args.positions is not None else None
+    out = str(check_output_file(args.out or f"latency_tables/{descriptor.name}.json", "--out"))
+    if args.work_dir is not None:
+        check_output_dir(args.work_dir, "--work-dir")
     runs = args.runs if args.runs is not None else descriptor.runs
     started = time.perf_counter()
     with open_runner(descriptor) as runner:

@@ -152,10 +152,15 @@ def load_weights(model: MobileNet, weights: str | Path) -> MobileNet:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ExportError(f"{path}: cannot read weights ({str(exc).splitlines()[0][:160]}); expected a torch.save'd "
-                          "state_dict") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"{path}: cannot read weights ({first[:160]}); expected a torch.save'd state_dict (the "
+                          "file may be truncated)") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ExportError(f"{path}: not a state_dict (a mapping of parameter names to tensors, got "
+                          f"{type(state).__name__}); save one with torch.save(model.state_dict(), path)")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:

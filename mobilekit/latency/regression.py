@@ -41,6 +41,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from mobilekit.validation.predictor import validate_predictor_data
 from mobilekit import __version__
 from mobilekit.errors import ConfigError, TableError
 from mobilekit.jsonio import read_json, write_json_atomic
@@ -296,6 +297,7 @@ class LayerLatencyRegressor:
             got = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ConfigError(f"{source}: not a latency predictor (format {got!r}, expected {FORMAT!r}); "
                               "make one with 'mobilekit latency fit'")
+        validate_predictor_data(data, source)  # typed, range-checked fields (mobilekit/validation/predictor.py)
         try:
             if list(data["feature_names"]) != list(FEATURE_NAMES) or list(data["cost_terms"]) != list(COST_TERMS):
                 raise ConfigError(f"{source}: written with other layer features; "

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from mobilekit.errors import ConfigError
+from mobilekit.profile.device_folder import check_device_dir
+from mobilekit.validation.device import check_device_numbers
 
 TRANSPORTS = ("host", "adb")
 RUNTIMES = ("tflite", "onnx")
@@ -107,7 +109,7 @@ _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "key_path": ((str,), "a file path string"),
     "benchmark_binary": ((str,), "a file path string"),
     "benchmark_args": ((list,), 'a list of strings, e.g. ["--use_xnnpack=true"]'),
-    "device_dir": ((str,), 'an absolute device path such as "/data/local/tmp/mobilekit"'),
+    "device_dir": ((str,), 'a device folder in /data/local/tmp such as "/data/local/tmp/mobilekit"'),
     "cooldown_s": ((int, float), "a number of seconds >= 0"),
     "thermal_zone": ((int, str), 'a zone number (0 = /sys/class/thermal/thermal_zone0/temp) or a file path'),
     "thermal_max_c": ((int, float), "a temperature in degrees C"),
@@ -179,6 +181,7 @@ def parse_device(data: dict[str, Any], source: str = "device descriptor", path: 
                              ("thermal_timeout_s", 0, False), ("thermal_poll_s", 0, True), ("timeout_s", 0, True)):
         if key in values and (values[key] < low or (strict and values[key] <= low)):
             raise fail(key)
+    check_device_numbers(values, source)  # and finite, in range (mobilekit/validation/device.py)
     for key in ("cooldown_s", "thermal_max_c", "thermal_timeout_s", "thermal_poll_s", "timeout_s"):
         if key in values:
             values[key] = float(values[key])
@@ -197,11 +200,8 @@ def parse_device(data: dict[str, Any], source: str = "device descriptor", path: 
         if not all(isinstance(a, str) for a in values["benchmark_args"]):
             raise fail("benchmark_args")
         values["benchmark_args"] = tuple(values["benchmark_args"])
-    if "device_dir" in values:
-        device_dir = values["device_dir"].rstrip("/")
-        if not device_dir.startswith("/") or device_dir == "":
-            raise fail("device_dir")
-        values["device_dir"] = device_dir
+    if "device_dir" in values:  # normalised, and only inside /data/local/tmp (see profile/device_folder.py)
+        values["device_dir"] = check_device_dir(values["device_dir"], source)
     for key in ("benchmark_binary", "key_path"):
         if key in values:
             values[key] = Path(values[key]).expanduser()

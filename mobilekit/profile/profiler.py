@@ -160,7 +160,8 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
             if op.is_skip and table.entry(index, op) is None:
                 table.set_entry(index, op, {"median_ms": 0.0, "std_ms": 0.0, "min_ms": 0.0, "max_ms": 0.0, "runs": 0,
                                             "measured": False, "wall_s": 0.0, "note": "identity"})
-    table.save(out)
+    if resume or not Path(out).exists():  # --no-resume keeps the old table until the first new entry replaces it
+        table.save(out)
 
     cache = ModelFileCache(work_dir or default_work_dir(), runner.runtime)
     done = {item: _rounds_done(_get_entry(table, item), repeats) for item in items}

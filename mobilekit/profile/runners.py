@@ -16,8 +16,10 @@
   (:mod:`~mobilekit.profile.benchmark_output`). ``benchmark_model`` reports the mean ("avg") of its runs and,
   in newer versions, the median; the median is used when printed, and each measurement says which statistic it
   holds (:attr:`RunnerMeasurement.statistic`). Between two files it pauses ``cooldown_s`` and, when the
-  descriptor names a thermal zone, waits while that zone is hotter than ``thermal_max_c``. Its files are
-  removed from the device after each batch, the binary when the runner closes.
+  descriptor names a thermal zone, waits while that zone is hotter than ``thermal_max_c``. It works only in
+  its own folder ``<device_dir>/mobilekit-run`` (:mod:`~mobilekit.profile.device_folder`: a marker file, a
+  manifest of what it pushed, ``device_dir`` restricted to ``/data/local/tmp``); its files are removed from the
+  device after each batch, the binary when the runner closes, and it never deletes a file it did not push.
 
 A device that disconnects, or a benchmark that crashes or prints something unexpected, raises
 :class:`~mobilekit.errors.DeviceError` with a one-line message.
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilekit.errors import ConfigError, DeviceError
+from mobilekit.profile.device_folder import DeviceWorkFolder, check_device_dir
 from mobilekit.profile.devices import DeviceDescriptor, load_device
 from mobilekit.profile.measurement import Measurement
 
@@ -265,6 +268,7 @@ class AdbRunner(DeviceRunner):
 
     def __init__(self, descriptor: DeviceDescriptor, transport=None) -> None:
         super().__init__(descriptor)
+        device_dir = check_device_dir(descriptor.device_dir, descriptor.source)  # before anything touches the device
         binary = descriptor.benchmark_binary
         tool = _TOOLS[descriptor.runtime]
         if binary is None or not binary.is_file():
@@ -281,6 +285,7 @@ class AdbRunner(DeviceRunner):
         self._binary_digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:12]
         self._remote_binary: str | None = None
         self._closed = False
+        self._folder = DeviceWorkFolder(transport, device_dir, self.label)
         try:
             self._properties = self._getprop()
             self._install_binary(binary, tool)
@@ -304,11 +309,9 @@ class AdbRunner(DeviceRunner):
         return properties
 
     def _install_binary(self, binary: Path, tool: str) -> None:
-        device_dir = self.descriptor.device_dir
-        self._shell(["mkdir", "-p", device_dir], timeout_s=60)
-        # model files a previous, interrupted run left behind (the folder is passed as $0, never parsed as code)
-        self._shell(["sh", "-c", 'rm -f -- "$0"/*.tflite "$0"/*.onnx', device_dir], timeout_s=60)
-        (remote,) = self.transport.push([binary], device_dir)
+        # mobilekit's own folder: a previous, interrupted run's files are deleted by its manifest, nothing else
+        self._folder.open()
+        (remote,) = self._folder.push([binary])
         self._remote_binary = remote
         self._shell(["chmod", "755", remote], timeout_s=60)
         probe = self._shell([remote, "--help"] if tool == "benchmark_model" else [remote, "-h"], timeout_s=120)
@@ -351,7 +354,7 @@ class AdbRunner(DeviceRunner):
             return []
         unique = list(dict.fromkeys(paths))
         started = time.perf_counter()
-        remotes = dict(zip(unique, self.transport.push(unique, self.descriptor.device_dir)))
+        remotes = dict(zip(unique, self._folder.push(unique)))
         push_share_s = (time.perf_counter() - started) / len(paths)
         results: list[Measurement] = []
         try:
@@ -366,11 +369,11 @@ class AdbRunner(DeviceRunner):
                     on_result(index, measurement)
         except BaseException:
             try:
-                self.transport.remove(list(remotes.values()))
+                self._folder.remove(list(remotes.values()))
             except Exception:  # the device is gone: the original error says so
                 pass
             raise
-        self.transport.remove(list(remotes.values()))
+        self._folder.remove(list(remotes.values()))
         return results
 
     def _command(self, remote_model: str, runs: int, warmup: int) -> list[str]:
@@ -427,9 +430,7 @@ class AdbRunner(DeviceRunner):
             return
         self._closed = True
         try:
-            if self._remote_binary is not None:
-                self.transport.remove([self._remote_binary])
-                self._shell(["rmdir", self.descriptor.device_dir], timeout_s=60)  # only if empty; failure is fine
+            self._folder.close()  # what this run pushed, then its marker, manifest and folder
         except DeviceError:
             pass
         finally:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilekit import __version__
-from mobilekit.errors import ArchitectureError
+from mobilekit.errors import ArchitectureError, SpaceError
 from mobilekit.jsonio import read_json, write_json_atomic
 from mobilekit.space.layer_types import LayerType, parse_layer_type
 from mobilekit.space.search_space import LayerPosition, SearchSpace, get_space
@@ -116,23 +116,18 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "architecture") -> "Architecture":
+        from mobilekit.validation.architecture import validate_architecture_data
+
         if not isinstance(data, dict) or "layers" not in data:
             raise ArchitectureError(f"{source}: expected a JSON object with a 'layers' list of block strings")
-        space_info = data.get("space", {})
-        if isinstance(space_info, str):
-            space_info = {"name": space_info}
-        try:
-            space = get_space(
-                space_info.get("name", "spnas-mnasnet"),
-                width=float(space_info.get("width", 1.0)),
-                resolution=int(space_info.get("resolution", 224)),
-                num_classes=int(space_info.get("num_classes", 1000)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ArchitectureError(f"{source}: field 'space' is invalid ({exc})") from None
         layers = data["layers"]
         if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
             raise ArchitectureError(f"{source}: field 'layers' must be a list of block strings like 'ir_k3_e6'")
+        info = validate_architecture_data(data, source)  # typed, range-checked (mobilekit/validation/architecture.py)
+        try:
+            space = get_space(info.name, width=info.width, resolution=info.resolution, num_classes=info.num_classes)
+        except SpaceError as exc:
+            raise ArchitectureError(f"{source}: field 'space' is invalid ({exc})") from None
         return cls.from_string(space, ",".join(layers))
 
     def save(self, path: str | Path) -> Path:
@@ -174,16 +169,45 @@ def validate_choices(space: SearchSpace, choices: tuple[LayerType, ...]) -> None
         raise ArchitectureError(f"{reason}; allowed: {allowed}")
 
 
-def read_architecture(arg: str, space: SearchSpace | None = None) -> Architecture:
+def read_architecture(arg: str, space: SearchSpace | None = None,
+                      string_space: SearchSpace | None = None) -> Architecture:
     """Read an architecture given on the command line: a JSON file path or a block string.
 
-    A block string is read in ``space`` (default: the reference space at its defaults).
+    A block string is read in ``space`` (else ``string_space``, else the reference space at its defaults); a
+    file keeps its own space unless ``space`` is given. ``ARG`` ending in ``.json`` is a file; anything else is
+    parsed as block strings first and tried as a file only if that fails (so a long block string is never
+    handed to the file system as a name).
+
+    Raises:
+        ArchitectureError: neither a readable architecture file nor valid block strings (the message says
+            which, naming the layer or the file).
     """
-    candidate = Path(arg)
-    if arg.endswith(".json") or candidate.is_file():
-        arch = Architecture.load(candidate)
-        return arch if space is None else arch.with_space(space)
-    return Architecture.from_string(space or get_space(), arg)
+    if not isinstance(arg, str) or not arg.strip():
+        raise ArchitectureError("empty architecture: pass a JSON file or comma-separated block strings")
+    if arg.endswith(".json"):
+        return _load_file(arg, space)
+    try:
+        return Architecture.from_string(space or string_space or get_space(), arg)
+    except ArchitectureError as parse_error:
+        candidate = Path(arg)
+        try:
+            is_dir, is_file = candidate.is_dir(), candidate.is_file()
+        except (OSError, ValueError):  # a name too long or with NUL: it was meant as block strings
+            raise parse_error from None
+        if is_dir:
+            raise ArchitectureError(f"{arg}: is a folder; pass an architecture JSON file or comma-separated "
+                                    "block strings") from None
+        if is_file:
+            return _load_file(arg, space)
+        raise
+
+
+def _load_file(arg: str, space: SearchSpace | None) -> Architecture:
+    from mobilekit.validation.paths import check_input_file
+
+    path = check_input_file(arg, error=ArchitectureError, missing="no such architecture file")
+    arch = Architecture.load(path)
+    return arch if space is None else arch.with_space(space)
 
 
 def sample_architecture(space: SearchSpace, rng: random.Random, allow: set[LayerType] | None = None) -> Architecture:

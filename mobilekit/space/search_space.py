@@ -212,4 +212,21 @@ def get_space(name: str = "spnas-mnasnet", width: float = 1.0, resolution: int =
         factory = SPACES[name]
     except KeyError:
         raise SpaceError(f"unknown search space {name!r}: known spaces are {', '.join(sorted(SPACES))}") from None
+    _check_space_numbers(width, resolution, num_classes)
     return factory(width=width, resolution=resolution, num_classes=num_classes)
+
+
+#: A sanity floor for the input size: the five stride-2 stages take 224 px to 7 px, 32 px to 1 px.
+MIN_RESOLUTION = 16
+
+
+def _check_space_numbers(width: float, resolution: int, num_classes: int) -> None:
+    import math
+
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0 \
+            or width > 16:
+        raise SpaceError(f"width multiplier must be a finite number in (0, 16], got {width!r}")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or not MIN_RESOLUTION <= resolution <= 4096:
+        raise SpaceError(f"resolution must be an integer from {MIN_RESOLUTION} to 4096 pixels, got {resolution!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= 1_000_000:
+        raise SpaceError(f"num_classes must be an integer from 1 to 1000000, got {num_classes!r}")
