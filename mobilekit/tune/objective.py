@@ -82,10 +82,15 @@ class EpochRewards:
         self._accuracies.append(float(record["accuracy"]))
         self._latency_ms = float(latency)
 
-    def _close(self) -> None:
+    def finish(self, report=None) -> None:
+        """Report the last epoch (no record follows it when the search has no final training), through
+        ``report`` when given (e.g. one that records without pruning a search that has already finished)."""
+        self._close(report)
+
+    def _close(self, report=None) -> None:
         if self._accuracies and self._latency_ms is not None:
             accuracy = sum(self._accuracies) / len(self._accuracies)
             epoch = int(self._epoch) + 1
             self._epoch, self._accuracies = None, []
-            self.report(reward(accuracy, self._latency_ms, self.target_ms), epoch)
+            (report or self.report)(reward(accuracy, self._latency_ms, self.target_ms), epoch)
         self._epoch, self._accuracies = None, []

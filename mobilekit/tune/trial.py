@@ -61,6 +61,8 @@ class TrialRunner:
 
             on_step = None if cfg.multi_objective else EpochRewards(search_config.target_ms, report)
             summary = run_search(search_config, progress=False, on_step=on_step)
+            if on_step is not None:
+                on_step.finish(trial.report)        # the search is done: record its last epoch, prune nothing
             for key in SUMMARY_ATTRS:
                 if summary.get(key) is not None:
                     trial.set_user_attr(key, summary[key])
