@@ -118,6 +118,9 @@ def plot_history(series: dict[str, list[float]], path: str | Path, title: str = 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label, curve in series.items():
         ax.step(range(1, len(curve) + 1), curve, where="post", marker="o", ms=3, label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("complete trials")
     ax.set_ylabel("best eq. 19 so far: Acc · (R/R_T)^w")
     ax.set_title(title or "best objective over trials")
