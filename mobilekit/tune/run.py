@@ -1,0 +1,91 @@
+""":func:`run_tune`, the whole of ``mobilekit tune``: check the settings, create (or reopen) the study, run the
+trials here, in local worker processes or as Ray tasks, then write the outputs (:mod:`.outputs`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+
+from mobilekit.tune.config import TuneConfig
+from mobilekit.tune.grid import plot_grid
+from mobilekit.tune.multi_objective import plot_pareto
+from mobilekit.tune.outputs import history_series, plot_history, write_best, write_trials_csv
+from mobilekit.tune.study import finished_trials, open_study, requested_trials, run_worker, storage_url
+from mobilekit.tune.workers import WorkerReport, run_local_workers, run_ray
+
+Log = Callable[[str], None]
+
+
+def check_trial_settings(config: TuneConfig) -> None:
+    """Build one trial's search config (tuned options at their lower bound / first choice) so a bad recipe,
+    ``--set`` value or range fails before any trial runs.
+
+    Raises:
+        ConfigError: whatever :func:`mobilekit.search.make_config` rejects.
+    """
+    from mobilekit.search import make_config
+
+    options = config.trial_overrides()
+    for spec in config.params:
+        options[spec.option] = spec.choices[0] if spec.kind == "cat" else (
+            int(spec.low) if spec.kind == "int" else spec.low)
+    make_config(config.recipe, **options, out=str(config.trial_folder(0)))
+
+
+def run_tune(config: TuneConfig, *, progress: bool = False, log: Log | None = None) -> dict[str, Any]:
+    """Run (or resume) the study of ``config`` until it holds the requested finished trials; write
+    ``trials.csv``, ``best.json``, ``history.png`` (single objective), ``pareto.png`` (several) and
+    ``grid.png`` (``--grid``) to ``config.out``. Returns what ``best.json`` holds plus the output paths.
+
+    Raises:
+        ConfigError: bad settings, storage or study (before any trial runs).
+    """
+    say = log or (lambda message: None)
+    check_trial_settings(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    study = open_study(config)
+    wanted, already = requested_trials(config), finished_trials(study)
+    where = storage_url(config)
+    say(f"study {config.study!r} in {where}: {already} of {wanted} trials finished; "
+        + (f"Ray tasks ({config.ray or 'local instance'})" if config.ray is not None else
+           f"{config.workers} worker(s)") + f", {config.threads_per_worker or 'default'} thread(s) each")
+    report = WorkerReport([], [])
+    if config.ray is not None:
+        report = run_ray(config)
+    elif config.workers > 1:
+        report = run_local_workers(config)
+    else:
+        run_worker(config, progress=progress and sys.stderr.isatty())
+    study = open_study(config)
+    result = write_outputs(study, config)
+    result["storage"] = where
+    result["worker_exit_codes"] = report.exit_codes
+    result["task_errors"] = report.task_errors
+    done = finished_trials(study)
+    if done < wanted:
+        say(f"the study holds {done} of {wanted} finished trials (some failed or a worker died); "
+            "run the same command again to complete it")
+    return result
+
+
+def write_outputs(study: optuna.Study, config: TuneConfig) -> dict[str, Any]:
+    """The output files of :func:`run_tune` for the study as it stands now."""
+    out = Path(config.out)
+    options = {p.name: p.option for p in config.params}
+    files = {"csv": str(write_trials_csv(study, tuple(config.objectives), out / "trials.csv"))}
+    if config.multi_objective:
+        files["pareto"] = str(plot_pareto(study, config.objectives, out / "pareto.png"))
+    else:
+        series = history_series(study._storage)
+        files["history"] = str(plot_history(series, out / "history.png",
+                                            title="best eq. 19 over trials, per study (sampler)"))
+    if config.grid:
+        files["grid"] = str(plot_grid(study, config.params[0].name if config.params else "epochs",
+                                      out / "grid.png"))
+    extra = {"objectives": list(config.objectives), "latency": config.latency, "files": files,
+             "sampler": "grid" if config.grid else config.sampler, "pruner": config.pruner_}
+    return write_best(study, options, out / "best.json", extra)

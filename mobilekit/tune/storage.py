@@ -1,0 +1,136 @@
+"""Where a study lives: Optuna's storages only (no scheduler of our own).
+
+- default: an SQLite file ``study.db`` in the output folder (Optuna's RDB storage), so a killed ``tune``
+  resumes with every finished trial kept;
+- ``--storage postgresql://...`` / ``mysql://...`` / ``sqlite:///...``: a shared database (RDB storage);
+- ``--storage journal:PATH`` or a path ending in ``.log`` / ``.journal``: Optuna's journal file storage, for
+  machines that share a file system but no database server.
+
+A trial whose worker dies is not left running forever: RDB storages keep a heartbeat and fail a trial whose
+heartbeat went stale; on every storage a worker starting on the same host fails the running trials of
+processes that no longer exist (:func:`fail_dead_local_trials`). Both hand the failed trial to Optuna's
+:class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`, which queues it once more with the same parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from mobilekit.errors import ConfigError
+
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+JOURNAL_SUFFIXES = (".log", ".journal")
+WORKER_ATTR = "worker"
+MAX_RETRY = 1
+
+
+def default_storage_url(out: str | Path) -> str:
+    """The SQLite study file in the output folder (``sqlite:///OUT/study.db``)."""
+    return f"sqlite:///{Path(out).resolve() / 'study.db'}"
+
+
+def retry_callback() -> RetryHeartbeatStaleTrialCallback:
+    """Queue a failed (killed) trial once more with its parameters; its run folder is resumed when it is here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+
+def retried_trial_number(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The number of the killed trial that ``trial`` retries (None for a first attempt)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+def storage_kind(url: str) -> str:
+    """``rdb`` or ``journal`` for a --storage value.
+
+    Raises:
+        ConfigError: neither a database URL nor a journal file.
+    """
+    if url.startswith("journal:") or url.endswith(JOURNAL_SUFFIXES):
+        return "journal"
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme in RDB_SCHEMES:
+        return "rdb"
+    raise ConfigError(f"--storage {url}: not a storage Optuna can open; use a database URL "
+                      "(sqlite:///study.db, postgresql://user@host/db, mysql://user@host/db) or a journal file "
+                      "(journal:PATH, or a path ending in .log)")
+
+
+def open_storage(url: str, heartbeat_s: int = 30) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url`` (see the module docstring). RDB storages get a heartbeat every
+    ``heartbeat_s`` seconds; a trial silent for 2·``heartbeat_s`` is failed and retried.
+
+    Raises:
+        ConfigError: the URL is not a storage, its driver is not installed, or it cannot be opened.
+    """
+    kind = storage_kind(url)
+    try:
+        if kind == "journal":
+            path = Path(url.removeprefix("journal:"))
+            if not path.parent.is_dir():
+                raise ConfigError(f"--storage {url}: folder {path.parent} does not exist; create it or pick another path")
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+        if url.startswith("sqlite:///"):
+            folder = Path(url.removeprefix("sqlite:///")).parent
+            if not folder.is_dir():
+                raise ConfigError(f"--storage {url}: folder {folder} does not exist; create it or pick another path")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                                              grace_period=2 * heartbeat_s,
+                                              heartbeat_stale_trial_callback=retry_callback())
+    except ConfigError:
+        raise
+    except ImportError as exc:
+        raise ConfigError(f"--storage {url}: its database driver is not installed ({exc})") from None
+    except Exception as exc:  # SQLAlchemy / driver errors: bad URL, unreachable server, unreadable file
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--storage {url}: cannot open it ({first_line})") from None
+
+
+def worker_identity() -> dict[str, object]:
+    """This process as stored on the trials it runs: host name and process id."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fail (and queue for retry) the running trials owned by a process of this host that no longer exists,
+    e.g. a worker killed mid-trial. Returns their trial numbers. Trials of other hosts are left to the
+    storage's heartbeat."""
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(WORKER_ATTR) or {}
+        if owner.get("host") != host or not isinstance(owner.get("pid"), int) or _alive(owner["pid"]):
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except RuntimeError:          # another worker failed it first
+            continue
+        failed.append(trial.number)
+        retry_callback()(study, study._storage.get_trial(trial._trial_id))
+    return failed

@@ -1,0 +1,89 @@
+"""The study and one worker's share of it. Every worker (this process, a local worker process, a Ray task, a
+``tune`` on another machine) opens the same storage and study and calls ``study.optimize``; Optuna's storage
+is the only coordination. A worker stops once the study holds the requested number of finished (complete or
+pruned) trials (Optuna's :class:`~optuna.study.MaxTrialsCallback`), so a rerun tops up a killed study."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from mobilekit.errors import ConfigError, MobilekitError
+from mobilekit.tune.config import TuneConfig
+from mobilekit.tune.grid import grid_params, grid_sampler, grid_size
+from mobilekit.tune.outputs import SAMPLER_ATTR
+from mobilekit.tune.pruners import make_pruner
+from mobilekit.tune.samplers import default_startup_trials, make_sampler
+from mobilekit.tune.storage import default_storage_url, fail_dead_local_trials, open_storage
+from mobilekit.tune.trial import TrialRunner
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def storage_url(config: TuneConfig) -> str:
+    return config.storage or default_storage_url(config.out)
+
+
+def requested_trials(config: TuneConfig) -> int:
+    """Finished trials the study should hold: ``config.trials``, or the grid's size with ``--grid``."""
+    return grid_size(grid_params(config.params, config.fidelity), config.grid_points) if config.grid else config.trials
+
+
+def make_runner(config: TuneConfig) -> TrialRunner:
+    return TrialRunner(config, grid_params(config.params, config.fidelity) if config.grid else None)
+
+
+def _sampler(config: TuneConfig, worker: int) -> optuna.samplers.BaseSampler:
+    seed = config.seed + worker          # distinct streams, so parallel workers do not propose the same point
+    if config.grid:
+        return grid_sampler(grid_params(config.params, config.fidelity), config.grid_points, seed)
+    startup = config.startup_trials if config.startup_trials is not None else default_startup_trials(config.trials)
+    return make_sampler(config.sampler, seed=seed, startup_trials=startup, multi_objective=config.multi_objective)
+
+
+def open_study(config: TuneConfig, worker: int = 0) -> optuna.Study:
+    """Create the study (or load it: same name and storage) with this worker's sampler and the pruner.
+
+    Raises:
+        ConfigError: bad storage, or a study of that name exists with other objectives.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = _sampler(config, worker)
+    pruner = make_pruner(config.pruner_, config.fidelity)
+    storage = open_storage(storage_url(config), config.heartbeat_s)
+    try:
+        study = optuna.create_study(storage=storage, study_name=config.study, directions=config.directions,
+                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+    except ValueError as exc:
+        raise ConfigError(f"--study {config.study}: {exc}; pick another --study name or the same --objectives") from None
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in config.directions]:
+        raise ConfigError(f"--study {config.study} already exists in {storage_url(config)} with other objectives; "
+                          "pick another --study name or the same --objectives")
+    if worker == 0 and SAMPLER_ATTR not in study.user_attrs:
+        study.set_user_attr(SAMPLER_ATTR, "grid" if config.grid else config.sampler)
+        study.set_user_attr("objectives", list(config.objectives))
+    return study
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_worker(config: TuneConfig, worker: int = 0, max_trials: int | None = None, progress: bool = False) -> int:
+    """Run trials of the study until it holds :func:`requested_trials` finished ones (or this worker ran
+    ``max_trials``), with Optuna's progress bar when ``progress``; first fail the trials of dead local processes (they are retried). Returns the trials run.
+    A trial whose search raises a :class:`MobilekitError` is marked failed and the study goes on."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(config, worker)
+    fail_dead_local_trials(study)
+    wanted = requested_trials(config)
+    remaining = wanted - finished_trials(study)
+    if remaining <= 0:
+        return 0
+    n_trials = remaining if max_trials is None else min(remaining, max_trials)
+    before = len(study.get_trials(deepcopy=False))
+    study.optimize(make_runner(config), n_trials=n_trials, catch=(MobilekitError,), gc_after_trial=True,
+                   show_progress_bar=progress,
+                   callbacks=[MaxTrialsCallback(wanted, states=FINISHED)])
+    return len(study.get_trials(deepcopy=False)) - before
