@@ -1,7 +1,7 @@
 """Tuned parameters: ``NAME:log|lin|int|cat:...`` specs decoded once into :class:`ParamSpec`, and the flat search
 options (``--set KEY=VALUE``) that every trial shares.
 
-Names are search option names (:class:`~mobilekit.search.SearchConfig` fields, dashes allowed) or one of the
+Names are search option names (common options and any registered method's own, dashes allowed) or one of the
 short names in :data:`ALIASES` (``lambda`` is the search's ``lambda_init``, the weight of log R in
 CE + λ·log R).
 
@@ -27,10 +27,15 @@ UNTUNABLE = frozenset({"out", "resume"})  # each trial owns its run folder
 
 
 def option_names() -> frozenset[str]:
-    """Every flat search option name (the fields of :class:`~mobilekit.search.SearchConfig`)."""
-    from mobilekit.search import SearchConfig
+    """Every flat search option name: the common options of :class:`~mobilekit.search.SearchConfig` and the
+    ``Options`` fields of every registered method."""
+    from mobilekit.search.config import common_fields
+    from mobilekit.search.registry import METHODS
 
-    return frozenset(f.name for f in dataclasses.fields(SearchConfig))
+    names = {f.name for f in common_fields()}
+    for method in METHODS.values():
+        names.update(f.name for f in dataclasses.fields(method.options))
+    return frozenset(names)
 
 
 def option_name(name: str, where: str) -> str:
