@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="measure everything again instead of continuing an existing table")
     parser.add_argument("--work-dir", default=None,
                         help="where model files are kept and reused (default ~/.cache/mobilekit/model-files)")
+    parser.add_argument("--precision", choices=("float32", "int8"), default="float32",
+                        help="float32 files, or full-integer int8 TFLite files (an int8 table; default float32)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run_profile)
 
@@ -43,7 +45,7 @@ def run_profile(args: argparse.Namespace) -> int:
     descriptor = load_device(args.device)
     space = get_space(args.space, width=args.width, resolution=args.resolution, num_classes=args.num_classes)
     positions = parse_positions(args.positions, space) if args.positions else None
-    out = args.out or f"latency_tables/{descriptor.name}.json"
+    out = args.out or f"latency_tables/{descriptor.name}{'' if args.precision == 'float32' else '-' + args.precision}.json"
     runs = args.runs if args.runs is not None else descriptor.runs
     started = time.perf_counter()
     with open_runner(descriptor) as runner:
@@ -54,7 +56,7 @@ def run_profile(args: argparse.Namespace) -> int:
               f"{args.repeats} rounds per entry -> {out}")
         table = profile_device(runner, space, out, runs=runs, repeats=args.repeats, positions=positions,
                                resume=args.resume, progress=args.progress, work_dir=args.work_dir,
-                               warmup=args.warmup)
+                               warmup=args.warmup, precision=args.precision)
     summary = summarize_table(table)
     print(f"wrote {out} in {time.perf_counter() - started:.0f} s")
     for line in summary.lines():

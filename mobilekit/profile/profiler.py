@@ -49,12 +49,16 @@ from typing import Any, Sequence
 from mobilekit import __version__
 from mobilekit.errors import ConfigError, DeviceError, SpaceError, TableError
 from mobilekit.profile.measurement import Measurement
-from mobilekit.profile.model_files import ModelFile, ModelFileCache, default_work_dir, head_key, layer_key, stem_key
+from mobilekit.profile.model_files import (ModelFile, ModelFileCache, check_precision, default_work_dir, head_key,
+                                          layer_key, stem_key)
 from mobilekit.profile.runners import DeviceRunner
 from mobilekit.latency_table import LatencyTable
 from mobilekit.space import Architecture, LayerSpec, SearchSpace
 
 FIXED_PARTS = ("stem", "head")
+_FILE_PRECISION = {"float32": "float32",
+                   "int8": "full-integer int8 (weights, activations, input and output; post-training quantization "
+                           "calibrated on seeded normal samples)"}
 _ROUND = 6  # ms values are rounded to the nanosecond: runners report microseconds at best
 
 
@@ -125,7 +129,7 @@ def plan_items(space: SearchSpace, positions: Sequence[int] | None = None) -> li
 def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, runs: int = 50, repeats: int = 3,
                    positions: Sequence[int] | None = None, resume: bool = True, progress: bool = True,
                    work_dir: str | Path | None = None, *, warmup: int | None = None,
-                   batch_size: int = 8) -> LatencyTable:
+                   batch_size: int = 8, precision: str = "float32") -> LatencyTable:
     """Measure the latency table of ``space`` on ``runner``'s device and write it to ``out`` (see the module
     docstring for what is measured and how).
 
@@ -137,6 +141,8 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
         progress: show a progress bar with ETA on stderr.
         work_dir: where model files are kept between runs (default :func:`default_work_dir`).
         batch_size: files sent to the device in one go.
+        precision: ``"float32"`` or ``"int8"`` (full-integer quantized TFLite files, recorded in the table's
+            ``settings.precision``; see :mod:`mobilekit.profile.model_files`).
 
     Returns:
         The table, also saved at ``out``.
@@ -149,12 +155,13 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
     out = Path(out)
     if runs < 1 or repeats < 1:
         raise ConfigError(f"runs and repeats must be at least 1, got runs={runs}, repeats={repeats}")
+    check_precision(precision, runner.runtime)
     warmup = runner.descriptor.warmup if warmup is None else warmup
     if warmup < 0:
         raise ConfigError(f"warmup must be >= 0, got {warmup}")
     items = plan_items(space, positions)
     device = runner.info()
-    table = _open_table(out, space, device, runner, runs, warmup, repeats, resume)
+    table = _open_table(out, space, device, runner, runs, warmup, repeats, resume, precision)
     for index in sorted({item.position for item in items if item.spec is not None}):
         for op in space.positions[index].candidates:
             if op.is_skip and table.entry(index, op) is None:
@@ -162,7 +169,7 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
                                             "measured": False, "wall_s": 0.0, "note": "identity"})
     table.save(out)
 
-    cache = ModelFileCache(work_dir or default_work_dir(), runner.runtime)
+    cache = ModelFileCache(work_dir or default_work_dir(), runner.runtime, precision)
     done = {item: _rounds_done(_get_entry(table, item), repeats) for item in items}
     pending = [item for item in items if done[item] < repeats]
     paths, export_s = _export_all(cache, space, pending, progress)
@@ -296,14 +303,15 @@ def _record(table: LatencyTable, item: ProfileItem, m: Measurement, export_s: fl
 
 
 def _open_table(out: Path, space: SearchSpace, device: dict[str, Any], runner: DeviceRunner, runs: int, warmup: int,
-                repeats: int, resume: bool) -> LatencyTable:
+                repeats: int, resume: bool, precision: str = "float32") -> LatencyTable:
     descriptor = runner.descriptor
     settings = {
         "runs": runs, "warmup": warmup, "repeats": repeats, "rounds": "interleaved",
         "center": "median over rounds of each round's center (see 'statistic' of each entry)",
         "cooldown_s": descriptor.cooldown_s, "thermal_zone": descriptor.thermal_zone,
         "thermal_max_c": descriptor.thermal_max_c if descriptor.thermal_zone else None,
-        "model_files": "single layer at its position's input shape, random weights, float32",
+        "model_files": f"single layer at its position's input shape, random weights, {_FILE_PRECISION[precision]}",
+        "precision": precision,
         "mobilekit": __version__,
     }
     if resume and out.exists():
@@ -312,6 +320,10 @@ def _open_table(out: Path, space: SearchSpace, device: dict[str, Any], runner: D
         except TableError as exc:
             raise TableError(f"{exc} (or pass --no-resume to measure it again from scratch)") from None
         _check_resumable(table, out, space, device, runs, warmup)
+        if table.settings.get("precision", "float32") != precision:
+            raise TableError(f"{out}: cannot resume: this table holds {table.settings.get('precision', 'float32')} "
+                             f"latencies, this run asks for --precision {precision}; pass another --out for a new "
+                             "table, or --no-resume to measure this one again from scratch")
         table.settings = {**table.settings, **settings, "repeats": max(repeats, int(table.settings.get("repeats", 0)))}
         table.device = device
         return table
