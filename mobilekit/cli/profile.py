@@ -32,13 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where model files are kept and reused (default ~/.cache/mobilekit/model-files)")
     parser.add_argument("--precision", choices=("float32", "int8"), default="float32",
                         help="float32 files, or full-integer int8 TFLite files (an int8 table; default float32)")
+    parser.add_argument("--export-workers", type=int, default=None,
+                        help="processes converting model files ahead of the device (default: one per core; 0: serial)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run_profile)
 
 
 def run_profile(args: argparse.Namespace) -> int:
     from mobilekit.profile.devices import load_device
-    from mobilekit.profile.profiler import parse_positions, profile_device, summarize_table
+    from mobilekit.profile.profiler import ProfileReport, parse_positions, profile_device, summarize_table
     from mobilekit.profile.runners import open_runner
     from mobilekit.space import get_space
 
@@ -56,9 +58,11 @@ def run_profile(args: argparse.Namespace) -> int:
               f"{args.repeats} rounds per entry -> {out}")
         table = profile_device(runner, space, out, runs=runs, repeats=args.repeats, positions=positions,
                                resume=args.resume, progress=args.progress, work_dir=args.work_dir,
-                               warmup=args.warmup, precision=args.precision)
+                               warmup=args.warmup, precision=args.precision, export_workers=args.export_workers,
+                               report=(report := ProfileReport()))
     summary = summarize_table(table)
     print(f"wrote {out} in {time.perf_counter() - started:.0f} s")
+    print(f"  {report.line()}")
     for line in summary.lines():
         print(f"  {line}")
     return 0
