@@ -194,11 +194,20 @@ def run_validate(args: argparse.Namespace) -> int:
         raise TableError(f"{table.path} was measured with {table_runtime}, device {descriptor.name!r} runs "
                          f"{descriptor.runtime}; validate a table against the device and runtime it came from")
     predictor = _load_predictor(args.predictor, table)
+    from mobilekit.profile.protocol import ProtocolSession, compare_with_table
+
     with open_runner(descriptor) as runner:
-        report = validate_predictor(runner, table, samples=args.samples, repeats=args.repeats, seed=args.seed,
-                                    out_dir=args.out, progress=not args.no_progress, predictor=predictor,
-                                    runs=args.runs)
+        session = ProtocolSession.start(runner)  # the table's protocol: same cores, governor; checked after
+        try:
+            report = validate_predictor(runner, table, samples=args.samples, repeats=args.repeats, seed=args.seed,
+                                        out_dir=args.out, progress=not args.no_progress, predictor=predictor,
+                                        runs=args.runs)
+        finally:
+            session.finish()
     print(report.format())
+    print(session.summary())
+    for difference in compare_with_table(session, table.settings):
+        print(f"protocol differs from the table's: {difference}")
     return 0
 
 

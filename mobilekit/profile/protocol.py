@@ -331,3 +331,25 @@ class ProtocolSession:
         cores = ",".join(map(str, self.used_cores)) or "unknown"
         state = "held" if self.held else "NOT held: " + "; ".join(self.violations)
         return f"protocol {state} (cores {cores} [{self.affinity_source}], governor {self.governor_note})"
+
+
+def compare_with_table(session: ProtocolSession, table_settings: Mapping[str, Any]) -> list[str]:
+    """How this session's protocol differs from the one a table was measured with (its last
+    ``settings.protocol`` record): threads, cores, and whether the table's own protocol held. [] when alike or
+    when the table records no protocol."""
+    records = table_settings.get("protocol") or []
+    if not records:
+        return ["the table records no measurement protocol (profiled before mobilekit recorded one)"]
+    table = records[-1]
+    differences = []
+    threads = session.runner.descriptor.threads
+    if table.get("threads") not in (None, threads):
+        differences.append(f"threads {threads} here, {table.get('threads')} in the table")
+    if list(table.get("cpu_affinity") or []) != list(session.affinity):
+        differences.append(f"cores {list(session.affinity) or 'unpinned'} here, "
+                           f"{table.get('cpu_affinity') or 'unpinned'} in the table")
+    broken = [r for r in records if not r.get("held", True)]
+    if broken:
+        differences.append(f"the table's own protocol did not hold in {len(broken)} of {len(records)} sessions ("
+                           + "; ".join(v for r in broken for v in r.get("violations", []))[:300] + ")")
+    return differences
