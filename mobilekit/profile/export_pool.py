@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,7 @@ class ExportPool:
         self.workers = max(0, int(workers))
         self.cores = tuple(cores)
         self._futures: dict[str, Future] = {}
+        self._lock = threading.Lock()  # several devices (threads of a farm) submit to one pool
         self._executor: ProcessPoolExecutor | None = None
         if self.workers > 0:
             self._executor = ProcessPoolExecutor(max_workers=self.workers,
@@ -98,6 +100,10 @@ class ExportPool:
         """A future of ``job``'s :class:`~mobilekit.profile.model_files.ModelFile` (shared by jobs of one key).
         Its ``result()`` raises :class:`~mobilekit.errors.ExportError` when the conversion or its check failed."""
         key = job.key
+        with self._lock:
+            return self._submit(key, job)
+
+    def _submit(self, key: str, job: ExportJob) -> Future:
         if key in self._futures:
             return self._futures[key]
         if self._executor is None:
