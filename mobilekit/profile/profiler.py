@@ -51,7 +51,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from mobilekit import __version__
 from mobilekit.errors import ConfigError, DeviceError, SpaceError, TableError
@@ -139,7 +139,7 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
                    work_dir: str | Path | None = None, *, warmup: int | None = None,
                    batch_size: int = 8, precision: str = "float32", export_workers: int | None = None,
                    pool: ExportPool | None = None, report: ProfileReport | None = None,
-                   apply_protocol: bool = True) -> LatencyTable:
+                   apply_protocol: bool = True, only: Collection[tuple[int, str]] | None = None) -> LatencyTable:
     """Measure the latency table of ``space`` on ``runner``'s device and write it to ``out`` (see the module
     docstring for what is measured and how).
 
@@ -155,6 +155,8 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
             minus the host device's pinned cores; 0: convert in this process, all before measuring).
         pool: an :class:`~mobilekit.profile.export_pool.ExportPool` shared with other devices (a farm); its
             cache must hold this runner's runtime and ``precision``. ``export_workers`` is then ignored.
+        only: measure just these (position, type name) layer entries (and the stem and head); default all of
+            ``positions``.
         apply_protocol: apply and record the measurement protocol (:mod:`mobilekit.profile.protocol`: big
             cores, governor, core state before/after, re-measuring rounds above the CV limit) in
             ``settings.protocol``.
@@ -179,6 +181,9 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
     if warmup < 0:
         raise ConfigError(f"warmup must be >= 0, got {warmup}")
     items = plan_items(space, positions)
+    if only is not None:
+        wanted = {(int(p), str(t)) for p, t in only}
+        items = [item for item in items if item.spec is None or (item.position, item.type_name) in wanted]
     session = ProtocolSession.start(runner) if apply_protocol else None  # may pin a phone to its big cores
     limits = session.settings if session else ProtocolSettings()
     device = runner.info()
