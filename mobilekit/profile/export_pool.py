@@ -63,14 +63,15 @@ def make_file(cache: ModelFileCache, job: ExportJob) -> ModelFile:
     return cache.layer(job.spec)
 
 
-def _worker_init(cores: tuple[int, ...]) -> None:
+def _worker_init(cores: tuple[int, ...], niceness: int) -> None:
     os.environ.update(_ONE_THREAD_ENV)
     if cores:
         os.sched_setaffinity(0, cores)
-    try:
-        os.nice(5)  # conversions yield to the measuring process when they share a core
-    except OSError:
-        pass
+    if niceness:
+        try:
+            os.nice(niceness)
+        except OSError:
+            pass
 
 
 def _worker_make(work_dir: str, runtime: str, precision: str, job: ExportJob) -> ModelFile:
@@ -81,10 +82,11 @@ class ExportPool:
     """Makes the model files of :class:`ExportJob` s in ``workers`` processes (see the module docstring).
 
     ``cores``: pin the workers to these CPU cores (e.g. the ones the host device does not measure on); empty:
-    no pinning.
+    no pinning. ``niceness``: added to the workers' nice value, so conversions yield to a measurement on this
+    computer (0: compete as equals, the right choice when nothing here is being timed).
     """
 
-    def __init__(self, cache: ModelFileCache, workers: int, cores: tuple[int, ...] = ()) -> None:
+    def __init__(self, cache: ModelFileCache, workers: int, cores: tuple[int, ...] = (), niceness: int = 0) -> None:
         self.cache = cache
         self.workers = max(0, int(workers))
         self.cores = tuple(cores)
@@ -94,7 +96,7 @@ class ExportPool:
         if self.workers > 0:
             self._executor = ProcessPoolExecutor(max_workers=self.workers,
                                                  mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_worker_init, initargs=(self.cores,))
+                                                 initializer=_worker_init, initargs=(self.cores, niceness))
 
     def submit(self, job: ExportJob) -> Future:
         """A future of ``job``'s :class:`~mobilekit.profile.model_files.ModelFile` (shared by jobs of one key).

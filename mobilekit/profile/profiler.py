@@ -215,7 +215,8 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
     if own_pool:
         workers = default_workers(len(missing), len(measuring)) if export_workers is None else export_workers
         spare = _spare_cores(measuring)
-        pool = ExportPool(cache, min(workers, len(missing)), spare if measuring and spare else ())
+        pinned_apart = bool(measuring and spare)  # a host device measures while the pool converts on other cores
+        pool = ExportPool(cache, min(workers, len(missing)), spare if pinned_apart else (), 5 if pinned_apart else 0)
     # measuring while the pool converts is fair when the device is not this computer, or when the workers are
     # pinned to other cores than the measuring ones; otherwise every file is made first
     overlap = pool is not None and (runner.descriptor.transport != "host" or bool(measuring and pool.cores))
