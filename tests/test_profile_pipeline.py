@@ -108,3 +108,17 @@ def test_int8_needs_a_tflite_device(tmp_path):
     with HostRunner(parse_device({"name": "onnx-host", "runtime": "onnx"})) as runner, \
             pytest.raises(ConfigError, match="precision 'int8' needs runtime 'tflite'"):
         profile_device(runner, SPACE, tmp_path / "x.json", precision="int8", progress=False)
+
+
+def test_pinned_host_measures_while_the_pool_converts_on_the_other_cores(tmp_path):
+    import os
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs two cores: one to measure on, one for the pool")
+    report = ProfileReport()
+    with OrderRunner(parse_device({"name": "onnx-host", "runtime": "onnx", "cpu_affinity": [cores[0]]})) as runner:
+        profile_device(runner, SPACE, tmp_path / "host.json", runs=3, repeats=1, positions=[21], progress=False,
+                       work_dir=tmp_path / "cache", warmup=0, report=report)
+    assert report.overlapped and report.files_made == 3 and len(set(runner.measured)) == 3
+    assert "while the device measured" in report.line()

@@ -214,7 +214,7 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
     own_pool = pool is None and bool(missing)
     if own_pool:
         workers = default_workers(len(missing), len(measuring)) if export_workers is None else export_workers
-        spare = _spare_cores(measuring)
+        spare = _spare_cores(measuring, getattr(runner, "_saved_affinity", None))
         pinned_apart = bool(measuring and spare)  # a host device measures while the pool converts on other cores
         pool = ExportPool(cache, min(workers, len(missing)), spare if pinned_apart else (), 5 if pinned_apart else 0)
     # measuring while the pool converts is fair when the device is not this computer, or when the workers are
@@ -369,9 +369,11 @@ def _measuring_cores(runner: DeviceRunner) -> tuple[int, ...]:
     return tuple(runner.descriptor.cpu_affinity)
 
 
-def _spare_cores(measuring: tuple[int, ...]) -> tuple[int, ...]:
+def _spare_cores(measuring: tuple[int, ...], before_pinning: set[int] | None = None) -> tuple[int, ...]:
+    """Cores this process may use that the host device does not measure on (``before_pinning``: the process's
+    cores before the host runner pinned it)."""
     try:
-        available = os.sched_getaffinity(0) | set(measuring)
+        available = set(before_pinning or os.sched_getaffinity(0)) | set(measuring)
     except AttributeError:
         return ()
     return tuple(sorted(available - set(measuring)))
