@@ -308,8 +308,10 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
             noisy_labels = [item.label for item in items if _noisy(_get_entry(table, item), limits)]
             record = session.to_dict(noisy_labels)
             table.settings["protocol"] = [*table.settings.get("protocol", []), record]
-            report.protocol = session.summary() + (f"; {len(noisy_labels)} entries above CV {limits.cv_max:g}"
-                                                   if noisy_labels else "")
+            report.protocol = session.summary()
+            if noisy_labels:
+                report.protocol = report.protocol.replace("protocol held", "protocol NOT held:", 1) + \
+                    f"; {len(noisy_labels)} entries above CV {limits.cv_max:g} after re-measuring"
             table.save(out)
         report.wall_s = time.perf_counter() - started
     return table
