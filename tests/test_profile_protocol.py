@@ -182,3 +182,14 @@ def test_a_bad_protocol_field_names_the_file_and_the_field():
         parse_device({"name": "p", "protocol": {"cv_max": -1}}, source="phone.toml")
     with pytest.raises(ConfigError, match=r"unknown field 'protocol.governer'"):
         parse_device({"name": "p", "protocol": {"governer": "performance"}}, source="phone.toml")
+
+
+def test_a_run_refused_before_measuring_still_restores_the_governor(phone, tmp_path, work_dir):
+    from mobilekit.errors import TableError
+
+    emulator, fields = phone
+    out = tmp_path / "other.json"
+    LatencyTable(space=get_space("mnasnet-k357", resolution=64).describe()).save(out)  # another resolution
+    with SpyAdbRunner(parse_device(fields)) as runner, pytest.raises(TableError, match="cannot resume"):
+        profile_device(runner, SPACE, out, runs=3, repeats=1, positions=[0], progress=False, work_dir=work_dir)
+    assert all(governor(emulator, cpu) == "schedutil" for cpu in range(8))

@@ -186,62 +186,68 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
         items = [item for item in items if item.spec is None or (item.position, item.type_name) in wanted]
     session = ProtocolSession.start(runner) if apply_protocol else None  # may pin a phone to its big cores
     limits = session.settings if session else ProtocolSettings()
-    device = runner.info()
-    table = _open_table(out, space, device, runner, runs, warmup, repeats, resume, precision)
-    for index in sorted({item.position for item in items if item.spec is not None}):
-        for op in space.positions[index].candidates:
-            if op.is_skip and table.entry(index, op) is None:
-                table.set_entry(index, op, {"median_ms": 0.0, "std_ms": 0.0, "min_ms": 0.0, "max_ms": 0.0, "runs": 0,
-                                            "measured": False, "wall_s": 0.0, "note": "identity"})
-    table.save(out)
+    try:  # a failure before measuring still restores what the protocol changed on the device
+        device = runner.info()
+        table = _open_table(out, space, device, runner, runs, warmup, repeats, resume, precision)
+        for index in sorted({item.position for item in items if item.spec is not None}):
+            for op in space.positions[index].candidates:
+                if op.is_skip and table.entry(index, op) is None:
+                    table.set_entry(index, op, {"median_ms": 0.0, "std_ms": 0.0, "min_ms": 0.0, "max_ms": 0.0, "runs": 0,
+                                                "measured": False, "wall_s": 0.0, "note": "identity"})
+        table.save(out)
 
-    if pool is not None and (pool.cache.runtime, pool.cache.precision) != (runner.runtime, precision):
-        raise ConfigError(f"the shared export pool makes {pool.cache.runtime} {pool.cache.precision} files, device "
-                          f"{runner.name!r} needs {runner.runtime} {precision}")
-    cache = pool.cache if pool is not None else ModelFileCache(work_dir or default_work_dir(), runner.runtime, precision)
-    done = {item: _rounds_done(_get_entry(table, item), repeats) for item in items}
-    pending = [item for item in items if done[item] < repeats]
-    jobs = {item: ExportJob(item.kind, space, item.spec) for item in pending}
-    keys = {item: job.key for item, job in jobs.items()}
-    paths = {item: cache.path_for(key) for item, key in keys.items()}
-    missing = list(dict.fromkeys(key for key in keys.values() if not cache.has(key)))
-    first_item = {}  # the export time of a file is counted once, on the first entry that needed it
-    for item in pending:
-        first_item.setdefault(keys[item], item)
-    export_s: dict[ProfileItem, float] = {}
-    ready = set(keys.values()) - set(missing)
-    measuring = _measuring_cores(runner)
-    own_pool = pool is None and bool(missing)
-    if own_pool:
-        workers = default_workers(len(missing), len(measuring)) if export_workers is None else export_workers
-        spare = _spare_cores(measuring, getattr(runner, "_saved_affinity", None))
-        pinned_apart = bool(measuring and spare)  # a host device measures while the pool converts on other cores
-        pool = ExportPool(cache, min(workers, len(missing)), spare if pinned_apart else (), 5 if pinned_apart else 0)
-    # measuring while the pool converts is fair when the device is not this computer, or when the workers are
-    # pinned to other cores than the measuring ones; otherwise every file is made first
-    overlap = pool is not None and (runner.descriptor.transport != "host" or bool(measuring and pool.cores))
-    report = report if report is not None else ProfileReport()
-    report.export_workers, report.overlapped, report.files_made = (pool.workers if pool else 0), overlap, len(missing)
-    futures = {key: pool.submit(jobs[first_item[key]]) for key in missing} if pool else {}
-    export_bar = _progress_bar(len(missing), "export models", "file", progress and bool(missing), position=1)
-    total = sum(repeats - done[item] for item in items)
-    bar = _progress_bar(total, f"measure on {runner.name}", "entry", progress, position=0)
-    finished = 0
+        if pool is not None and (pool.cache.runtime, pool.cache.precision) != (runner.runtime, precision):
+            raise ConfigError(f"the shared export pool makes {pool.cache.runtime} {pool.cache.precision} files, device "
+                              f"{runner.name!r} needs {runner.runtime} {precision}")
+        cache = pool.cache if pool is not None else ModelFileCache(work_dir or default_work_dir(), runner.runtime, precision)
+        done = {item: _rounds_done(_get_entry(table, item), repeats) for item in items}
+        pending = [item for item in items if done[item] < repeats]
+        jobs = {item: ExportJob(item.kind, space, item.spec) for item in pending}
+        keys = {item: job.key for item, job in jobs.items()}
+        paths = {item: cache.path_for(key) for item, key in keys.items()}
+        missing = list(dict.fromkeys(key for key in keys.values() if not cache.has(key)))
+        first_item = {}  # the export time of a file is counted once, on the first entry that needed it
+        for item in pending:
+            first_item.setdefault(keys[item], item)
+        export_s: dict[ProfileItem, float] = {}
+        ready = set(keys.values()) - set(missing)
+        measuring = _measuring_cores(runner)
+        own_pool = pool is None and bool(missing)
+        if own_pool:
+            workers = default_workers(len(missing), len(measuring)) if export_workers is None else export_workers
+            spare = _spare_cores(measuring, getattr(runner, "_saved_affinity", None))
+            pinned_apart = bool(measuring and spare)  # a host device measures while the pool converts on other cores
+            pool = ExportPool(cache, min(workers, len(missing)), spare if pinned_apart else (), 5 if pinned_apart else 0)
+        # measuring while the pool converts is fair when the device is not this computer, or when the workers are
+        # pinned to other cores than the measuring ones; otherwise every file is made first
+        overlap = pool is not None and (runner.descriptor.transport != "host" or bool(measuring and pool.cores))
+        report = report if report is not None else ProfileReport()
+        report.export_workers, report.overlapped, report.files_made = (pool.workers if pool else 0), overlap, len(missing)
+        futures = {key: pool.submit(jobs[first_item[key]]) for key in missing} if pool else {}
+        export_bar = _progress_bar(len(missing), "export models", "file", progress and bool(missing), position=1)
+        total = sum(repeats - done[item] for item in items)
+        bar = _progress_bar(total, f"measure on {runner.name}", "entry", progress, position=0)
+        finished = 0
 
-    def collect(block: bool) -> None:
-        """Move finished conversions to ``ready`` (waiting for at least one with ``block``)."""
-        if block and futures:
-            wait_started = time.perf_counter()
-            wait(list(futures.values()), return_when=FIRST_COMPLETED)
-            report.device_wait_s += time.perf_counter() - wait_started
-        for key, future in list(futures.items()):
-            if future.done():
-                model = future.result()  # raises the worker's ExportError
-                del futures[key]
-                ready.add(key)
-                if not model.reused:
-                    export_s[first_item[key]] = model.export_s
-                export_bar.update(1)
+        def collect(block: bool) -> None:
+            """Move finished conversions to ``ready`` (waiting for at least one with ``block``)."""
+            if block and futures:
+                wait_started = time.perf_counter()
+                wait(list(futures.values()), return_when=FIRST_COMPLETED)
+                report.device_wait_s += time.perf_counter() - wait_started
+            for key, future in list(futures.items()):
+                if future.done():
+                    model = future.result()  # raises the worker's ExportError
+                    del futures[key]
+                    ready.add(key)
+                    if not model.reused:
+                        export_s[first_item[key]] = model.export_s
+                    export_bar.update(1)
+
+    except BaseException:
+        if session is not None:
+            session.finish()
+        raise
 
     retries: dict[ProfileItem, int] = {}
 
@@ -280,6 +286,8 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
                 collect(False)
                 batch = [item for item in todo if keys[item] in ready][:batch_size]
                 if not batch:
+                    if not futures:  # cannot happen unless a shared pool was closed under us
+                        raise DeviceError(f"{runner.name}: model files of {len(todo)} entries were never made")
                     collect(True)
                     continue
                 measured = set(batch)
