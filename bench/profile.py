@@ -1,102 +1,97 @@
-"""Wall time per latency-table entry, and its overhead over the pure benchmark time, on this CPU and on the ADB
-device emulator.
+"""Profiling speed: wall time against device-busy time, with model files converted by a pool of worker
+processes that runs ahead of the device (:mod:`mobilekit.profile.export_pool`).
 
-For a few positions at a small resolution it profiles the host (models run in-process) and the emulator over
-ADB (each file pushed in a batch, then ``benchmark_model`` -- the LiteRT-backed stand-in -- started once per
-file through the shell), and prints per entry:
+Three measurements, each printing ``wall``, ``device busy`` (time inside the runner's measure calls) and
+their ratio (1.0: the device never waited and nothing else cost time):
 
-* ``wall``: wall time to measure the entry (transfer share, process start, model load, warm-up, timed runs,
-  parsing; exports excluded, they are listed apart),
-* ``pure``: time inside the timed inferences (runs x mean latency),
-* ``overhead``: wall / pure.
+1. a phone-like device: the ADB emulator with a fixed per-run cost (``--run-cost`` seconds of idle time per
+   ``benchmark_model`` run, on top of the real LiteRT run), from scratch (an empty model-file cache), pipelined:
+   files are measured as soon as the pool has made them. Goal: ratio <= 1.3.
+2. this CPU with a warm cache (the files of 3.): measuring only. Goal: ratio <= 2.
+3. this CPU from scratch, before/after: serial conversions in this process (``export_workers=0``, how every
+   table was made before) against the pool (one worker per core), each on its own empty cache. On the host
+   the pool does not overlap the measurements unless the device is pinned (conversions would disturb them),
+   so the gain is the parallel conversion.
 
-    python bench/profile.py [--resolution 64] [--positions 0,5,13] [--runs 20] [--work-dir DIR]
+    python bench/profile.py [--resolution 64] [--positions 0-5] [--runs 20] [--repeats 2] [--run-cost 0.5]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from mobilekit.profile.devices import parse_device
-from mobilekit.profile.model_files import default_work_dir
-from mobilekit.profile.profiler import parse_positions, profile_device
-from mobilekit.profile.runners import open_runner
-from mobilekit.space import get_space
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from mobilekit.profile.devices import parse_device  # noqa: E402
+from mobilekit.profile.profiler import ProfileReport, parse_positions, profile_device  # noqa: E402
+from mobilekit.profile.runners import open_runner  # noqa: E402
+from mobilekit.space import get_space  # noqa: E402
 
 
-def entries(table) -> dict[str, dict]:
-    rows = {name: entry for name, entry in table.fixed.items()}
-    for position, name, entry in table.iter_entries():
-        if entry.get("measured"):
-            rows[f"{position}:{name}"] = entry
-    return rows
-
-
-def profile(device, space, positions, runs, warmup, work_dir, out) -> tuple[dict[str, dict], float]:
-    started = time.perf_counter()
+def profile(device, space, positions, args, work_dir, out, export_workers=None) -> tuple[ProfileReport, float]:
+    """Profile from a fresh table; returns the report and the time inside timed inferences (s)."""
+    report = ProfileReport()
     with open_runner(device) as runner:
-        table = profile_device(runner, space, out, runs=runs, repeats=1, positions=positions, resume=False,
-                               progress=False, work_dir=work_dir, warmup=warmup)
-    return entries(table), time.perf_counter() - started
+        table = profile_device(runner, space, out, runs=args.runs, repeats=args.repeats, positions=positions,
+                               resume=False, progress=False, work_dir=work_dir, warmup=args.warmup,
+                               export_workers=export_workers, report=report)
+    entries = [*table.fixed.values(), *(e for _, _, e in table.iter_entries())]
+    return report, sum(e.get("inference_s", 0.0) for e in entries)
+
+
+def show(label: str, result: tuple[ProfileReport, float], goal: float | None = None) -> ProfileReport:
+    report, pure_s = result
+    verdict = "" if goal is None else f"  (goal <= {goal:g}: {'met' if report.ratio <= goal else 'NOT met'})"
+    print(f"{label:40} {report.line()}{verdict}")
+    print(f"{'':40} time inside timed inferences {pure_s:.2f} s (wall/pure {report.wall_s / max(pure_s, 1e-9):.1f})")
+    return report
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", default="spnas-mnasnet")
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--positions", default="0,5,13")
+    parser.add_argument("--positions", default="0-5")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--work-dir", default=None, help="model files (default: the profiler's cache)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--run-cost", type=float, default=0.5,
+                        help="idle seconds the emulated phone adds to every benchmark run (default 0.5)")
+    parser.add_argument("--skip-serial", action="store_true", help="leave out the serial from-scratch host run")
     args = parser.parse_args()
 
     from mobilekit.testing.adb_emulator import AdbDeviceEmulator
     from mobilekit.testing.benchmark_model_litert import write_benchmark_model_wrapper
 
-    space = get_space(resolution=args.resolution)
+    space = get_space(args.space, resolution=args.resolution)
     positions = parse_positions(args.positions, space)
-    work_dir = Path(args.work_dir) if args.work_dir else default_work_dir()
     print(f"space {space.name} at {args.resolution}x{args.resolution}, positions {args.positions} + stem/head, "
-          f"{args.runs} runs + {args.warmup} warm-up per entry, 1 thread")
+          f"{args.runs} runs + {args.warmup} warm-up x {args.repeats} rounds per entry, 1 thread; "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    host = parse_device({"name": "host"})
     with tempfile.TemporaryDirectory(prefix="mobilekit-bench-") as tmp:
         tmp_path = Path(tmp)
-        host, host_s = profile(parse_device({"name": "host"}), space, positions, args.runs, args.warmup, work_dir,
-                               tmp_path / "host.json")
         binary = write_benchmark_model_wrapper(tmp_path)
-        with AdbDeviceEmulator(tmp_path / "storage") as emulator:
-            device = parse_device({"name": "emulator", "transport": "adb", "address": emulator.address,
-                                   "use_server": False, "key_path": str(tmp_path / "adbkey"),
-                                   "benchmark_binary": str(binary)})
-            adb, adb_s = profile(device, space, positions, args.runs, args.warmup, work_dir, tmp_path / "adb.json")
-
-    export_s = sum(e["export_s"] for e in host.values())
-    print(f"exports: {export_s:.1f} s for {sum(1 for e in host.values() if e['export_s'] > 0)} new files "
-          "(0 when the model files were cached)")
-    header = f"{'entry':28} {'latency':>9} | {'host wall':>9} {'pure':>8} {'overhead':>8} | {'adb wall':>9} {'pure':>8} {'overhead':>8}"
-    print(header)
-    print("-" * len(header))
-    host_ratios, adb_ratios = [], []
-    for key in host:
-        h, a = host[key], adb.get(key)
-        h_wall = h["wall_s"] - h["export_s"]
-        host_ratios.append(h_wall / h["inference_s"])
-        line = f"{key:28} {h['median_ms']:7.3f}ms | {h_wall * 1e3:7.1f}ms {h['inference_s'] * 1e3:6.2f}ms {host_ratios[-1]:7.1f}x |"
-        if a is not None:
-            a_wall = a["wall_s"] - a["export_s"]
-            adb_ratios.append(a_wall / a["inference_s"])
-            line += f" {a_wall * 1e3:7.1f}ms {a['inference_s'] * 1e3:6.2f}ms {adb_ratios[-1]:7.1f}x"
-        print(line)
-    print("-" * len(header))
-    for label, rows, total_s, ratios in (("host", host, host_s, host_ratios), ("adb emulator", adb, adb_s, adb_ratios)):
-        wall = sum(e["wall_s"] - e["export_s"] for e in rows.values())
-        pure = sum(e["inference_s"] for e in rows.values())
-        print(f"{label:13}: {len(rows)} entries, {wall / len(rows) * 1e3:7.1f} ms wall per entry, pure benchmark "
-              f"{pure / len(rows) * 1e3:6.2f} ms per entry; overhead wall/pure {wall / pure:6.1f}x in total, median "
-              f"{statistics.median(ratios):6.1f}x per entry; whole profile {total_s:.1f} s")
+        with AdbDeviceEmulator(tmp_path / "storage", run_cost_s=args.run_cost) as emulator:
+            phone = parse_device({"name": "emulator", "transport": "adb", "address": emulator.address,
+                                  "use_server": False, "key_path": str(tmp_path / "adbkey"),
+                                  "benchmark_binary": str(binary)})
+            adb = profile(phone, space, positions, args, tmp_path / "files-adb", tmp_path / "adb.json")
+        show(f"adb emulator (+{args.run_cost:g} s/run), from scratch", adb, 1.3)
+        pipelined = show("host, from scratch, worker pool",
+                         profile(host, space, positions, args, tmp_path / "files-pool", tmp_path / "host-pool.json"))
+        show("host, warm cache",
+             profile(host, space, positions, args, tmp_path / "files-pool", tmp_path / "host-warm.json"), 2.0)
+        if not args.skip_serial:
+            serial = show("host, from scratch, serial (before)",
+                          profile(host, space, positions, args, tmp_path / "files-serial",
+                                  tmp_path / "host-serial.json", export_workers=0))
+            print(f"host from scratch: serial {serial.wall_s:.1f} s -> worker pool {pipelined.wall_s:.1f} s "
+                  f"({serial.wall_s / pipelined.wall_s:.2f}x faster)")
     return 0
 
 

@@ -119,6 +119,8 @@ def test_validate_measures_real_networks_on_this_cpu(tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0
     assert "repeat noise" in text and "regression + network correction" in text
+    assert "protocol held" in text  # read before and after on this CPU
+    assert "protocol differs from the table's: the table records no measurement protocol" in text
     assert len(list((out / "models").glob("*.onnx"))) == 3
     assert (out / "validation.csv").is_file() and (out / "validation.png").is_file()
 

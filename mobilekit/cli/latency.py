@@ -60,6 +60,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("--no-progress", action="store_true", help="no progress bars")
     validate.set_defaults(func=run_validate)
 
+    adapt = commands.add_parser(
+        "adapt", help="a new device's table from a reference table plus a few measured entries",
+        description="Measure only the --budget entries that best pin down the new device (the stem, the head and "
+                    "layers chosen from the reference) and predict the rest by a map learned from the reference "
+                    "table; predicted entries are marked predicted.")
+    adapt.add_argument("--reference", required=True, help="latency table of a reference device")
+    adapt.add_argument("--device", required=True, help="descriptor of the new device (TOML)")
+    adapt.add_argument("--budget", type=_positive_int, default=20, help="entries to measure (default 20)")
+    adapt.add_argument("--out", required=True, help="table to write for the new device")
+    adapt.add_argument("--runs", type=_positive_int, default=None, help="timed runs per entry (default: the device's)")
+    adapt.add_argument("--repeats", type=_positive_int, default=3, help="interleaved rounds (default 3)")
+    adapt.add_argument("--work-dir", default=None, help="model-file cache (default ~/.cache/mobilekit/model-files)")
+    adapt.add_argument("--no-progress", action="store_true", help="no progress bars")
+    adapt.set_defaults(func=run_adapt)
+
     published = commands.add_parser(
         "published", help="evaluate the regression on published phone tables",
         description="Fit the regression on part of the published Pixel 1 / Note10 layers and predict the rest.")
@@ -204,11 +219,40 @@ def run_validate(args: argparse.Namespace) -> int:
         raise TableError(f"{table.path} was measured with {table_runtime}, device {descriptor.name!r} runs "
                          f"{descriptor.runtime}; validate a table against the device and runtime it came from")
     predictor = _load_predictor(args.predictor, table)
+    from mobilekit.profile.protocol import ProtocolSession, compare_with_table
+
     with open_runner(descriptor) as runner:
-        report = validate_predictor(runner, table, samples=args.samples, repeats=args.repeats, seed=args.seed,
-                                    out_dir=args.out, progress=not args.no_progress, predictor=predictor,
-                                    runs=args.runs)
+        session = ProtocolSession.start(runner)  # the table's protocol: same cores, governor; checked after
+        try:
+            report = validate_predictor(runner, table, samples=args.samples, repeats=args.repeats, seed=args.seed,
+                                        out_dir=args.out, progress=not args.no_progress, predictor=predictor,
+                                        runs=args.runs)
+        finally:
+            session.finish()
     print(report.format())
+    print(session.summary())
+    for difference in compare_with_table(session, table.settings):
+        print(f"protocol differs from the table's: {difference}")
+    return 0
+
+
+def run_adapt(args: argparse.Namespace) -> int:
+    from mobilekit.latency.adapt import adapt_table
+    from mobilekit.latency_table import LatencyTable
+    from mobilekit.profile.devices import load_device
+    from mobilekit.profile.runners import open_runner
+
+    reference = LatencyTable.load(args.reference)
+    descriptor = load_device(args.device)
+    with open_runner(descriptor) as runner:
+        table, mapping = adapt_table(reference, runner, args.out, budget=args.budget,
+                                     runs=args.runs or descriptor.runs, repeats=args.repeats,
+                                     work_dir=args.work_dir, progress=not args.no_progress)
+    predicted = sum(1 for _, _, e in table.iter_entries() if e.get("predicted"))
+    measured = sum(1 for _, _, e in table.iter_entries() if e.get("measured")) + len(table.fixed)
+    print(f"wrote {args.out}: {measured} entries measured on {descriptor.name}, {predicted} predicted from "
+          f"{args.reference} by a {mapping.family_} map (leave-one-out MAPE "
+          f"{mapping.loo_mape_.get(mapping.family_, float('nan')):.1f}% on the measured layers)")
     return 0
 
 

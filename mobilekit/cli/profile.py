@@ -17,8 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Build a single-layer model for every position x candidate type (plus stem and head) with the "
                     "input shape that position sees, run it on the device, and write the latency table (JSON, ms). "
                     "The table is saved after every entry; re-running the same command resumes it.")
-    parser.add_argument("--device", default="host",
-                        help="device descriptor (TOML), e.g. devices/pixel1.toml; default: this CPU (devices/host.toml)")
+    parser.add_argument("--device", action="append", default=None,
+                        help="device descriptor (TOML), e.g. devices/pixel1.toml; default: this CPU (devices/host.toml); "
+                             "repeat to profile several devices at once (a farm: one table each, one model cache)")
     parser.add_argument("--space", default="spnas-mnasnet", help="search space (default spnas-mnasnet)")
     parser.add_argument("--width", type=positive_float, default=1.0, help="width multiplier (default 1.0)")
     parser.add_argument("--resolution", type=int_at_least(MIN_RESOLUTION), default=224,
@@ -32,29 +33,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="interleaved rounds over all entries; an entry keeps the median (default 3)")
     parser.add_argument("--positions", type=nonempty_text, default=None,
                         help="layer positions to measure, e.g. 1,2,5-8 (default all; stem and head always)")
-    parser.add_argument("--out", default=None, help="table to write (default latency_tables/<device name>.json)")
+    parser.add_argument("--out", default=None, help="table to write (default latency_tables/<device name>.json); "
+                                                     "with several --device, the folder of their tables")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="measure everything again instead of continuing an existing table")
     parser.add_argument("--work-dir", default=None,
                         help="where model files are kept and reused (default ~/.cache/mobilekit/model-files)")
+    parser.add_argument("--precision", choices=("float32", "int8"), default="float32",
+                        help="float32 files, or full-integer int8 TFLite files (an int8 table; default float32)")
+    parser.add_argument("--export-workers", type=int, default=None,
+                        help="processes converting model files ahead of the device (default: one per core; 0: serial)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run_profile)
 
 
 def run_profile(args: argparse.Namespace) -> int:
     from mobilekit.profile.devices import load_device
-    from mobilekit.profile.profiler import parse_positions, profile_device, summarize_table
+    from mobilekit.profile.profiler import ProfileReport, parse_positions, profile_device, summarize_table
     from mobilekit.profile.runners import open_runner
     from mobilekit.space import get_space
 
     from mobilekit.validation import check_output_dir, check_output_file
 
-    descriptor = load_device(args.device)
+    devices = args.device or ["host"]
     space = get_space(args.space, width=args.width, resolution=args.resolution, num_classes=args.num_classes)
     positions = parse_positions(args.positions, space) if args.positions is not None else None
-    out = str(check_output_file(args.out or f"latency_tables/{descriptor.name}.json", "--out"))
     if args.work_dir is not None:
         check_output_dir(args.work_dir, "--work-dir")
+    if len(devices) > 1:
+        return _run_farm(args, [load_device(d) for d in devices], space, positions)
+    descriptor = load_device(devices[0])
+    out = str(check_output_file(args.out or f"latency_tables/{_table_name(descriptor.name, args.precision)}", "--out"))
     runs = args.runs if args.runs is not None else descriptor.runs
     started = time.perf_counter()
     with open_runner(descriptor) as runner:
@@ -65,9 +74,45 @@ def run_profile(args: argparse.Namespace) -> int:
               f"{args.repeats} rounds per entry -> {out}")
         table = profile_device(runner, space, out, runs=runs, repeats=args.repeats, positions=positions,
                                resume=args.resume, progress=args.progress, work_dir=args.work_dir,
-                               warmup=args.warmup)
+                               warmup=args.warmup, precision=args.precision, export_workers=args.export_workers,
+                               report=(report := ProfileReport()))
     summary = summarize_table(table)
     print(f"wrote {out} in {time.perf_counter() - started:.0f} s")
+    print(f"  {report.line()}")
+    if report.protocol:
+        print(f"  {report.protocol}")
     for line in summary.lines():
         print(f"  {line}")
     return 0
+
+
+def _table_name(device_name: str, precision: str) -> str:
+    return f"{device_name}{'' if precision == 'float32' else '-' + precision}.json"
+
+
+def _run_farm(args: argparse.Namespace, descriptors: list, space, positions) -> int:
+    from pathlib import Path
+
+    from mobilekit.profile.farm import profile_farm
+    from mobilekit.profile.profiler import summarize_table
+
+    from mobilekit.validation import check_output_dir, check_output_file
+
+    folder = check_output_dir(args.out or "latency_tables", "--out")
+    outs = [Path(check_output_file(folder / _table_name(d.name, args.precision), "--out")) for d in descriptors]
+    print(f"farm of {len(descriptors)} devices: {', '.join(d.name for d in descriptors)}; space {space.name} width "
+          f"{space.width:g} resolution {space.resolution} -> {folder}/")
+    results = profile_farm(descriptors, space, outs, work_dir=args.work_dir, export_workers=args.export_workers,
+                           precision=args.precision, runs=args.runs, repeats=args.repeats, positions=positions,
+                           resume=args.resume, warmup=args.warmup)
+    for result in results:
+        if result.error:
+            print(f"{result.descriptor.name}: FAILED: {result.error}")
+            continue
+        print(f"{result.descriptor.name} ({result.info.get('model')}): wrote {result.out}")
+        print(f"  {result.report.line()}")
+        if result.report.protocol:
+            print(f"  {result.report.protocol}")
+        for line in summarize_table(result.table).lines()[:1]:
+            print(f"  {line}")
+    return 2 if any(r.error for r in results) else 0

@@ -79,6 +79,7 @@ class DeviceDescriptor:
     warmup: int = 5
     timeout_s: float = 600.0
     description: str = ""
+    protocol: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # mobilekit.profile.protocol
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -119,6 +120,7 @@ _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "warmup": ((int,), "an integer >= 0"),
     "timeout_s": ((int, float), "a number of seconds > 0"),
     "description": ((str,), "a string"),
+    "protocol": ((dict,), "a table [protocol] (fields: see mobilekit/profile/protocol.py)"),
 }
 _ADB_ONLY = ("address", "serial", "use_server", "key_path", "benchmark_binary", "benchmark_args")
 
@@ -205,6 +207,10 @@ def parse_device(data: dict[str, Any], source: str = "device descriptor", path: 
     for key in ("benchmark_binary", "key_path"):
         if key in values:
             values[key] = Path(values[key]).expanduser()
+    if "protocol" in values:
+        from mobilekit.profile.protocol import parse_protocol
+
+        parse_protocol(values["protocol"], source)
     transport = values.get("transport", "host")
     if transport == "host":
         extra = [key for key in _ADB_ONLY if key in values]

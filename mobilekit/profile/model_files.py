@@ -8,6 +8,12 @@ came from (TFLite through the Keras twin), so a NaN or weightless conversion nev
 :class:`ModelFileCache` keeps files in a work folder under a content key (type and shapes, not the position),
 so positions that see the same shapes share one file: in the reference space positions 2-4 are identical, as
 are 6-8, 10-12, 14-16 and 18-20, and a full table converts about half as many models as it has entries.
+
+Precision: ``"float32"`` (the default) or ``"int8"``: full-integer post-training quantization through the
+exporter's int8 path (:func:`mobilekit.export.tflite_export.export_tflite` with ``int8=True``; int8 weights,
+activations, input and output), calibrated on :data:`INT8_CALIBRATION_SAMPLES` seeded normal samples of the
+file's input shape. int8 exists for TFLite only; an int8 file's key ends in ``-int8`` and its check compares the
+dequantized output with PyTorch's float output by relative RMS error (:data:`INT8_TOLERANCE`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from mobilekit import __version__
-from mobilekit.errors import ArchitectureError, ExportError
+from mobilekit.errors import ArchitectureError, ConfigError, ExportError
 from mobilekit.jsonio import write_json_atomic
 from mobilekit.export.torch_threads import one_torch_thread
 from mobilekit.space import Architecture, LayerSpec, SearchSpace
@@ -36,6 +42,10 @@ RUNTIME_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 FILE_FORMAT = 1
 #: A file passes its check when max |file - PyTorch| <= CHECK_TOLERANCE * (1 + max |PyTorch|).
 CHECK_TOLERANCE = 1e-4
+#: An int8 file passes when rms(file - PyTorch) <= INT8_TOLERANCE * rms(PyTorch) (quantization noise, not a bug).
+INT8_TOLERANCE = 0.25
+INT8_CALIBRATION_SAMPLES = 16
+PRECISIONS = ("float32", "int8")
 ONNX_EXPORTER = "torchscript"  # the legacy exporter: ~10x faster than dynamo for the many small models of a table
 
 
@@ -140,14 +150,14 @@ def _network_parts(arch: Architecture, seed: int):
                   arch.space.input_shape)
 
 
-def _export_checked(parts, runtime: str, path: Path, key: str) -> float:
+def _export_checked(parts, runtime: str, path: Path, key: str, precision: str = "float32") -> float:
     """Convert ``parts`` (torch module, Keras factory, input NCHW shape) to ``path``, check it against PyTorch,
     and write the check record beside it. Returns the max abs difference."""
     with one_torch_thread():
-        return _export_and_check(parts, runtime, path, key)
+        return _export_and_check(parts, runtime, path, key, precision)
 
 
-def _export_and_check(parts, runtime: str, path: Path, key: str) -> float:
+def _export_and_check(parts, runtime: str, path: Path, key: str, precision: str = "float32") -> float:
     import torch
 
     module, keras_factory, input_nchw = parts
@@ -172,17 +182,22 @@ def _export_and_check(parts, runtime: str, path: Path, key: str) -> float:
             from mobilekit.export.runtimes import TfliteModel
             from mobilekit.export.tflite_export import export_tflite
 
-            export_tflite(keras_factory(), path)
+            if precision == "int8":
+                rng = np.random.default_rng(_seed(key) + 2)
+                calibration = rng.standard_normal((INT8_CALIBRATION_SAMPLES, *input_nchw[1:])).astype(np.float32)
+                export_tflite(keras_factory(), path, int8=True, representative=calibration.transpose(0, 2, 3, 1))
+            else:
+                export_tflite(keras_factory(), path)
             keras.backend.clear_session()  # a table converts ~120 models: keep Keras' global state small
             output = TfliteModel(path).run(sample.transpose(0, 2, 3, 1))
         if reference.ndim == 4:
             reference = reference.transpose(0, 2, 3, 1)
     else:
         raise ExportError(f"unknown runtime {runtime!r}: use 'tflite' or 'onnx'")
-    diff = _check_output(path, output, reference)
+    diff = _check_output(path, output, reference, precision)
     elapsed = time.perf_counter() - started
-    _write_json(record, {"key": key, "runtime": runtime, "file_format": FILE_FORMAT, "mobilekit": __version__,
-                         "max_abs_diff": diff, "export_s": round(elapsed, 3)})
+    _write_json(record, {"key": key, "runtime": runtime, "precision": precision, "file_format": FILE_FORMAT,
+                         "mobilekit": __version__, "max_abs_diff": diff, "export_s": round(elapsed, 3)})
     return diff
 
 
@@ -206,7 +221,7 @@ def _quiet_native_stderr():
         os.close(saved)
 
 
-def _check_output(path: Path, output: np.ndarray, reference: np.ndarray) -> float:
+def _check_output(path: Path, output: np.ndarray, reference: np.ndarray, precision: str = "float32") -> float:
     def reject(reason: str) -> ExportError:
         path.unlink(missing_ok=True)
         return ExportError(f"{path.name}: {reason}; the file was deleted (a broken conversion must not be measured)")
@@ -216,6 +231,13 @@ def _check_output(path: Path, output: np.ndarray, reference: np.ndarray) -> floa
     if not np.all(np.isfinite(output)):
         raise reject("the converted model outputs NaN or inf")
     diff = float(np.abs(output - reference).max())
+    if precision == "int8":
+        error = float(np.sqrt(np.mean((output - reference) ** 2)))
+        scale = float(np.sqrt(np.mean(reference ** 2)))
+        if error > INT8_TOLERANCE * scale:
+            raise reject(f"int8 output differs from PyTorch by {error / max(scale, 1e-12):.0%} RMS (limit "
+                         f"{INT8_TOLERANCE:.0%}): the quantized conversion is broken")
+        return diff
     limit = CHECK_TOLERANCE * (1.0 + float(np.abs(reference).max()))
     if diff > limit:
         raise reject(f"output differs from PyTorch by {diff:.3g} (limit {limit:.3g}): weights were lost or changed "
@@ -280,13 +302,15 @@ def export_network_file(arch: Architecture, out_dir: str | Path, runtime: str) -
 class ModelFileCache:
     """Checked model files in ``work_dir``, one per content key (see the module docstring)."""
 
-    def __init__(self, work_dir: str | Path, runtime: str) -> None:
+    def __init__(self, work_dir: str | Path, runtime: str, precision: str = "float32") -> None:
         self.work_dir = Path(work_dir).expanduser()
         self.runtime = runtime
         self.suffix = _suffix(runtime)
+        self.precision = check_precision(precision, runtime)
 
     def path_for(self, key: str) -> Path:
-        return self.work_dir / f"{key}{self.suffix}"
+        tag = "" if self.precision == "float32" else f"-{self.precision}"
+        return self.work_dir / f"{key}{tag}{self.suffix}"
 
     def has(self, key: str) -> bool:
         """True if the checked file of ``key`` is already in the work folder."""
@@ -313,8 +337,22 @@ class ModelFileCache:
         if is_checked(path, self.runtime):
             return ModelFile(path, 0.0, True)
         started = time.perf_counter()
-        _export_checked(parts(), self.runtime, path, key)
+        _export_checked(parts(), self.runtime, path, key, self.precision)
         return ModelFile(path, time.perf_counter() - started, False)
+
+
+def check_precision(precision: str, runtime: str) -> str:
+    """``precision`` if it is one this runtime's files can have.
+
+    Raises:
+        ConfigError: an unknown precision, or int8 for ONNX files.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and runtime != "tflite":
+        raise ConfigError(f"precision 'int8' needs runtime 'tflite' (full-integer TFLite files), the device runs "
+                          f"{runtime!r}; use --precision float32 or a TFLite device")
+    return precision
 
 
 def default_work_dir() -> Path:

@@ -32,8 +32,11 @@ the files, occurrences of the device roots ``/data``, ``/sdcard``, ``/storage``,
 textual rewrite of the command string: it does not add, remove or unquote anything, so a command whose
 arguments were shell-quoted stays exactly as safe as it was. ``STORAGE/system/bin`` comes first in ``PATH``
 and holds a ``getprop`` script answering the emulator's properties (``ro.product.model``,
-``ro.product.cpu.abi``, ``ro.build.version.release``...), and ``STORAGE/sys`` holds a few fake sysfs files
-(``/sys/class/thermal/thermal_zone0/temp`` etc.). Other commands are the host's.
+``ro.product.cpu.abi``, ``ro.build.version.release``...), and ``STORAGE/sys`` holds fake sysfs files: a thermal
+zone (``/sys/class/thermal/thermal_zone0/temp``) and the cpufreq files of a big.LITTLE phone, 4 little cores
+(0-3) and 4 big ones (4-7), each with ``cpuinfo_max_freq``, ``scaling_cur_freq`` and a writable
+``scaling_governor`` (a rooted phone). Other commands are the host's. Several emulators (each with its own
+storage and port) run side by side as a phone farm.
 
 Run it in-process (``with AdbDeviceEmulator(storage) as emu: ... emu.port``) or as a process that tests can
 ``kill -9``::
@@ -107,6 +110,8 @@ _HEADER = struct.Struct("<6I")
 _ANDROID_PUBKEY = struct.Struct("<II256s256sI")
 _DEVICE_ROOTS = ("data", "sdcard", "storage", "sys", "system", "vendor")
 _ROOT_RE = re.compile(r"(?<![\w./~+-])/(?:" + "|".join(_DEVICE_ROOTS) + r")(?=/|$|[\s'\"`;&|()<>=:,])")
+#: Environment variable through which the benchmark_model stand-in learns the emulator's ``run_cost_s``.
+RUN_COST_ENV = "MOBILEKIT_EMULATOR_RUN_COST_S"
 _SAFE_STORAGE = re.compile(r"^/[A-Za-z0-9_./+-]+$")
 
 DEFAULT_PROPERTIES: Mapping[str, str] = {
@@ -124,13 +129,28 @@ DEFAULT_PROPERTIES: Mapping[str, str] = {
     "ro.soc.model": "MK1",
 }
 
+def _fake_cpu_sysfs(little: int = 4, big: int = 4) -> dict[str, str]:
+    """cpufreq files of a big.LITTLE phone: cores 0..little-1 at most 1.8 GHz, the next ``big`` at most 2.42 GHz,
+    governor ``schedutil`` (writable: the emulated phone is rooted, ``performance`` can be set)."""
+    files = {"sys/devices/system/cpu/online": f"0-{little + big - 1}\n",
+             "sys/devices/system/cpu/possible": f"0-{little + big - 1}\n"}
+    for cpu in range(little + big):
+        top = 1804800 if cpu < little else 2419200
+        folder = f"sys/devices/system/cpu/cpu{cpu}/cpufreq/"
+        files[folder + "cpuinfo_max_freq"] = f"{top}\n"
+        files[folder + "cpuinfo_min_freq"] = "300000\n"
+        files[folder + "scaling_cur_freq"] = f"{top * 3 // 4}\n"
+        files[folder + "scaling_max_freq"] = f"{top}\n"
+        files[folder + "scaling_governor"] = "schedutil\n"
+        files[folder + "scaling_available_governors"] = "performance powersave schedutil\n"
+    return files
+
+
+#: The fake sysfs every emulated device has: a thermal zone and the cpufreq files of 4 little + 4 big cores.
 _FAKE_SYSFS: Mapping[str, str] = {
     "sys/class/thermal/thermal_zone0/temp": "36500\n",
     "sys/class/thermal/thermal_zone0/type": "cpu-therm\n",
-    "sys/devices/system/cpu/online": "0-3\n",
-    "sys/devices/system/cpu/possible": "0-3\n",
-    "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq": "1804800\n",
-    "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq": "2419200\n",
+    **_fake_cpu_sysfs(),
 }
 
 
@@ -669,7 +689,9 @@ class AdbDeviceEmulator:
     ``port=0`` picks a free port; read it from :attr:`port` after :meth:`start`. ``require_auth=False`` skips
     the AUTH exchange (like a device with ``ro.adb.secure=0``). ``authorized_keys`` (adb public key strings)
     makes unknown keys be refused instead of accepted. ``sync_rate_limit_bps`` slows ``SEND`` down to that many
-    bytes per second (to simulate a slow link in tests).
+    bytes per second (to simulate a slow link in tests). ``run_cost_s`` makes every benchmark run of the
+    ``benchmark_model`` stand-in take that many seconds more (idle, not CPU: a phone's process start, model load
+    and runs cost the host nothing), for a phone-like device in benchmarks.
     """
 
     def __init__(
@@ -682,6 +704,7 @@ class AdbDeviceEmulator:
         authorized_keys: Iterable[str] | None = None,
         properties: Mapping[str, str] | None = None,
         sync_rate_limit_bps: float | None = None,
+        run_cost_s: float = 0.0,
     ) -> None:
         storage_path = Path(storage).resolve()
         text = str(storage_path)
@@ -698,6 +721,7 @@ class AdbDeviceEmulator:
         if properties:
             self.properties.update(properties)
         self.sync_rate_limit_bps = sync_rate_limit_bps
+        self.run_cost_s = float(run_cost_s)
         self._restrict_keys = authorized_keys is not None
         self._allowed: set[tuple[int, int]] = set()
         self._known: set[tuple[int, int]] = set()
@@ -860,6 +884,8 @@ class AdbDeviceEmulator:
         env["EXTERNAL_STORAGE"] = f"{storage}/sdcard"
         env["ANDROID_ROOT"] = f"{storage}/system"
         env["ANDROID_DATA"] = f"{storage}/data"
+        if self.run_cost_s > 0:
+            env[RUN_COST_ENV] = repr(self.run_cost_s)
         return env
 
     def throttle(self, nbytes: int) -> None:
@@ -906,6 +932,16 @@ class AdbDeviceEmulator:
         target = self.storage / "system" / "bin" / "getprop"
         target.write_text("\n".join(lines))
         target.chmod(0o755)
+        # taskset of the emulated phone: it checks the mask against the phone's cores (the fake sysfs), but the
+        # computer running the emulator may have fewer cores, so the command runs unpinned
+        taskset = self.storage / "system" / "bin" / "taskset"
+        taskset.write_text("\n".join([
+            "#!/bin/sh",
+            "# taskset of mobilekit.testing.adb_emulator: accepts a hex mask of the emulated phone's cores.",
+            'mask="$1"; shift',
+            'case "$mask" in ""|*[!0-9a-fA-F]*) echo "taskset: bad mask $mask" >&2; exit 1 ;; esac',
+            'exec "$@"', ""]))
+        taskset.chmod(0o755)
 
     def _accept_loop(self) -> None:
         assert self._server is not None
@@ -937,6 +973,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-auth", action="store_true", help="skip the AUTH exchange")
     parser.add_argument("--authorized-keys", type=Path, help="file of adb public keys; refuse all others")
     parser.add_argument("--sync-rate-limit", type=float, default=None, help="limit SEND to this many bytes/s")
+    parser.add_argument("--run-cost", type=float, default=0.0,
+                        help="seconds every benchmark_model run takes on top (a phone-like device)")
     args = parser.parse_args(argv)
 
     keys = None
@@ -949,6 +987,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_auth=not args.no_auth,
         authorized_keys=keys,
         sync_rate_limit_bps=args.sync_rate_limit,
+        run_cost_s=args.run_cost,
     )
     done = threading.Event()
 

@@ -444,6 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Benchmarking failed.")
         return 1
 
+    cost_s = os.environ.get("MOBILEKIT_EMULATOR_RUN_COST_S")  # the ADB emulator's run_cost_s (a phone-like device)
+    if cost_s:
+        time.sleep(float(cost_s))
+
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
