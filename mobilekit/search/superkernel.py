@@ -101,9 +101,8 @@ class SuperMBConv(nn.Module):
         self.register_buffer("ref_keep", keep_ref)
         self.register_buffer("ref_expand", expand_ref)
         self.register_buffer("ref_se", se_ref)
-        sizes = lambda bounds: torch.tensor([b - a for a, b in zip(bounds[:-1], bounds[1:])], dtype=torch.long)  # noqa: E731
-        self.register_buffer("_expand_sizes", sizes(self.mids), persistent=False)      # (E-1,) channels per group
-        self.register_buffer("_squeeze_sizes", sizes(self.squeezes), persistent=False)  # (S-1,)
+        self.register_buffer("_expand_sizes", _group_sizes(self.mids), persistent=False)      # (E-1,) channels
+        self.register_buffer("_squeeze_sizes", _group_sizes(self.squeezes), persistent=False)  # (S-1,)
         self._decided: tuple[str, torch.Tensor] | None = None   # (relax, margins) of the last decide with grad
 
     # ---- decisions ----------------------------------------------------------------------------------------------
@@ -391,6 +390,11 @@ class SuperMBConv(nn.Module):
         g = self.grid
         return LayerType(g.kernels[_count_on(inds["kernel"])], g.expansions[_count_on(inds["expand"])],
                          g.se_ratios[_count_on(inds["se"])])
+
+
+def _group_sizes(bounds: list[int]) -> torch.Tensor:
+    """Channels of each nested group ``[bounds[j], bounds[j+1])``, (len(bounds) - 1,) long."""
+    return torch.tensor([b - a for a, b in zip(bounds[:-1], bounds[1:])], dtype=torch.long)
 
 
 def _drop_mask(v: torch.Tensor, p: float) -> torch.Tensor:
