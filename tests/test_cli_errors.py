@@ -249,8 +249,7 @@ def test_no_resume_keeps_the_old_table_until_the_first_new_entry(tmp_path_factor
         def measure(self, model_paths, runs=50, warmup=5, on_result=None):
             raise KeyboardInterrupt  # Ctrl-C before the first entry is measured
 
-    monkeypatch.setattr(profiler, "_export_all", lambda cache, space, items, progress: (
-        {item: Path(f"{i}.tflite") for i, item in enumerate(items)}, {}))  # no model files needed: none runs
+    monkeypatch.setattr(profiler.ModelFileCache, "has", lambda self, key: True)  # no model files needed: none runs
     out = tmp_path / "old.json"
     out.write_text(PIXEL1_TABLE.read_text())
     before = snapshot(tmp_path)

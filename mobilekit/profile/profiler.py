@@ -321,7 +321,8 @@ def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, ru
             if noisy_labels:
                 report.protocol = report.protocol.replace("protocol held", "protocol NOT held:", 1) + \
                     f"; {len(noisy_labels)} entries above CV {limits.cv_max:g} after re-measuring"
-            table.save(out)
+            if resume or finished or not Path(out).exists():  # --no-resume: the old table stays until a new entry
+                table.save(out)
         report.wall_s = time.perf_counter() - started
     return table
 

@@ -35,9 +35,10 @@ superkernel's gradient. An off subset's threshold needs its contribution, ``dL/d
 subset would add>``; it is added as ``ind * contribution`` (0 in the forward pass, computed without a graph of
 the subset's own weights, which get no gradient while it is off) only while the decision is in play: its margin
 within ``play_band`` of the threshold, else on a random ``play_fraction`` of steps with its gradient scaled by
-``1 / play_fraction`` (unbiased). The sigmoid relaxation's gradient is still a quarter of its peak at the
-``threshold_reach`` that bounds an off margin, and the straight-through one does not decay at all, so a margin
-band alone would either cover every decision or silence the cross-entropy's pull back on a dropped subset.
+``1 / play_fraction`` (unbiased). A margin band alone would not do: at the farthest an off margin gets
+(``-threshold_reach``, 0.25 by default) the sigmoid relaxation's gradient is still 28 % of its peak at the final
+temperature 0.1, and the straight-through one does not decay at all, so a band would either cover every decision
+or silence the cross-entropy's pull back on a dropped subset.
 """
 
 from __future__ import annotations
@@ -100,9 +101,8 @@ class SuperMBConv(nn.Module):
         self.register_buffer("ref_keep", keep_ref)
         self.register_buffer("ref_expand", expand_ref)
         self.register_buffer("ref_se", se_ref)
-        sizes = lambda bounds: torch.tensor([b - a for a, b in zip(bounds[:-1], bounds[1:])], dtype=torch.long)  # noqa: E731
-        self.register_buffer("_expand_sizes", sizes(self.mids), persistent=False)      # (E-1,) channels per group
-        self.register_buffer("_squeeze_sizes", sizes(self.squeezes), persistent=False)  # (S-1,)
+        self.register_buffer("_expand_sizes", _group_sizes(self.mids), persistent=False)      # (E-1,) channels
+        self.register_buffer("_squeeze_sizes", _group_sizes(self.squeezes), persistent=False)  # (S-1,)
         self._decided: tuple[str, torch.Tensor] | None = None   # (relax, margins) of the last decide with grad
 
     # ---- decisions ----------------------------------------------------------------------------------------------
@@ -218,10 +218,9 @@ class SuperMBConv(nn.Module):
         An off subset's contribution is what its threshold's gradient needs: dL/d ind = <dL/d output, what the
         subset would add>. It is computed while its decision is in play: when the margin ``stat - t`` stored by
         the last :meth:`decide` is within ``play_band``, else on a random ``play_fraction`` of steps with the
-        gradient scaled by ``1 / play_fraction``, so its expected gradient is the full computation's (the sigmoid
-        relaxation's gradient at margins within reach, -threshold_reach at most, is not small enough to drop,
-        and the straight-through one does not decay at all). Never when no gradient is recorded, for a dropped
-        subset (its gradient is 0), or without stored margins that agree with the indicators (then always).
+        gradient scaled by ``1 / play_fraction``, so its expected gradient is the full computation's (see the
+        module docstring). Never when no gradient is recorded or for a dropped subset (its gradient is 0);
+        always when no stored margins agree with the indicators.
         """
         sizes = [current[key].numel() for key in DECISIONS]
         parts = [current[key].detach().reshape(-1) for key in DECISIONS]
@@ -391,6 +390,11 @@ class SuperMBConv(nn.Module):
         g = self.grid
         return LayerType(g.kernels[_count_on(inds["kernel"])], g.expansions[_count_on(inds["expand"])],
                          g.se_ratios[_count_on(inds["se"])])
+
+
+def _group_sizes(bounds: list[int]) -> torch.Tensor:
+    """Channels of each nested group ``[bounds[j], bounds[j+1])``, (len(bounds) - 1,) long."""
+    return torch.tensor([b - a for a, b in zip(bounds[:-1], bounds[1:])], dtype=torch.long)
 
 
 def _drop_mask(v: torch.Tensor, p: float) -> torch.Tensor:
