@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--method", choices=("single-path", "random", "multipath"), help="searcher (default single-path)")
     add("--table", help="latency table JSON (e.g. latency_tables/pixel1-spnas.json)")
     add("--target-ms", type=float, help="latency target in ms (must lie within the table's range)")
-    add("--data", help="digits (default), cifar10:DIR or folder:DIR")
+    add("--data", help="digits (default), fashion-mnist, idx:DIR, cifar10:DIR or folder:DIR")
+    add("--train-subset", type=int, help="train on N training images (stratified, seeded) for quick runs")
     add("--epochs", type=int, help="search epochs (default 8)")
     add("--out", help="run folder, e.g. runs/p80")
     add("--relax", choices=("sigmoid", "ste", "softmax"), help="single-path relaxation (default sigmoid)")
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     include_se = {"auto": None, "on": True, "off": False}.get(args.include_se or "auto")
     overrides = {name: getattr(args, name) for name in (
-        "method", "table", "target_ms", "data", "epochs", "out", "relax", "final_epochs", "final_init", "resume",
+        "method", "table", "target_ms", "data", "train_subset", "epochs", "out", "relax", "final_epochs", "final_init", "resume",
         "seed", "device", "train_resolution", "batch_size", "steps_per_epoch", "lr", "threshold_lr",
         "lambda_init", "lambda_lr", "lambda_p", "se_factors", "random_samples", "proxy_epochs", "export", "threads")}
     if args.include_se is not None:

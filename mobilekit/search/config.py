@@ -28,6 +28,7 @@ class SearchConfig:
     out: str = ""
     method: str = "single-path"
     data: str = "digits"
+    train_subset: int | None = None          # train on this many training images (stratified, seeded); None = all
     epochs: int = 8
     final_epochs: int | None = None          # default: ``epochs``
     final_init: str = "inherit"              # inherit the search weights, or train the derived net from scratch

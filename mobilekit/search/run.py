@@ -108,7 +108,7 @@ def _run(config: SearchConfig, progress: bool, say: Log, on_step) -> dict[str, A
 
     from mobilekit.data import load_dataset
 
-    splits = load_dataset(config.data, config.train_resolution, seed=config.seed)
+    splits = load_dataset(config.data, config.train_resolution, seed=config.seed, train_subset=config.train_subset)
     table_space = runtime.space
     train_space = get_space(table_space.name, width=table_space.width, resolution=config.train_resolution,
                             num_classes=splits.num_classes)
