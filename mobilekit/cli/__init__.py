@@ -16,7 +16,7 @@ import sys
 from mobilekit import __version__
 from mobilekit.errors import MobilekitError
 
-COMMAND_MODULES = ("export", "profile", "latency", "search")  # tests check that all of them register
+COMMAND_MODULES = ("export", "profile", "latency", "search", "compare")  # tests check that all of them register
 
 
 def build_parser() -> argparse.ArgumentParser:
