@@ -178,3 +178,9 @@ def test_real_fashion_mnist_has_the_official_splits():
     assert splits.train.tensors[0].shape[1:] == (3, 32, 32)
     for part in IDX_PARTS:
         assert (FASHION_MNIST_DIR / f"{part}.gz").is_file()
+
+
+def test_tiny_train_subset_still_validates_every_class(tmp_path):
+    write_idx_set(tmp_path / "set", compress=False, n_train=90)
+    splits = load_dataset(f"idx:{tmp_path / 'set'}", resolution=8, train_subset=6)
+    assert len(splits.train) == 6 and sorted(set(splits.val.tensors[1].tolist())) == [0, 1, 2]

@@ -28,9 +28,9 @@ Nothing is downloaded:
     split 70 / 15 / 15 per class with the seed (every class needs at least 3 images).
 
 ``train_subset=N`` keeps N training images (stratified, seeded; quick runs): for the sets with an official test
-split, N of the official training images are the train split and N / 9 others the validation split; for the others
-the train split is cut to N. ``test_subset=N`` evaluates on N of the test images (stratified, seeded) instead of
-all of them.
+split, N of the official training images are the train split and N / 9 others (at least one per class) the
+validation split; for the others the train split is cut to N. ``test_subset=N`` evaluates on N of the test
+images (stratified, seeded) instead of all of them.
 """
 
 from __future__ import annotations
@@ -287,11 +287,13 @@ def _split_and_normalize(name: str, images: np.ndarray, labels: np.ndarray, clas
             train_idx = _stratified_subset(train_idx, labels, train_subset, seed, "train_subset")
         test_x, test_y = images[test_idx], labels[test_idx]
     else:
-        train_idx, val_idx = _stratified_split(labels, (1 - val_share, val_share), seed)
-        if train_subset is not None:
+        if train_subset is None:
+            train_idx, val_idx = _stratified_split(labels, (1 - val_share, val_share), seed)
+        else:  # N training images, then N * val_share / (1 - val_share) others for validation
             train_idx = _stratified_subset(np.arange(len(labels)), labels, train_subset, seed, "train_subset")
             rest = np.setdiff1d(np.arange(len(labels)), train_idx)
-            val_size = min(len(rest), max(1, int(round(train_subset * val_share / (1 - val_share)))))
+            classes = len(np.unique(labels))
+            val_size = min(len(rest), max(classes, int(round(train_subset * val_share / (1 - val_share)))))
             val_idx = _stratified_subset(rest, labels, val_size, seed, "the validation split") if len(rest) else rest
         test_x, test_y = test
     if test_subset is not None:
