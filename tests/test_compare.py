@@ -201,3 +201,24 @@ def test_cli_runs_a_tiny_comparison(tmp_path, table_path, target, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "| multipath | 1 |" in out and "| random-protocol | 1 |" in out
     assert torch.get_num_threads() >= 1
+
+
+def test_cell_held_by_a_live_worker_is_left_to_it_and_a_dead_ones_is_taken_over(tmp_path, table_path, target):
+    import subprocess
+    import sys
+
+    settings = tiny(table_path, target, tmp_path / "out", seeds=2, protocol_samples=0, methods=("random",))
+    cells = tmp_path / "out" / "cells"
+    cells.mkdir(parents=True)
+    (tmp_path / "out" / "compare.json").write_text(json.dumps(settings.to_dict()))     # another worker's start
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        (cells / "random-s0.lock").write_text(str(live.pid))
+        (cells / "random-s1.lock").write_text(str(dead.pid))
+        report = run_comparison(settings)
+    finally:
+        live.kill()
+    assert [r["seed"] for r in report["rows"]] == [1]
+    assert (cells / "random-s0.lock").exists() and not (cells / "random-s1.lock").exists()

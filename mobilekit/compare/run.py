@@ -6,6 +6,8 @@ Layout of the output folder::
     compare.json            the settings (a rerun must match them, except methods / seeds / protocol / threads)
     runs/METHOD-sSEED/      each search's own run folder (``mobilekit search`` output; resumes mid-search)
     cells/METHOD-sSEED.json one finished cell (search summary + retraining), written atomically; skipped on rerun
+    cells/METHOD-sSEED.lock the process id of the worker computing that cell (several workers may share a folder:
+                            each skips cells another live worker holds; a dead worker's lock is taken over)
     cells/random-protocol-iI.json
     results.json / results.csv / results.md / accuracy_latency.png   (:mod:`.report`, rewritten after every cell)
 
@@ -15,6 +17,7 @@ A search is called through the public API only (:func:`mobilekit.search.make_con
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -99,15 +102,18 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
         for method, index in plan:
             name = f"{method}-i{index}" if method == PROTOCOL else f"{method}-s{index}"
             path = cells / f"{name}.json"
-            if not path.exists():
-                started = time.perf_counter()
-                splits = _data(settings, index, data_cache)
-                if method == PROTOCOL:
-                    row = _protocol_cell(settings, table, splits, recipe, index)
-                else:
-                    row = _search_cell(settings, splits, recipe, method, index, say)
-                row["cell_wall_s"] = round(time.perf_counter() - started, 2)
-                write_json_atomic(path, row)
+            if not path.exists() and _claim(path.with_suffix(".lock")):
+                try:
+                    started = time.perf_counter()
+                    splits = _data(settings, index, data_cache)
+                    if method == PROTOCOL:
+                        row = _protocol_cell(settings, table, splits, recipe, index)
+                    else:
+                        row = _search_cell(settings, splits, recipe, method, index, say)
+                    row["cell_wall_s"] = round(time.perf_counter() - started, 2)
+                    write_json_atomic(path, row)
+                finally:
+                    path.with_suffix(".lock").unlink(missing_ok=True)
                 say(f"{name}: predicted {row['predicted_ms']:.2f} ms, retrained test accuracy "
                     f"{row['retrain_test_accuracy']:.4f}"
                     + (f", deliverable test accuracy {row['test_accuracy']:.4f}" if row.get("test_accuracy") is not None
@@ -120,6 +126,35 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
         if bar is not None:
             bar.close()
     return write_report(settings, _rows(cells))
+
+
+def _claim(lock: Path) -> bool:
+    """Take the cell's lock for this process; False when another live process holds it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            holder = int(lock.read_text().strip() or "0")
+        except (OSError, ValueError):
+            return False
+        if holder and holder != os.getpid() and not _alive(holder):
+            lock.unlink(missing_ok=True)                  # its worker died: take the cell over
+            return _claim(lock)
+        return holder == os.getpid()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(str(os.getpid()))
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _rows(cells: Path) -> list[dict[str, Any]]:
