@@ -166,6 +166,14 @@ def test_more_seeds_on_rerun_add_cells(tmp_path, table_path, target):
     assert sorted(r["seed"] for r in report["rows"]) == [0, 1]
 
 
+def test_rerun_with_fewer_seeds_reports_only_those(finished, table_path, target):
+    settings, _ = finished
+    report = run_comparison(tiny(table_path, target, settings.out, seeds=1, protocol_samples=1))
+    assert sorted((r["method"], r["seed"]) for r in report["rows"]) == [
+        ("random", 0), ("random-protocol", 0), ("single-path", 0)]
+    run_comparison(settings)                                  # the fixture's report again for later tests
+
+
 def test_rerun_with_another_budget_is_refused(finished, table_path, target):
     settings, _ = finished
     with pytest.raises(ConfigError, match="budget_epochs: 2 -> 4"):

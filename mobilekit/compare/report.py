@@ -98,13 +98,15 @@ def plot(settings: CompareSettings, rows: list[dict[str, Any]], path: Path) -> P
                 ax.scatter(x, np.array(y) * 100, color=colours[method], label=method, s=28,
                            marker="x" if method == PROTOCOL else "o")
         ax.axvline(settings.target_ms, color="0.4", lw=1, ls="--")
+        latencies = [r["predicted_ms"] for r in rows]
+        ax.set_xlim(min(0.85 * settings.target_ms, min(latencies) - 1), max(1.02 * settings.target_ms, max(latencies) + 1))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("predicted latency (ms, from the table)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"test accuracy on {settings.data} (%)")
     handles, labels = axes[1].get_legend_handles_labels()
     if handles:
-        axes[1].legend(handles, labels, fontsize=8, loc="lower right")
+        axes[1].legend(handles, labels, fontsize=8, loc="best")
     fig.suptitle(f"target {settings.target_ms:g} ms, budget {settings.budget_epochs} epochs, "
                  f"{Path(settings.table).name}", fontsize=10)
     fig.tight_layout()

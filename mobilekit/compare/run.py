@@ -118,14 +118,14 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
                     f"{row['retrain_test_accuracy']:.4f}"
                     + (f", deliverable test accuracy {row['test_accuracy']:.4f}" if row.get("test_accuracy") is not None
                        else ""))
-                write_report(settings, _rows(cells))
+                write_report(settings, _rows(cells, plan))
             if bar is not None:
                 bar.update(1)
     finally:
         torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
-    return write_report(settings, _rows(cells))
+    return write_report(settings, _rows(cells, plan))
 
 
 def _claim(lock: Path) -> bool:
@@ -157,10 +157,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _rows(cells: Path) -> list[dict[str, Any]]:
+def _rows(cells: Path, plan: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """The finished cells of this plan (a rerun with fewer --seeds reports only those seeds)."""
     if not cells.is_dir():
         return []
-    return [read_json(p, ConfigError, "missing") for p in sorted(cells.glob("*.json"))]
+    rows = [read_json(p, ConfigError, "missing") for p in sorted(cells.glob("*.json"))]
+    return [r for r in rows if (r["method"], r["seed"]) in set(plan)]
 
 
 def _data(settings: CompareSettings, seed: int, cache: dict[int, Any]):
