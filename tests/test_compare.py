@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from _synthetic_tables import synthetic_table
 
 import mobilekit.search
@@ -208,7 +207,7 @@ def test_cli_runs_a_tiny_comparison(tmp_path, table_path, target, capsys):
                  "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert code == 0 and "| multipath | 1 |" in out and "| random-protocol | 1 |" in out
-    assert torch.get_num_threads() >= 1
+    assert (tmp_path / "out" / "accuracy_latency.png").exists()
 
 
 def test_cell_held_by_a_live_worker_is_left_to_it_and_a_dead_ones_is_taken_over(tmp_path, table_path, target):
