@@ -185,6 +185,12 @@ def test_unknown_method_fails_before_anything_is_written(tmp_path, table_path, t
     assert not (tmp_path / "out").exists()
 
 
+def test_target_outside_the_table_fails_before_anything_is_written(tmp_path, table_path):
+    with pytest.raises(ConfigError, match="fastest network takes"):
+        run_comparison(tiny(table_path, 10_000.0, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_folder_with_foreign_files_is_not_used(tmp_path, table_path, target):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")

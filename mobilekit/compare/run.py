@@ -84,6 +84,12 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
     for method in settings.methods:                 # fail fast on an unknown method or setting
         search_config(settings, method, 0)
     table = LatencyTable.load(settings.table)
+    from mobilekit.latency.runtime_loss import ExpectedLatency
+
+    fastest, slowest = ExpectedLatency(table, include_se=settings.search_keys.get("include_se")).bounds_ms()
+    if not fastest <= settings.target_ms <= slowest:
+        raise ConfigError(f"--target-ms {settings.target_ms:g} is outside what {settings.table} allows: the fastest "
+                          f"network takes {fastest:.1f} ms and the slowest {slowest:.1f} ms; pick a target in between")
     _prepare(settings)
     cells = Path(settings.out) / "cells"
     plan = []
