@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine:
-#   make demo   create .venv, install, run the whole pipeline on this CPU
-#   make test   create .venv, install with test extras (+ Debian's adb client), run the test suite
+#   make demo   create .venv, install (+ Debian's Fashion-MNIST), run the whole pipeline on this CPU
+#   make test   create .venv, install with test extras (+ Debian's adb client and Fashion-MNIST), run the test suite
 # Both are idempotent: a second run reinstalls only when pyproject.toml changed.
 
 PYTHON ?= python3
@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test install install-test adb clean bench
+.PHONY: demo test install install-test adb fashion-mnist clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,16 @@ adb:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq adb >/dev/null; }
 
-demo: install
+# Debian's Fashion-MNIST (IDX files under /usr/share/datasets/fashion-mnist): --data fashion-mnist, mobilekit compare.
+fashion-mnist:
+	@[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+
+demo: install fashion-mnist
 	$(BIN)/python -m mobilekit.demo --out $(DEMO_OUT)
 
-test: install-test adb
+test: install-test adb fashion-mnist
 	$(BIN)/python -m pytest -q
 
 bench: install

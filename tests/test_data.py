@@ -38,7 +38,7 @@ def test_digits_split_is_fixed_by_the_seed_and_disjoint(digits):
 
 
 def test_unknown_data_spec_names_the_choices():
-    with pytest.raises(DataError, match="digits, cifar10:DIR or folder:DIR"):
+    with pytest.raises(DataError, match="digits, fashion-mnist, idx:DIR, cifar10:DIR or folder:DIR"):
         load_dataset("mnist", 32)
 
 

@@ -17,7 +17,7 @@ from mobilekit import __version__
 from mobilekit.errors import MobilekitError
 from mobilekit.validation.options import OneLineArgumentParser, exit_code
 
-COMMAND_MODULES = ("export", "profile", "devices", "latency", "search", "tune")  # tests check that all of them register
+COMMAND_MODULES = ("export", "profile", "devices", "latency", "search", "compare", "tune")  # tests check that all of them register
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""Training data for the searchers (:mod:`.datasets`): ``digits`` (bundled), ``cifar10:DIR``, ``folder:DIR``."""
+"""Training data for the searchers (:mod:`.datasets`): ``digits`` (bundled), ``fashion-mnist`` (Debian),
+``idx:DIR`` (MNIST format, :mod:`.idx`), ``cifar10:DIR``, ``folder:DIR``."""
 
 from mobilekit.data.datasets import DataSplits, load_dataset
 

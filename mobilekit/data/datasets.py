@@ -1,4 +1,5 @@
-"""Image classification data for the searchers: ``digits``, ``cifar10:DIR`` and ``folder:DIR``.
+"""Image classification data for the searchers: ``digits``, ``fashion-mnist``, ``idx:DIR``, ``cifar10:DIR`` and
+``folder:DIR``.
 
 :func:`load_dataset` turns a spec string into :class:`DataSplits`: train / val / test tensors, normalized float
 NCHW at the requested (training) resolution, with per-channel mean and std computed on the training split.
@@ -7,6 +8,15 @@ Nothing is downloaded:
 ``digits``
     scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes), gray replicated to 3 channels,
     resized bilinearly, split 70 / 15 / 15 stratified with the seed.
+``fashion-mnist``
+    Zalando's Fashion-MNIST (60 000 train + 10 000 test 28x28 gray images, 10 classes) as Debian packages it
+    (``apt-get install dataset-fashion-mnist``: gzip IDX files under ``/usr/share/datasets/fashion-mnist/``;
+    ``make test`` and ``make demo`` install it). Gray is replicated to 3 channels. 10 % of the training images
+    (stratified, seeded) become the validation split; the official 10 000 test images are the test split.
+``idx:DIR``
+    Any MNIST-format folder (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+    ``t10k-labels-idx1-ubyte``, each gzip or not; read and validated by :mod:`.idx`), split like Fashion-MNIST;
+    classes are the label values 0 .. max.
 ``cifar10:DIR``
     The standard CIFAR-10 python batches (``data_batch_1`` .. ``data_batch_5``, ``test_batch``, optional
     ``batches.meta``). These files are Python pickles; this is the only pickle mobilekit reads, and it reads
@@ -19,6 +29,11 @@ Nothing is downloaded:
     RGB, resizes and normalizes an image when it is indexed (read through a ``DataLoader`` with workers by the
     training loop), so a large folder never sits in memory; mean and std come from up to 256 training images
     (seeded sample). Every file's header is checked at load time, so a broken file is named before training.
+
+``train_subset=N`` keeps N training images (stratified, seeded; quick runs): for the sets with an official test
+split, N of the official training images are the train split and N / 9 others (at least one per class) the
+validation split; for the others the train split is cut to N. ``test_subset=N`` evaluates on N of the test
+images (stratified, seeded) instead of all of them.
 """
 
 from __future__ import annotations
@@ -33,12 +48,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
+from mobilekit.data.idx import read_idx_set
 from mobilekit.errors import DataError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-DATA_SPECS = "digits, cifar10:DIR or folder:DIR"
+DATA_SPECS = "digits, fashion-mnist, idx:DIR, cifar10:DIR or folder:DIR"
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+FASHION_MNIST_INSTALL = ("install Debian's Fashion-MNIST with `sudo apt-get install dataset-fashion-mnist` "
+                         "(`make test` installs it)")
 
 
 @dataclass
@@ -72,25 +93,41 @@ class DataSplits:
         return torch.stack([self.train[i][0] for i in range(min(n, len(self.train)))]).numpy()
 
 
-def load_dataset(spec: str, resolution: int, seed: int = 0) -> DataSplits:
-    """Load ``digits``, ``cifar10:DIR`` or ``folder:DIR`` at ``resolution`` x ``resolution`` (see module doc).
+def load_dataset(spec: str, resolution: int, seed: int = 0, train_subset: int | None = None,
+                 test_subset: int | None = None) -> DataSplits:
+    """Load ``digits``, ``fashion-mnist``, ``idx:DIR``, ``cifar10:DIR`` or ``folder:DIR`` at ``resolution`` x
+    ``resolution``, optionally on ``train_subset`` / ``test_subset`` images (see module doc).
 
     Raises:
-        DataError: unknown spec, missing folder or file, or a file in the wrong format.
+        DataError: unknown spec, missing folder or file (for ``fashion-mnist`` naming the install command), a file
+            in the wrong format, or a subset larger than the split it is drawn from.
     """
     if resolution < 8:
         raise DataError(f"resolution {resolution} is too small; use at least 8 (e.g. 32)")
+    for name, value in (("train_subset", train_subset), ("test_subset", test_subset)):
+        if value is not None and value < 1:
+            raise DataError(f"{name} {value} must be >= 1 (or left out for the whole split)")
     kind, _, arg = spec.partition(":")
     kind = kind.strip().lower()
+    subsets = dict(train_subset=train_subset, test_subset=test_subset)
     if kind == "digits" and not arg:
         images, labels, names = _digits()
-        return _split_and_normalize("digits", images, labels, names, resolution, seed, test=None)
+        return _split_and_normalize("digits", images, labels, names, resolution, seed, test=None, **subsets)
+    if kind == "fashion-mnist" and not arg:
+        (train_x, train_y), test = read_idx_set(FASHION_MNIST_DIR, install_hint=FASHION_MNIST_INSTALL)
+        return _split_and_normalize("fashion-mnist", train_x[:, None], train_y, FASHION_MNIST_CLASSES, resolution,
+                                    seed, test=(test[0][:, None], test[1]), val_share=0.1, **subsets)
+    if kind == "idx" and arg:
+        (train_x, train_y), (test_x, test_y) = read_idx_set(arg)
+        names = tuple(str(c) for c in range(int(max(train_y.max(initial=0), test_y.max(initial=0))) + 1))
+        return _split_and_normalize(f"idx:{arg}", train_x[:, None], train_y, names, resolution, seed,
+                                    test=(test_x[:, None], test_y), val_share=0.1, **subsets)
     if kind == "cifar10" and arg:
         (train_x, train_y), (test_x, test_y), names = _cifar10(Path(arg))
         return _split_and_normalize(f"cifar10:{arg}", train_x, train_y, names, resolution, seed,
-                                    test=(test_x, test_y), val_share=0.1)
+                                    test=(test_x, test_y), val_share=0.1, **subsets)
     if kind == "folder" and arg:
-        return _folder(Path(arg), resolution, seed)
+        return _folder(Path(arg), resolution, seed, **subsets)
     raise DataError(f"unknown data set {spec!r}: use {DATA_SPECS}")
 
 
@@ -206,7 +243,8 @@ class ImageFolderSplit(Dataset):
         return (self.raw(index) - self.mean) / self.std, torch.tensor(self.labels[index])
 
 
-def _folder(root: Path, resolution: int, seed: int, stats_images: int = 256) -> DataSplits:
+def _folder(root: Path, resolution: int, seed: int, stats_images: int = 256, train_subset: int | None = None,
+            test_subset: int | None = None) -> DataSplits:
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; folder:DIR needs one sub-folder of images per class")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -233,6 +271,10 @@ def _folder(root: Path, resolution: int, seed: int, stats_images: int = 256) -> 
         labels.extend([label] * len(found))
     labels_array = np.asarray(labels, dtype=np.int64)
     train_idx, val_idx, test_idx = _stratified_split(labels_array, (0.70, 0.15, 0.15), seed)
+    if train_subset is not None:
+        train_idx = _stratified_subset(train_idx, labels_array, train_subset, seed, "train_subset")
+    if test_subset is not None:
+        test_idx = _stratified_subset(test_idx, labels_array, test_subset, seed, "test_subset")
     raw_train = ImageFolderSplit([files[i] for i in train_idx], labels_array[train_idx], resolution)
     sample = np.random.default_rng(seed).permutation(len(train_idx))[:stats_images]
     images = torch.stack([raw_train.raw(int(i)) for i in sample])
@@ -264,23 +306,53 @@ def _stratified_split(labels: np.ndarray, shares: tuple[float, ...], seed: int) 
     return [np.sort(np.asarray(o, dtype=np.int64)) for o in out]
 
 
+def _stratified_subset(indices: np.ndarray, labels: np.ndarray, size: int, seed: int, what: str) -> np.ndarray:
+    """``size`` of ``indices`` drawn stratified by ``labels[indices]`` with the seed (sorted)."""
+    if size > len(indices):
+        raise DataError(f"{what} {size} is larger than the {len(indices)} images it is drawn from; use at most "
+                        f"{len(indices)} or leave it out")
+    if size == len(indices):
+        return indices
+    from sklearn.model_selection import train_test_split
+
+    classes = len(np.unique(labels[indices]))
+    if size < classes:
+        raise DataError(f"{what} {size} is smaller than the {classes} classes; use at least {classes}")
+    kept, _ = train_test_split(indices, train_size=size, stratify=labels[indices], random_state=seed)
+    return np.sort(kept)
+
+
 def _to_float(images: np.ndarray, resolution: int) -> torch.Tensor:
+    """(N, C, H, W) uint8 (0-255) or float ([0, 1]) images -> (N, 3, R, R) float32; gray (C = 1) is replicated."""
     x = torch.from_numpy(np.ascontiguousarray(images))
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     if x.shape[-1] != resolution or x.shape[-2] != resolution:
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    return x
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 def _split_and_normalize(name: str, images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
                          resolution: int, seed: int, test: tuple[np.ndarray, np.ndarray] | None,
-                         val_share: float = 0.15) -> DataSplits:
+                         val_share: float = 0.15, train_subset: int | None = None,
+                         test_subset: int | None = None) -> DataSplits:
     if test is None:
         train_idx, val_idx, test_idx = _stratified_split(labels, (0.70, val_share, 0.15), seed)
+        if train_subset is not None:
+            train_idx = _stratified_subset(train_idx, labels, train_subset, seed, "train_subset")
         test_x, test_y = images[test_idx], labels[test_idx]
     else:
-        train_idx, val_idx = _stratified_split(labels, (1 - val_share, val_share), seed)
+        if train_subset is None:
+            train_idx, val_idx = _stratified_split(labels, (1 - val_share, val_share), seed)
+        else:  # N training images, then N * val_share / (1 - val_share) others for validation
+            train_idx = _stratified_subset(np.arange(len(labels)), labels, train_subset, seed, "train_subset")
+            rest = np.setdiff1d(np.arange(len(labels)), train_idx)
+            classes = len(np.unique(labels))
+            val_size = min(len(rest), max(classes, int(round(train_subset * val_share / (1 - val_share)))))
+            val_idx = _stratified_subset(rest, labels, val_size, seed, "the validation split") if len(rest) else rest
         test_x, test_y = test
+    if test_subset is not None:
+        keep = _stratified_subset(np.arange(len(test_y)), test_y, test_subset, seed, "test_subset")
+        test_x, test_y = test_x[keep], test_y[keep]
     train = _to_float(images[train_idx], resolution)
     mean = train.mean((0, 2, 3))
     std = train.std((0, 2, 3)).clamp_min(1e-6)

@@ -38,7 +38,9 @@ class SearchConfig:
                                      required=True)
     out: str | None = option(None, "run folder, e.g. runs/p80", resume_free=True, required=True)
     method: str = option("single-path", "searcher (see the list above)")
-    data: str = option("digits", "digits (default), cifar10:DIR or folder:DIR (folder images stream from disk)")
+    data: str = option("digits", "digits (default), fashion-mnist, idx:DIR, cifar10:DIR or folder:DIR (folder "
+                                 "images stream from disk)")
+    train_subset: int | None = option(None, "train on N training images (stratified, seeded) for quick runs", ge=1)
     epochs: int = option(8, "search epochs", ge=1)
     final_epochs: int | None = option(None, "epochs to train the derived network (default: --epochs); 0: the "
                                             "search's own network is the deliverable", ge=0)

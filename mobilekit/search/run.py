@@ -128,7 +128,7 @@ def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, l
 
     from mobilekit.data import load_dataset
 
-    splits = load_dataset(config.data, config.train_resolution, seed=config.seed)
+    splits = load_dataset(config.data, config.train_resolution, seed=config.seed, train_subset=config.train_subset)
     table_space = latency_model.space
     train_space = get_space(table_space.name, width=table_space.width, resolution=config.train_resolution,
                             num_classes=splits.num_classes)

@@ -1,0 +1,57 @@
+"""What the searchers of a `mobilekit compare` folder chose, and how single-path got there.
+
+Reads the comparison's cells and each single-path run's metrics.jsonl (nothing is trained). Prints:
+- the layer types of every method's found architectures, summed over seeds (and of the random protocol's);
+- for single-path: how each layer's type changed during the search (a change straight from ``ir_k5_e6`` to
+  ``skip`` in one step means every decision of that layer flipped together), the step at which R (the discrete
+  architecture's table latency) first entered [0.9 T, T], and R at the end of the search.
+
+    python bench/compare_trajectories.py /work/runs/compare-p80
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+
+def main(folder: str) -> None:
+    root = Path(folder)
+    cells = [json.loads(p.read_text()) for p in sorted((root / "cells").glob("*.json"))]
+    target = json.loads((root / "compare.json").read_text())["target_ms"]
+    by_method: dict[str, Counter] = {}
+    for cell in cells:
+        by_method.setdefault(cell["method"], Counter()).update(cell["arch"].split(","))
+    print(f"layer types of the found architectures (target {target:g} ms; 20 searchable layers per network)")
+    for method, counts in by_method.items():
+        runs = sum(1 for c in cells if c["method"] == method)
+        print(f"  {method} ({runs} runs): " + ", ".join(f"{t} {n}" for t, n in counts.most_common()))
+    for cell in cells:
+        if cell["method"] != "single-path":
+            continue
+        metrics = root / "runs" / f"single-path-s{cell['seed']}" / "metrics.jsonl"
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        search = [r for r in records if r.get("phase") == "search"]
+        if not search:
+            continue
+        changes, together = Counter(), 0
+        previous = search[0]["arch"].split(",")
+        for record in search[1:]:
+            current = record["arch"].split(",")
+            for before, after in zip(previous, current):
+                if before != after:
+                    changes[f"{before}->{after}"] += 1
+                    together += before == "ir_k5_e6" and after == "skip"
+            previous = current
+        entered = next((r["step"] for r in search if 0.9 * target <= r["runtime_hard_ms"] <= target), None)
+        print(f"  single-path seed {cell['seed']}: R {search[0]['runtime_hard_ms']:.1f} -> "
+              f"{search[-1]['runtime_hard_ms']:.1f} ms over {len(search)} steps; first inside [0.9T, T] at step "
+              f"{entered}; lambda at the end {search[-1]['lambda']:.2f}; {sum(changes.values())} layer changes, "
+              f"{together} of them ir_k5_e6 -> skip in one step; most common: "
+              + ", ".join(f"{k} {n}" for k, n in changes.most_common(4)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/compare-p80")

@@ -1,0 +1,144 @@
+"""The comparison's report: per-method mean ± std over seeds (sample std, ddof 1; 0 for a single run), the margin
+of every method's retrained accuracy over the random-search protocol in protocol standard deviations, and the
+files ``results.json``, ``results.csv``, ``results.md`` (the table) and ``accuracy_latency.png`` (test accuracy
+against predicted latency, one colour per method)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobilekit.compare.settings import PROTOCOL, CompareSettings
+from mobilekit.jsonio import write_json_atomic
+
+MEASURES = ("test_accuracy", "retrain_test_accuracy", "predicted_ms", "search_s", "total_s")
+CSV_FIELDS = ("kind", "method", "seed", "predicted_ms", "derived_ms", "within_window", "within_window_without_repair",
+              "repairs", "test_accuracy", "val_accuracy", "retrain_test_accuracy", "retrain_val_accuracy",
+              "search_s", "final_train_s", "total_s", "retrain_s", "search_epochs_nominal", "final_epochs",
+              "images_epochs", "cell_wall_s", "arch")
+
+
+def mean_std(values: list[float]) -> tuple[float, float] | None:
+    """(mean, sample std) of the values, None when there are none; std 0 for one value."""
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarize(settings: CompareSettings, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-method aggregates (in the order of ``settings.methods``, then the protocol)."""
+    methods: dict[str, Any] = {}
+    for method in (*settings.methods, PROTOCOL):
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        entry: dict[str, Any] = {"runs": len(mine), "seeds": sorted(r["seed"] for r in mine)}
+        for measure in MEASURES:
+            entry[measure] = mean_std([r.get(measure) for r in mine])
+        entry["within_window"] = sum(bool(r["within_window"]) for r in mine)
+        entry["within_window_without_repair"] = sum(bool(r["within_window_without_repair"]) for r in mine)
+        entry["images_epochs"] = mine[0].get("images_epochs")
+        methods[method] = entry
+    protocol = methods.get(PROTOCOL, {}).get("retrain_test_accuracy")
+    for method, entry in methods.items():
+        ours = entry["retrain_test_accuracy"]
+        if method != PROTOCOL and protocol and ours and protocol[1] > 0:
+            entry["margin_over_protocol_std"] = (ours[0] - protocol[0]) / protocol[1]
+    return methods
+
+
+def _fmt(value: tuple[float, float] | None, scale: float = 1.0, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    return f"{value[0] * scale:.{digits}f} ± {value[1] * scale:.{digits}f}"
+
+
+def markdown_table(settings: CompareSettings, methods: dict[str, Any]) -> str:
+    """The README table: one row per method plus the protocol row."""
+    lines = ["| method | runs | deliverable test acc. % | retrained test acc. % (fixed recipe) | predicted ms | "
+             "in [0.9T, T] without repair | search s | search + final s | images (epochs) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for method, entry in methods.items():
+        protocol = method == PROTOCOL
+        margin = entry.get("margin_over_protocol_std")
+        retrained = _fmt(entry["retrain_test_accuracy"], 100) + (f" ({margin:+.1f} σ_protocol)" if margin is not None else "")
+        lines.append(
+            f"| {method} | {entry['runs']} | {'–' if protocol else _fmt(entry['test_accuracy'], 100)} | {retrained} | "
+            f"{_fmt(entry['predicted_ms'])} | {entry['within_window_without_repair']}/{entry['runs']} | "
+            f"{'–' if protocol else _fmt(entry['search_s'], digits=0)} | {_fmt(entry['total_s'], digits=0)} | "
+            f"{'retrain only: ' if protocol else ''}{entry['images_epochs']:g} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(settings: CompareSettings, rows: list[dict[str, Any]], path: Path) -> Path:
+    """Test accuracy against predicted latency: the deliverables (left) and the retrained architectures (right),
+    one colour per method, the window [0.9 T, T] shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [*settings.methods, PROTOCOL]
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    panels = (("test_accuracy", "deliverable (what `mobilekit search` gives)"),
+              ("retrain_test_accuracy", "architecture alone (retrained, fixed recipe)"))
+    for ax, (key, title) in zip(axes, panels):
+        ax.axvspan(0.9 * settings.target_ms, settings.target_ms, color="0.92", zorder=0)
+        for method in methods:
+            points = [(r["predicted_ms"], r[key]) for r in rows if r["method"] == method and r.get(key) is not None]
+            if points:
+                x, y = zip(*points)
+                ax.scatter(x, np.array(y) * 100, color=colours[method], label=method, s=28,
+                           marker="x" if method == PROTOCOL else "o")
+        ax.axvline(settings.target_ms, color="0.4", lw=1, ls="--")
+        latencies = [r["predicted_ms"] for r in rows]
+        ax.set_xlim(min(0.85 * settings.target_ms, min(latencies) - 1), max(1.02 * settings.target_ms, max(latencies) + 1))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("predicted latency (ms, from the table)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"test accuracy on {settings.data} (%)")
+    handles, labels = axes[1].get_legend_handles_labels()
+    if handles:
+        axes[1].legend(handles, labels, fontsize=8, loc="best")
+    fig.suptitle(f"target {settings.target_ms:g} ms, budget {settings.budget_epochs} epochs, "
+                 f"{Path(settings.table).name}", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def write_report(settings: CompareSettings, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write results.json / .csv / .md and the plot into ``settings.out``; returns the results.json content."""
+    out = Path(settings.out)
+    methods = summarize(settings, rows)
+    report = {"settings": settings.to_dict(),
+              "budget": "same number of training images seen (search + final), in passes over the train split; "
+                        "see mobilekit.compare.budget",
+              "std": "sample standard deviation over seeds (ddof 1)",
+              "methods": methods, "rows": rows}
+    write_json_atomic(out / "results.json", report)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_text(out / "results.csv", buffer.getvalue())
+    _write_text(out / "results.md", markdown_table(settings, methods))
+    if rows:
+        plot(settings, rows, out / "accuracy_latency.png")
+    return report
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,233 @@
+"""Run a comparison: every method at every seed under the same budget (:mod:`.budget`), every found architecture
+retrained with the fixed recipe (:mod:`.retrain`), plus the random-search protocol; resumable cell by cell.
+
+Layout of the output folder::
+
+    compare.json            the settings (a rerun must match them, except methods / seeds / protocol / threads)
+    runs/METHOD-sSEED/      each search's own run folder (``mobilekit search`` output; resumes mid-search)
+    cells/METHOD-sSEED.json one finished cell (search summary + retraining), written atomically; skipped on rerun
+    cells/METHOD-sSEED.lock the process id of the worker computing that cell (several workers may share a folder:
+                            each skips cells another live worker holds; a dead worker's lock is taken over)
+    cells/random-protocol-iI.json
+    results.json / results.csv / results.md / accuracy_latency.png   (:mod:`.report`, rewritten after every cell)
+
+A search is called through the public API only (:func:`mobilekit.search.make_config` with flat keys and
+:func:`mobilekit.search.run_search`), so a searcher registered later is compared by naming it in ``methods``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from mobilekit.compare.budget import method_settings
+from mobilekit.compare.report import write_report
+from mobilekit.compare.retrain import Recipe, retrain
+from mobilekit.compare.settings import PROTOCOL, RESUME_FREE, CompareSettings
+from mobilekit.errors import ConfigError
+from mobilekit.jsonio import read_json, write_json_atomic
+from mobilekit.latency_table import LatencyTable
+from mobilekit.space import Architecture, get_space
+
+Log = Callable[[str], None]
+PROTOCOL_WINDOW = (0.95, 1.0)    # Single-Path NAS's random-search protocol: predicted latency in [0.95 T, T]
+
+
+def search_config(settings: CompareSettings, method: str, seed: int):
+    """The :class:`~mobilekit.search.SearchConfig` of one cell (method, seed) and its budget facts."""
+    from mobilekit.search import make_config
+
+    keys, facts = method_settings(method, settings.budget_epochs, settings.final_share)
+    flat = {"export": "none", **settings.search_keys, **keys,
+            "table": settings.table, "target_ms": settings.target_ms, "method": method, "data": settings.data,
+            "train_subset": settings.train_subset, "seed": seed, "train_resolution": settings.train_resolution,
+            "batch_size": settings.batch_size, "steps_per_epoch": settings.steps_per_epoch,
+            "threads": settings.threads, "resume": True,
+            "out": str(Path(settings.out) / "runs" / f"{method}-s{seed}")}
+    return make_config(None, **flat), facts
+
+
+def _prepare(settings: CompareSettings) -> None:
+    out = Path(settings.out)
+    stored_path = out / "compare.json"
+    current = settings.to_dict()
+    if stored_path.exists():
+        stored = read_json(stored_path, ConfigError, "missing")
+        changed = sorted(k for k in current if k not in RESUME_FREE and stored.get(k) != current[k])
+        if changed:
+            detail = ", ".join(f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in changed)
+            raise ConfigError(f"{out} holds a comparison with other settings ({detail}); rerun with the same "
+                              "settings to resume it, or choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and holds no comparison; choose an empty or new --out")
+    write_json_atomic(stored_path, current)
+
+
+def run_comparison(settings: CompareSettings, *, log: Log | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run (or resume) the comparison; returns the report (also written as results.json, see :mod:`.report`).
+
+    Torch uses ``settings.threads`` CPU threads while it runs.
+
+    Raises:
+        ConfigError: an unknown method or bad setting (every cell's search config is built before anything
+            runs), or an output folder holding another comparison.
+        SearchError, TableError, DataError: from the searches (a target outside the table, bad data).
+    """
+    say = log or (lambda message: None)
+    recipe = Recipe(epochs=settings.retrain_epochs, batch_size=settings.batch_size,
+                    steps_per_epoch=settings.steps_per_epoch)
+    for method in settings.methods:                 # fail fast on an unknown method or setting
+        search_config(settings, method, 0)
+    table = LatencyTable.load(settings.table)
+    from mobilekit.latency.runtime_loss import ExpectedLatency
+
+    fastest, slowest = ExpectedLatency(table, include_se=settings.search_keys.get("include_se")).bounds_ms()
+    if not fastest <= settings.target_ms <= slowest:
+        raise ConfigError(f"--target-ms {settings.target_ms:g} is outside what {settings.table} allows: the fastest "
+                          f"network takes {fastest:.1f} ms and the slowest {slowest:.1f} ms; pick a target in between")
+    _prepare(settings)
+    cells = Path(settings.out) / "cells"
+    plan = []
+    for index in range(max(settings.seeds, settings.protocol_samples)):
+        plan += [(method, index) for method in settings.methods if index < settings.seeds]
+        plan += [(PROTOCOL, index)] if index < settings.protocol_samples else []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(plan), desc="compare", disable=None)
+    data_cache: dict[int, Any] = {}
+    try:
+        for method, index in plan:
+            name = f"{method}-i{index}" if method == PROTOCOL else f"{method}-s{index}"
+            path = cells / f"{name}.json"
+            if not path.exists() and _claim(path.with_suffix(".lock")):
+                try:
+                    started = time.perf_counter()
+                    splits = _data(settings, index, data_cache)
+                    if method == PROTOCOL:
+                        row = _protocol_cell(settings, table, splits, recipe, index)
+                    else:
+                        row = _search_cell(settings, splits, recipe, method, index, say)
+                    row["cell_wall_s"] = round(time.perf_counter() - started, 2)
+                    write_json_atomic(path, row)
+                finally:
+                    path.with_suffix(".lock").unlink(missing_ok=True)
+                say(f"{name}: predicted {row['predicted_ms']:.2f} ms, retrained test accuracy "
+                    f"{row['retrain_test_accuracy']:.4f}"
+                    + (f", deliverable test accuracy {row['test_accuracy']:.4f}" if row.get("test_accuracy") is not None
+                       else ""))
+                write_report(settings, _rows(cells, plan))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        torch.set_num_threads(threads)
+        if bar is not None:
+            bar.close()
+    return write_report(settings, _rows(cells, plan))
+
+
+def _claim(lock: Path) -> bool:
+    """Take the cell's lock for this process; False when another live process holds it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            holder = int(lock.read_text().strip() or "0")
+        except (OSError, ValueError):
+            return False
+        if holder and holder != os.getpid() and not _alive(holder):
+            lock.unlink(missing_ok=True)                  # its worker died: take the cell over
+            return _claim(lock)
+        return holder == os.getpid()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(str(os.getpid()))
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _rows(cells: Path, plan: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """The finished cells of this plan (a rerun with fewer --seeds reports only those seeds)."""
+    if not cells.is_dir():
+        return []
+    rows = [read_json(p, ConfigError, "missing") for p in sorted(cells.glob("*.json"))]
+    return [r for r in rows if (r["method"], r["seed"]) in set(plan)]
+
+
+def _data(settings: CompareSettings, seed: int, cache: dict[int, Any]):
+    """The splits the searches of ``seed`` train on (one cached at a time: a test split is large)."""
+    if seed not in cache:
+        from mobilekit.data import load_dataset
+
+        cache.clear()
+        cache[seed] = load_dataset(settings.data, settings.train_resolution, seed=seed,
+                                   train_subset=settings.train_subset)
+    return cache[seed]
+
+
+def _train_space(table: LatencyTable, settings: CompareSettings, num_classes: int):
+    space = table.search_space()
+    return get_space(space.name, width=space.width, resolution=settings.train_resolution, num_classes=num_classes)
+
+
+def _search_cell(settings: CompareSettings, splits, recipe: Recipe, method: str, seed: int, say: Log) -> dict:
+    from mobilekit.search import run_search
+
+    config, facts = search_config(settings, method, seed)
+    summary = run_search(config, log=lambda message: say(f"{method}-s{seed}: {message}"))
+    table = LatencyTable.load(settings.table)
+    arch = Architecture.from_string(_train_space(table, settings, splits.num_classes), summary["arch"])
+    result = retrain(arch, splits.train, recipe, seed, {"val": splits.val, "test": splits.test})
+    repairs = summary.get("repairs") or []
+    search_s, final_s = float(summary["search_s"]), float(summary.get("final_train_s") or 0.0)
+    return {
+        "kind": "search", "method": method, "seed": seed, "arch": summary["arch"],
+        "predicted_ms": float(summary["predicted_ms"]), "derived_ms": summary.get("derived_ms"),
+        "within_window": bool(summary["within_window"]), "repairs": len(repairs),
+        "within_window_without_repair": bool(summary["within_window"]) and not repairs,
+        "test_accuracy": float(summary["test_accuracy"]), "val_accuracy": float(summary["val_accuracy"]),
+        "retrain_test_accuracy": result["test_accuracy"], "retrain_val_accuracy": result["val_accuracy"],
+        "retrain_s": result["train_s"], "search_s": round(search_s, 2), "final_train_s": round(final_s, 2),
+        "total_s": round(search_s + final_s, 2), **facts,
+    }
+
+
+def _protocol_cell(settings: CompareSettings, table: LatencyTable, splits, recipe: Recipe, index: int) -> dict:
+    """One architecture of the random-search protocol: uniform per layer, moved into [0.95 T, T] by the random
+    search's own window sampler, trained with the fixed recipe."""
+    from mobilekit.latency.runtime_loss import ExpectedLatency
+    from mobilekit.search.budget import sample_in_window
+
+    space = _train_space(table, settings, splits.num_classes)
+    include_se = settings.search_keys.get("include_se")
+    runtime = ExpectedLatency(table, include_se=include_se)
+    lo, hi = (w * settings.target_ms for w in PROTOCOL_WINDOW)
+    arch = sample_in_window(runtime, space, lo, hi, random.Random(1_000_003 + index))
+    result = retrain(arch, splits.train, recipe, index, {"val": splits.val, "test": splits.test})
+    predicted = runtime.lookup_ms(arch)
+    return {
+        "kind": "protocol", "method": PROTOCOL, "seed": index, "arch": arch.to_string(), "predicted_ms": predicted,
+        "derived_ms": predicted, "within_window": 0.9 * settings.target_ms <= predicted <= settings.target_ms,
+        "repairs": 0, "within_window_without_repair": True, "test_accuracy": None, "val_accuracy": None,
+        "retrain_test_accuracy": result["test_accuracy"], "retrain_val_accuracy": result["val_accuracy"],
+        "retrain_s": result["train_s"], "search_s": 0.0, "final_train_s": 0.0, "total_s": result["train_s"],
+        "search_epochs_nominal": 0.0, "final_epochs": settings.retrain_epochs,
+        "images_epochs": float(settings.retrain_epochs), "rule": "fixed recipe only",
+    }
