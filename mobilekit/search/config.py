@@ -69,7 +69,8 @@ class SearchConfig:
                                          "unmeasured entries (e.g. SE types) for the search")
     device: str | None = option(None, "device descriptor TOML to measure the exported model on (default: the "
                                       "host when the table was measured on the host)", resume_free=True)
-    export: tuple[str, ...] = option(("onnx", "tflite"), "comma-separated export formats, or none",
+    export: tuple[str, ...] = option(("onnx", "tflite"), "comma-separated export formats (onnx, tflite, tflite-int8), or "
+                                     "none; with an int8 table tflite-int8 is added and measured",
                                      resume_free=True)
     measure_runs: int = option(50, "timed runs when measuring the exported model", ge=1, resume_free=True)
     checkpoint_every: int = option(20, "steps between checkpoints (and at every epoch end)", ge=1)
@@ -109,10 +110,11 @@ class SearchConfig:
             self.export = ()
         check_options(self, origins, source, only=common_fields())
         check_options(self.method_options, origins, source)
-        unknown = set(self.export) - {"onnx", "tflite"}
+        unknown = set(self.export) - {"onnx", "tflite", "tflite-int8"}
         if unknown:
             where = (origins or {}).get("export", source)
-            raise ConfigError(f"{where}: export formats {sorted(unknown)} are unknown; use onnx, tflite, or none")
+            raise ConfigError(f"{where}: export formats {sorted(unknown)} are unknown; use onnx, tflite, tflite-int8, "
+                              "or none")
 
     # ---- I/O ----------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -277,10 +277,13 @@ def export_and_measure(model: MobileNet, deploy_space, config: SearchConfig, tab
         return out
     from mobilekit.export import export_model
 
+    precision = table_precision(table)
+    formats = deliverable_formats(config.export, precision)
+
     deploy_model = MobileNet(model.arch.with_space(deploy_space))
     deploy_model.load_state_dict(model.state_dict())
     try:
-        report = export_model(deploy_model.eval(), run.path("exported"), formats=config.export,
+        report = export_model(deploy_model.eval(), run.path("exported"), formats=formats,
                               representative=splits.sample_images(32), deploy_resolution=deploy_space.resolution,
                               mean=splits.mean, std=splits.std)
     except ExportError as exc:
@@ -297,7 +300,7 @@ def export_and_measure(model: MobileNet, deploy_space, config: SearchConfig, tab
         out["measure_note"] = (f"the table's device {table.device.get('name')!r} is not reachable from here; pass "
                                "--device DESCRIPTOR.toml to measure on it")
         return out
-    measured, note, device_name = _measure(device_arg, report.files, config.measure_runs)
+    measured, note, device_name = _measure(device_arg, report.files, config.measure_runs, precision)
     out.update(measured_ms=measured, measure_note=note, measured_on=device_name)
     if measured is not None:
         say(f"measured {measured:.2f} ms on {device_name} (predicted {predicted_ms:.2f} ms, target "
@@ -307,7 +310,31 @@ def export_and_measure(model: MobileNet, deploy_space, config: SearchConfig, tab
     return out
 
 
-def _measure(device_arg: str, files: dict[str, Path], runs: int) -> tuple[float | None, str | None, str | None]:
+def table_precision(table: LatencyTable) -> str:
+    """``"int8"`` for a table of full-integer quantized layers (``mobilekit profile --precision int8``), else
+    ``"float32"``."""
+    return "int8" if table.settings.get("precision") == "int8" else "float32"
+
+
+def deliverable_formats(export: tuple[str, ...], precision: str) -> tuple[str, ...]:
+    """The formats to export: ``export``, plus the int8 TFLite file when the table's latencies are int8 (the
+    file whose latency the table predicts) and TFLite is asked for."""
+    formats = tuple(export)
+    if precision == "int8" and "tflite" in formats and "tflite-int8" not in formats:
+        formats += ("tflite-int8",)
+    return formats
+
+
+def measured_format(model_suffix: str, precision: str) -> str:
+    """The exported format a device measures: ONNX on an onnxruntime device, else the TFLite file of the table's
+    precision."""
+    if model_suffix == ".onnx":
+        return "onnx"
+    return "tflite-int8" if precision == "int8" else "tflite"
+
+
+def _measure(device_arg: str, files: dict[str, Path], runs: int,
+             precision: str = "float32") -> tuple[float | None, str | None, str | None]:
     try:
         from mobilekit.profile.devices import load_device
         from mobilekit.profile.runners import open_runner
@@ -315,7 +342,10 @@ def _measure(device_arg: str, files: dict[str, Path], runs: int) -> tuple[float 
         return None, f"no device runner in this installation ({exc})", None
     try:
         device = load_device(device_arg)
-        wanted = "onnx" if device.model_suffix == ".onnx" else "tflite"
+        wanted = measured_format(device.model_suffix, precision)
+        if wanted == "onnx" and precision == "int8":
+            return None, (f"device {device.name} runs ONNX files; the table is an int8 TFLite table: measure on a "
+                          "TFLite device (--device)"), device.name
         if wanted not in files:
             return None, f"device {device.name} runs {wanted} files, which were not exported", device.name
         runner = open_runner(device)
