@@ -3,8 +3,8 @@ profile, latency predict|fit|validate|published). Each example must end with exi
 stderr, no traceback, and every file that was already in the output location unchanged.
 
 Commands run in-process through :func:`mobilekit.cli.main` (a subprocess would pay the TensorFlow import each
-time); the number of examples is fixed so the suite takes seconds. ``search`` is fuzzed with its own options on
-its own branch (issue #8).
+time); the number of examples is fixed so the suite takes seconds. ``search``, ``compare`` and ``tune`` are fuzzed
+in ``test_cli_fuzz_search.py``.
 """
 
 from __future__ import annotations

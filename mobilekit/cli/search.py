@@ -14,6 +14,8 @@ import sys
 from dataclasses import fields
 from typing import Any, Mapping
 
+from mobilekit.validation.options import OneLineArgumentParser
+
 CLI_ONLY = ("config", "no_progress")
 
 
@@ -47,7 +49,7 @@ def _add_option(group, f, type_hints: Mapping[str, Any]) -> None:
     group.add_argument(*flags, **kwargs)
 
 
-class SearchParser(argparse.ArgumentParser):
+class SearchParser(OneLineArgumentParser):
     """The ``search`` sub-command's parser: adds the method groups on first use (parsing or help)."""
 
     _methods_added = False

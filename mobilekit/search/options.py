@@ -10,6 +10,7 @@ file or flag), the field and the fix.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import field
@@ -112,6 +113,8 @@ def check_options(options: Any, origins: Mapping[str, str] | None = None, defaul
                 words = tuple(choices) if isinstance(choices, Mapping) else allowed
                 raise ConfigError(f"{where}: {f.name} {value!r} is not allowed; use one of "
                                   f"{', '.join(str(w) for w in words)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {f.name} must be a finite number, got {value}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             for key, test, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
                                     ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):

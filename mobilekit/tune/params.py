@@ -14,6 +14,7 @@ CE + λ·log R).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +125,8 @@ def parse_param(text: str) -> ParamSpec:
         low, high = float(parts[2]), float(parts[3])
     except ValueError:
         raise ConfigError(f"{where}: LOW and HIGH must be numbers, got {parts[2]!r} and {parts[3]!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ConfigError(f"{where}: LOW and HIGH must be finite numbers, got {parts[2]!r} and {parts[3]!r}")
     if not low < high:
         raise ConfigError(f"{where}: LOW must be below HIGH, got {low:g} and {high:g}")
     if kind == "log" and low <= 0:
