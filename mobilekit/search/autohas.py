@@ -204,7 +204,7 @@ class AutoHASPhase(Phase):
         hard_ms = self.latency_model.lookup_ms(arch)
         record = {
             "ce": ce.item(), "val_ce": float(val_ce.detach()), "accuracy": float((logits.argmax(1) == y).float().mean()),
-            "runtime_ms": float(expected_ms), "runtime_hard_ms": hard_ms, "lambda": lam, "lr": lr_now,
+            "runtime_ms": float(expected_ms.detach()), "runtime_hard_ms": hard_ms, "lambda": lam, "lr": lr_now,
             "lr_stage": stage, "lr_stages": [enc.derive("lr", s) for s in range(enc.specs["lr"].stages)],
             "weight_decay": enc.derive("weight_decay"), "arch": arch.to_string(), "decisions": arch_summary(arch),
         }
