@@ -208,3 +208,35 @@ def test_autohas_runs_end_to_end_and_the_final_training_uses_the_searched_schedu
     assert all(0.0015 <= r["lr"] <= 0.006 and math.isfinite(r["val_ce"]) for r in search)
     final = [r["lr"] for r in records if r["phase"] == "final"]
     assert final == pytest.approx(hp["lr_stages"])                  # 2 final steps, one per searched stage
+
+
+def test_an_interrupted_reinforce_search_resumes_to_the_same_result(tmp_path, monkeypatch):
+    import mobilekit.search
+
+    table = synthetic_table(width=0.35)
+    path = table.save(tmp_path / "synthetic.json")
+    fastest, slowest = SuperkernelLatency(table).bounds_ms()
+    target = round(fastest + 0.5 * (slowest - fastest), 1)
+
+    def args(out):
+        return ["search", "--method", "autohas", "--estimator", "reinforce", "--table", str(path), "--target-ms",
+                str(target), "--out", str(out), "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16",
+                "--final-epochs", "0", "--export", "none", "--threads", "1", "--no-progress", "--checkpoint-every", "1"]
+
+    assert main(args(tmp_path / "straight")) == 0
+    real = mobilekit.search.run_search
+
+    def interrupted(config, **kwargs):
+        def stop(record):
+            if record["step"] == 2:
+                raise KeyboardInterrupt
+        return real(config, **kwargs, on_step=stop)
+
+    monkeypatch.setattr(mobilekit.search, "run_search", interrupted)
+    assert main(args(tmp_path / "resumed")) == 130
+    monkeypatch.setattr(mobilekit.search, "run_search", real)
+    assert main(args(tmp_path / "resumed") + ["--resume"]) == 0
+    straight, resumed = (json.loads((tmp_path / d / "hyperparameters.json").read_text()) for d in ("straight", "resumed"))
+    assert resumed == straight and straight["estimator"] == "reinforce"
+    records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["phase"] == "search"] == [0, 1, 2, 3]
