@@ -240,3 +240,24 @@ def test_an_interrupted_reinforce_search_resumes_to_the_same_result(tmp_path, mo
     assert resumed == straight and straight["estimator"] == "reinforce"
     records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["phase"] == "search"] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("method", ["random-has", "tpe"])
+def test_joint_baselines_train_trials_in_the_window_and_hand_over_the_best_hyperparameters(tmp_path, method):
+    table = synthetic_table(width=0.35)
+    path = table.save(tmp_path / "synthetic.json")
+    fastest, slowest = SuperkernelLatency(table).bounds_ms()
+    target = round(fastest + 0.5 * (slowest - fastest), 1)
+    out = tmp_path / "run"
+    code = main(["search", "--method", method, "--table", str(path), "--target-ms", str(target), "--out", str(out),
+                 "--epochs", "2", "--steps-per-epoch", "1", "--batch-size", "16", "--trials", "2", "--final-epochs",
+                 "1", "--export", "none", "--threads", "1", "--no-progress"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    trials = summary["trials"]
+    assert len(trials) == 2 and all(0.9 * target <= t["predicted_ms"] <= target for t in trials)
+    assert all(3e-4 <= t["lr"] <= 3e-2 and 1e-5 <= t["weight_decay"] <= 1e-3 for t in trials)   # bases' span
+    best = max(trials, key=lambda t: (t["val_accuracy"], -t["trial"]))
+    hp = summary["final_hyperparameters"]
+    assert summary["arch"] == best["arch"] and hp["lr"] == best["lr"] and hp["weight_decay"] == best["weight_decay"]
+    assert hp["source"] == f"{method} search"
