@@ -261,3 +261,30 @@ def test_joint_baselines_train_trials_in_the_window_and_hand_over_the_best_hyper
     hp = summary["final_hyperparameters"]
     assert summary["arch"] == best["arch"] and hp["lr"] == best["lr"] and hp["weight_decay"] == best["weight_decay"]
     assert hp["source"] == f"{method} search"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_the_lr_affine_mixture_equals_the_cartesian_mixture_in_value_and_gradient(name):
+    from mobilekit.search.temporary_weights import mixed_lr_step, optimizer_direction
+
+    net, opt = _net_with_history(name)
+    params = list(net.parameters())
+    grads = [p.grad.clone() for p in params]
+    lr_bases, wd_bases = (0.01, 0.1, 0.5), (0.0, 0.01, 0.1)
+    x = torch.randn(6, 5)
+    names = [n for n, _ in net.named_parameters()]
+    results = []
+    for fast in (False, True):
+        torch.manual_seed(3)
+        p_lr = gumbel_one_hot(torch.tensor([0.1, 0.5, -0.2], requires_grad=True), 10.0)
+        p_wd = gumbel_one_hot(torch.tensor([0.3, 0.0, 0.2], requires_grad=True), 10.0)
+        p_lr.retain_grad(), p_wd.retain_grad()
+        mixed = (mixed_lr_step(lambda wd: optimizer_direction(opt, params, grads, wd), params, lr_bases, wd_bases,
+                               p_lr, p_wd) if fast else
+                 mixed_step(lambda v: optimizer_step(opt, params, grads, *v), [lr_bases, wd_bases], [p_lr, p_wd]))
+        torch.func.functional_call(net, dict(zip(names, mixed)), (x,)).pow(2).mean().backward()
+        results.append((mixed, p_lr.grad, p_wd.grad))
+    (slow, slow_lr, slow_wd), (fast, fast_lr, fast_wd) = results
+    assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(slow, fast))
+    assert torch.allclose(slow_lr, fast_lr, rtol=1e-5, atol=1e-8) and torch.allclose(slow_wd, fast_wd, rtol=1e-5, atol=1e-8)
+    assert fast_lr.abs().max() > 0 and fast_wd.abs().max() > 0

@@ -46,7 +46,7 @@ from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, der
 from mobilekit.search.penalty import LatencyPenalty
 from mobilekit.search.single_path import arch_summary
 from mobilekit.search.supernets import SampledPathNet, extract_network
-from mobilekit.search.temporary_weights import mixed_step, optimizer_step
+from mobilekit.search.temporary_weights import mixed_lr_step, optimizer_direction, optimizer_step
 from mobilekit.search.training import Phase, SearchContext, batches, load_batches, make_optimizer
 
 LATENCY_MODEL = "expected"
@@ -176,8 +176,8 @@ class AutoHASPhase(Phase):
         if cfg.estimator == "gumbel":
             gates = arch_onehot[torch.arange(len(chosen)), chosen]
             p_lr, p_wd = enc.sample("lr", stage, cfg.tau), enc.sample("weight_decay", 0, cfg.tau)
-            mixed = mixed_step(lambda v: optimizer_step(self.weights_opt, params, grads, *v), (lr_bases, wd_bases),
-                               (p_lr, p_wd))
+            mixed = mixed_lr_step(lambda wd: optimizer_direction(self.weights_opt, params, grads, wd), params,
+                                  lr_bases, wd_bases, p_lr, p_wd)
             val_ce = self._val_loss(names, mixed, vx, vy, gates)
             loss = val_ce + self.penalty(expected_ms, lam)
         else:
