@@ -288,3 +288,16 @@ def test_the_lr_affine_mixture_equals_the_cartesian_mixture_in_value_and_gradien
     assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(slow, fast))
     assert torch.allclose(slow_lr, fast_lr, rtol=1e-5, atol=1e-8) and torch.allclose(slow_wd, fast_wd, rtol=1e-5, atol=1e-8)
     assert fast_lr.abs().max() > 0 and fast_wd.abs().max() > 0
+
+
+def test_multipliers_that_are_not_positive_numbers_are_one_config_error():
+    from types import SimpleNamespace
+
+    from mobilekit.errors import ConfigError
+    from mobilekit.search.autohas import multipliers
+
+    assert multipliers(SimpleNamespace(multipliers=("0.5", "2"))) == (0.5, 2.0)
+    with pytest.raises(ConfigError, match=r"multipliers: '0.1,abc' must be comma-separated positive numbers"):
+        multipliers(SimpleNamespace(multipliers=("0.1", "abc")))
+    with pytest.raises(ConfigError, match="must be positive"):
+        multipliers(SimpleNamespace(multipliers=("0", "1")))
