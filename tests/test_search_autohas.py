@@ -56,7 +56,7 @@ def test_continuous_bases_are_the_default_times_the_multipliers():
 
 
 def test_eq_10_continuous_is_the_probability_weighted_basis_categorical_the_argmax():
-    enc = HyperEncoding([HyperParameter.continuous("lr", 1.0, (0.1, 1.0, 10.0), stages=2),
+    enc = HyperEncoding([HyperParameter.continuous("lr", 1.0, (0.1, 1.0, 10.0), stages=2, start_at_default=False),
                          HyperParameter.choice("optimizer", ("adam", "sgd", "adamw"))])
     with torch.no_grad():
         enc.logits["lr"][1] = torch.tensor([0.0, math.log(2.0), math.log(7.0)])   # P^ = (0.1, 0.2, 0.7)
@@ -66,6 +66,13 @@ def test_eq_10_continuous_is_the_probability_weighted_basis_categorical_the_argm
     assert enc.derive("optimizer") == "sgd"
     derived = enc.derive_all()
     assert derived["lr"] == pytest.approx([11.1 / 3, 7.21]) and derived["optimizer"] == "sgd"
+
+
+def test_encodings_start_where_eq_10_derives_the_default():
+    enc = HyperEncoding([HyperParameter.continuous("lr", 3e-3, stages=3), HyperParameter.continuous("wd", 1e-4)])
+    assert enc.derive_all()["lr"] == pytest.approx([3e-3] * 3, rel=1e-5)
+    assert enc.derive("wd") == pytest.approx(1e-4, rel=1e-5)
+    assert (enc.probs("lr") > 0).all()                       # every basis stays reachable
 
 
 def test_the_learning_rate_stage_covers_equal_shares_of_the_steps():

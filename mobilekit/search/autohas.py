@@ -67,6 +67,8 @@ class Options:
     multipliers: tuple[str, ...] = option(("0.1", "0.25", "0.5", "0.75", "1", "2.5", "5", "7.5", "10"),
                                           "bases = default x these multipliers (comma-separated)")
     wd_default: float = option(1e-4, "weight decay the weight-decay bases multiply", gt=0)
+    encoding_start: str = option("default", "initial encodings: derive the defaults (eq. 10) or uniform (derive "
+                                 "the mean of the bases)", choices=("default", "uniform"))
     baseline_momentum: float = option(0.9, "REINFORCE: moving-average factor of the loss baseline", ge=0, lt=1)
 
 
@@ -84,10 +86,11 @@ def multipliers(options: Any) -> tuple[float, ...]:
 
 def hyperparameter_space(config: Any) -> list[HyperParameter]:
     """The searched hyper-parameters: ``lr`` (``lr_stages`` encodings, bases ``config.lr x multipliers``) and
-    ``weight_decay`` (bases ``wd_default x multipliers``)."""
-    m = multipliers(config.method_options)
-    return [HyperParameter.continuous("lr", config.lr, m, stages=config.lr_stages),
-            HyperParameter.continuous("weight_decay", config.wd_default, m)]
+    ``weight_decay`` (bases ``wd_default x multipliers``), starting at the defaults unless ``encoding_start`` is
+    "uniform"."""
+    m, at_default = multipliers(config.method_options), config.encoding_start == "default"
+    return [HyperParameter.continuous("lr", config.lr, m, stages=config.lr_stages, start_at_default=at_default),
+            HyperParameter.continuous("weight_decay", config.wd_default, m, start_at_default=at_default)]
 
 
 class _GatedPath(nn.Module):

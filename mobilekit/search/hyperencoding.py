@@ -53,12 +53,17 @@ class HyperParameter:
     bases: tuple[Any, ...]
     categorical: bool = False
     stages: int = 1
+    start: float | None = None
 
     @classmethod
     def continuous(cls, name: str, default: float, multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
-                   stages: int = 1) -> "HyperParameter":
-        """Bases ``default x multipliers``."""
-        return cls(name, tuple(float(default) * float(m) for m in multipliers), False, stages)
+                   stages: int = 1, start_at_default: bool = True) -> "HyperParameter":
+        """Bases ``default x multipliers``; with ``start_at_default`` the encodings start where eq. 10 derives
+        ``default`` (uniform encodings would derive the mean of the bases, about 3x the default with the paper's
+        multipliers)."""
+        bases = tuple(float(default) * float(m) for m in multipliers)
+        start = float(default) if start_at_default and min(bases) < default < max(bases) else None
+        return cls(name, bases, False, stages, start)
 
     @classmethod
     def choice(cls, name: str, choices: Sequence[Any], stages: int = 1) -> "HyperParameter":
@@ -70,15 +75,29 @@ class HyperParameter:
         return min(self.stages - 1, step * self.stages // max(1, total_steps))
 
 
+def logits_for_mean(bases: Sequence[float], target: float) -> torch.Tensor:
+    """Logits ``-beta * B / max(B)`` (m,) whose softmax weights the bases to ``sum_i P^_i B_i = target`` (bisection on
+    beta; the weighted mean falls monotonically from the plain mean toward ``min(B)`` as beta grows)."""
+    b = torch.tensor(bases, dtype=torch.float64) / max(bases)
+    aim = target / max(bases)
+    lo, hi = -200.0, 200.0
+    for _ in range(100):
+        beta = (lo + hi) / 2
+        lo, hi = (beta, hi) if float((F.softmax(-beta * b, 0) * b).sum()) > aim else (lo, beta)
+    return (-(lo + hi) / 2 * b).float()
+
+
 class HyperEncoding(nn.Module):
-    """The relaxed encodings ``P~`` of several hyper-parameters: ``logits[name]`` (stages, m), zeros at the start
-    (uniform ``P^``: the derived continuous value starts at the mean of the bases)."""
+    """The relaxed encodings ``P~`` of several hyper-parameters: ``logits[name]`` (stages, m); every stage starts at
+    :func:`logits_for_mean` of the hyper-parameter's ``start`` when it has one, else at zeros (uniform ``P^``)."""
 
     def __init__(self, hyperparameters: Sequence[HyperParameter]) -> None:
         super().__init__()
         self.specs = {h.name: h for h in hyperparameters}
-        self.logits = nn.ParameterDict({h.name: nn.Parameter(torch.zeros(h.stages, len(h.bases)))
-                                        for h in hyperparameters})
+        self.logits = nn.ParameterDict({
+            h.name: nn.Parameter(torch.zeros(h.stages, len(h.bases)) if h.start is None else
+                                 logits_for_mean(h.bases, h.start).repeat(h.stages, 1))
+            for h in hyperparameters})
 
     def bases(self, name: str) -> torch.Tensor:
         """(m,) float bases of a continuous hyper-parameter."""
