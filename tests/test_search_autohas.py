@@ -59,8 +59,8 @@ def test_eq_10_continuous_is_the_probability_weighted_basis_categorical_the_argm
     enc = HyperEncoding([HyperParameter.continuous("lr", 1.0, (0.1, 1.0, 10.0), stages=2, start_at_default=False),
                          HyperParameter.choice("optimizer", ("adam", "sgd", "adamw"))])
     with torch.no_grad():
-        enc.logits["lr"][1] = torch.tensor([0.0, math.log(2.0), math.log(7.0)])   # P^ = (0.1, 0.2, 0.7)
-        enc.logits["optimizer"][0] = torch.tensor([0.1, 0.3, 0.2])
+        enc.row("lr", 1).copy_(torch.tensor([0.0, math.log(2.0), math.log(7.0)]))   # P^ = (0.1, 0.2, 0.7)
+        enc.row("optimizer").copy_(torch.tensor([0.1, 0.3, 0.2]))
     assert enc.derive("lr", 0) == pytest.approx((0.1 + 1.0 + 10.0) / 3)            # uniform at the start
     assert enc.derive("lr", 1) == pytest.approx(0.1 * 0.1 + 0.2 * 1.0 + 0.7 * 10.0)
     assert enc.derive("optimizer") == "sgd"
@@ -212,6 +212,7 @@ def test_autohas_runs_end_to_end_and_the_final_training_uses_the_searched_schedu
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     search = [r for r in records if r["phase"] == "search"]
     assert [r["lr_stage"] for r in search] == [0, 1]
+    assert search[1]["lr_stages"][0] == search[0]["lr_stages"][0]      # a stage moves only while it is in use
     assert all(0.0015 <= r["lr"] <= 0.006 and math.isfinite(r["val_ce"]) for r in search)
     final = [r["lr"] for r in records if r["phase"] == "final"]
     assert final == pytest.approx(hp["lr_stages"])                  # 2 final steps, one per searched stage

@@ -88,28 +88,35 @@ def logits_for_mean(bases: Sequence[float], target: float) -> torch.Tensor:
 
 
 class HyperEncoding(nn.Module):
-    """The relaxed encodings ``P~`` of several hyper-parameters: ``logits[name]`` (stages, m); every stage starts at
-    :func:`logits_for_mean` of the hyper-parameter's ``start`` when it has one, else at zeros (uniform ``P^``)."""
+    """The relaxed encodings ``P~`` of several hyper-parameters, one ``nn.Parameter`` (m,) per hyper-parameter and
+    stage (``row(name, stage)``; separate parameters, so a stage not in use gets no gradient and Adam leaves it
+    alone). Every stage starts at :func:`logits_for_mean` of the hyper-parameter's ``start`` when it has one, else
+    at zeros (uniform ``P^``)."""
 
     def __init__(self, hyperparameters: Sequence[HyperParameter]) -> None:
         super().__init__()
         self.specs = {h.name: h for h in hyperparameters}
         self.logits = nn.ParameterDict({
-            h.name: nn.Parameter(torch.zeros(h.stages, len(h.bases)) if h.start is None else
-                                 logits_for_mean(h.bases, h.start).repeat(h.stages, 1))
-            for h in hyperparameters})
+            f"{h.name}_{s}": nn.Parameter(torch.zeros(len(h.bases)) if h.start is None else
+                                          logits_for_mean(h.bases, h.start))
+            for h in hyperparameters for s in range(h.stages)})
+
+    def row(self, name: str, stage: int = 0) -> nn.Parameter:
+        """The logits ``P~`` (m,) of one hyper-parameter's stage."""
+        return self.logits[f"{name}_{stage}"]
 
     def bases(self, name: str) -> torch.Tensor:
         """(m,) float bases of a continuous hyper-parameter."""
-        return torch.tensor(self.specs[name].bases, dtype=self.logits[name].dtype, device=self.logits[name].device)
+        row = self.row(name)
+        return torch.tensor(self.specs[name].bases, dtype=row.dtype, device=row.device)
 
     def probs(self, name: str, stage: int = 0) -> torch.Tensor:
         """``P^ = softmax(P~)`` (m,) of one stage (eq. 7)."""
-        return F.softmax(self.logits[name][stage], dim=-1)
+        return F.softmax(self.row(name, stage), dim=-1)
 
     def sample(self, name: str, stage: int, tau: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """A hard one-hot ``P`` (m,) with straight-through gradient (eq. 6-8)."""
-        return gumbel_one_hot(self.logits[name][stage], tau, generator)
+        return gumbel_one_hot(self.row(name, stage), tau, generator)
 
     def value(self, name: str, weights: torch.Tensor) -> Any:
         """``sum_i w_i B_i`` (a differentiable scalar) for a continuous hyper-parameter (eq. 3), the basis of the
