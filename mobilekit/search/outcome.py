@@ -16,7 +16,9 @@ from mobilekit.space import Architecture, LayerType
 class TrainingHyperparameters:
     """How the final training trains the derived network: learning rate (per step, at the start of the
     ``lr_schedule``), weight decay, optimiser, augmentation policy; ``source`` says who chose them ("settings"
-    from the recipe/flags, or the searcher's name when the search found them)."""
+    from the recipe/flags, or the searcher's name when the search found them). ``lr_stages`` (optional): a
+    searched piecewise-constant learning rate, one value per equal share of the training steps, applied on top
+    of ``lr_schedule`` (e.g. AutoHAS's per-stage learning rates with the "constant" schedule)."""
 
     lr: float
     lr_schedule: str = "cosine"
@@ -24,17 +26,33 @@ class TrainingHyperparameters:
     optimizer: str = "adam"
     augment: str = "none"
     source: str = "settings"
+    lr_stages: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr_stages", tuple(float(v) for v in self.lr_stages))   # JSON gives a list
+
+    @property
+    def lr_stage_factors(self) -> tuple[float, ...]:
+        """``lr_stages`` as multipliers of ``lr`` (empty when not staged)."""
+        return tuple(v / self.lr for v in self.lr_stages)
 
     @classmethod
     def from_config(cls, config: Any) -> "TrainingHyperparameters":
         return cls(config.lr, config.lr_schedule, config.weight_decay, config.optimizer, config.augment)
 
     def describe(self) -> str:
-        return (f"lr {self.lr:g} ({self.lr_schedule} schedule), weight decay {self.weight_decay:g}, "
+        lr = (f"lr per stage {', '.join(f'{v:.3g}' for v in self.lr_stages)} ({len(self.lr_stages)} equal stages, "
+              f"{self.lr_schedule} schedule)" if self.lr_stages else f"lr {self.lr:g} ({self.lr_schedule} schedule)")
+        return (f"{lr}, weight decay {self.weight_decay:g}, "
                 f"{self.optimizer}, augmentation {self.augment} (from the {self.source})")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.lr_stages:
+            out["lr_stages"] = list(self.lr_stages)
+        else:
+            del out["lr_stages"]                # unstaged hyper-parameters read as before
+        return out
 
 
 @dataclass

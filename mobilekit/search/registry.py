@@ -78,3 +78,6 @@ def get_method(name: str, where: str = "settings") -> Method:
 register("single-path", "mobilekit.search.single_path")
 register("multipath", "mobilekit.search.multipath")
 register("random", "mobilekit.search.random_search")
+register("autohas", "mobilekit.search.autohas")
+register("random-has", "mobilekit.search.joint_random")
+register("tpe", "mobilekit.search.joint_tpe")

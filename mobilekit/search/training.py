@@ -86,9 +86,18 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0) -> t
     return OPTIMIZERS[name](list(params), lr, weight_decay)
 
 
-def make_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step ``torch.optim.lr_scheduler`` schedule over ``total_steps`` (:data:`SCHEDULES`)."""
-    return SCHEDULES[name](optimizer, total_steps)
+def make_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int,
+                  stage_factors: Sequence[float] = ()) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step ``torch.optim.lr_scheduler`` schedule over ``total_steps`` (:data:`SCHEDULES`). With
+    ``stage_factors`` (S multipliers of the base lr, e.g. searched by AutoHAS; ``name`` must then be "constant")
+    a piecewise-constant ``LambdaLR``: ``stage_factors[s]`` over the steps ``[s T / S, (s + 1) T / S)``."""
+    if not stage_factors:
+        return SCHEDULES[name](optimizer, total_steps)
+    if name != "constant":
+        raise ValueError(f"a staged learning rate is piecewise constant; got schedule {name!r} with stages")
+    factors, total = tuple(stage_factors), max(1, total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: factors[min(len(factors) - 1, step * len(factors) // total)])
 
 
 # ---- evaluation ------------------------------------------------------------------------------------------------------
@@ -277,7 +286,8 @@ class TrainPhase(Phase):
         optimizer = make_optimizer(hp.optimizer, model.parameters(), hp.lr, hp.weight_decay)
         super().__init__(modules={"model": model}, optimizers={"opt": optimizer}, **{**kwargs, "engine": engine,
                                                                                         "augment": hp.augment})
-        self.schedule("opt", optimizer, hp.lr_schedule)
+        self.schedulers["opt"] = make_schedule(hp.lr_schedule, optimizer, self.total_steps,
+                                               getattr(hp, "lr_stage_factors", ()))
         self.model, self.optimizer = model, optimizer
         self.tags = tags or {}
 

@@ -1,0 +1,278 @@
+"""AutoHAS (Dong et al., "AutoHAS: Differentiable Hyper-parameter and Architecture Search" and its later version;
+equation numbers refer to ``../shared/papers/autohas.txt``): the architecture and the training hyper-parameters --
+a learning rate per stage of the schedule and the L2 weight decay -- searched together under a latency target.
+
+Encodings: the architecture logits of a :class:`~mobilekit.search.supernets.SampledPathNet` (one shared-weight
+path per step) and the hyper-parameter logits of a :class:`~mobilekit.search.hyperencoding.HyperEncoding` (bases
+``default x multipliers``). One search step (Algorithm 1) on a training batch and a batch of the held-out
+architecture split (20 % of the training split):
+
+1. sample an architecture ``P^a`` (eq. 6-8: hard one-hot forward, Gumbel-softmax gradient, ``tau``) and activate
+   its path; compute the training-loss gradient ``g`` of the path's weights ``W``;
+2. encodings (eq. 4-5), ``--estimator gumbel``: temporary weights ``W_B = f_B(W, g)`` (one step of the weight
+   optimiser with basis ``B``; :mod:`~mobilekit.search.temporary_weights`), mixed ``W' = sum_B P^h_B W_B`` with
+   sampled one-hot ``P^h``; the validation loss of ``W'`` on the sampled path (``torch.func.functional_call``,
+   only the active path's weights) plus ``lambda log E[R]`` (``E[R]`` of ``softmax(P~^a)``) is back-propagated to
+   both encodings (Adam, ``encoding_lr``). ``--estimator reinforce`` (the later version): architecture and bases
+   are drawn from ``softmax(P~)``, ``W'`` is the temporary weight of the drawn basis, and the encodings follow the
+   REINFORCE gradient ``(L_val(W') - b) grad log p`` with a moving-average baseline ``b``;
+3. weights (eq. 9): one optimiser step of ``W`` with ``g`` and the hyper-parameters derived from the current
+   encodings (eq. 10: the probability-weighted bases; for the learning rate, the current stage's encoding).
+
+At the end the architecture is the argmax (eq. 10), repaired into [0.9 T, T]; the hyper-parameters (eq. 10) go to
+the final training as a per-stage learning-rate schedule and a weight decay. The run folder gets
+``hyperparameters.json`` and ``hyperparameters.png`` (their trajectories over the search, as the paper's Fig. 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torch.utils.data import Dataset
+
+from mobilekit.errors import ConfigError
+from mobilekit.latency.differentiable import ExpectedLatency
+from mobilekit.models.torch_builder import Skeleton
+from mobilekit.search.hyperencoding import (HyperEncoding, HyperParameter, categorical_log_prob, gumbel_one_hot,
+                                            reinforce_surrogate)
+from mobilekit.search.multipath import split_for_architecture
+from mobilekit.search.options import option
+from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, derive_in_window
+from mobilekit.search.penalty import LatencyPenalty
+from mobilekit.search.single_path import arch_summary
+from mobilekit.search.supernets import SampledPathNet, extract_network
+from mobilekit.search.temporary_weights import mixed_lr_step, optimizer_direction, optimizer_step
+from mobilekit.search.training import Phase, SearchContext, batches, load_batches, make_optimizer
+
+LATENCY_MODEL = "expected"
+SUMMARY = "AutoHAS: architecture + learning-rate schedule + weight decay, sampled path, temporary weights"
+HYPERPARAMETERS_JSON = "hyperparameters.json"
+HYPERPARAMETERS_PNG = "hyperparameters.png"
+
+
+@dataclass
+class Options:
+    """AutoHAS settings (recipe section ``[search.autohas]``)."""
+
+    estimator: str = option("gumbel", "encoding gradient: Gumbel-softmax straight-through (eq. 6-8) or REINFORCE",
+                            choices=("gumbel", "reinforce"))
+    tau: float = option(10.0, "Gumbel-softmax temperature (the paper's 10)", gt=0)
+    encoding_lr: float = option(0.002, "Adam learning rate of the encodings (the paper's 0.002)", gt=0)
+    lr_stages: int = option(4, "learning-rate encodings over the schedule (one per stage)", ge=1)
+    multipliers: tuple[str, ...] = option(("0.1", "0.25", "0.5", "0.75", "1", "2.5", "5", "7.5", "10"),
+                                          "bases = default x these multipliers (comma-separated)")
+    wd_default: float = option(1e-4, "weight decay the weight-decay bases multiply", gt=0)
+    encoding_start: str = option("default", "initial encodings: derive the defaults (eq. 10) or uniform (derive "
+                                 "the mean of the bases)", choices=("default", "uniform"))
+    baseline_momentum: float = option(0.9, "REINFORCE: moving-average factor of the loss baseline", ge=0, lt=1)
+
+
+def multipliers(options: Any) -> tuple[float, ...]:
+    """The ``multipliers`` option as floats; :class:`ConfigError` naming it otherwise."""
+    try:
+        values = tuple(float(m) for m in options.multipliers)
+    except ValueError:
+        raise ConfigError(f"multipliers: {','.join(options.multipliers)!r} must be comma-separated positive "
+                          "numbers, e.g. 0.1,0.5,1,5,10") from None
+    if not values or min(values) <= 0:
+        raise ConfigError(f"multipliers: {values} must be positive numbers, e.g. 0.1,0.5,1,5,10")
+    return values
+
+
+def hyperparameter_space(config: Any) -> list[HyperParameter]:
+    """The searched hyper-parameters: ``lr`` (``lr_stages`` encodings, bases ``config.lr x multipliers``) and
+    ``weight_decay`` (bases ``wd_default x multipliers``), starting at the defaults unless ``encoding_start`` is
+    "uniform"."""
+    m, at_default = multipliers(config.method_options), config.encoding_start == "default"
+    return [HyperParameter.continuous("lr", config.lr, m, stages=config.lr_stages, start_at_default=at_default),
+            HyperParameter.continuous("weight_decay", config.wd_default, m, start_at_default=at_default)]
+
+
+class _GatedPath(nn.Module):
+    """Forward of a SampledPathNet's active path with explicit per-layer gates, for ``functional_call``."""
+
+    def __init__(self, net: SampledPathNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, gates: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+        return Skeleton.forward(self.net, x, [(None if gates is None else gates[l],)
+                                              for l in range(len(self.net.candidates))])
+
+
+def active_parameters(net: SampledPathNet) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of the active path: stem, fixed blocks, head and each layer's active candidate."""
+    inactive = {id(p) for block in net.paths for c, path in enumerate(block) if c != block.active
+                for p in path.parameters()}
+    return [(n, p) for n, p in net.named_parameters() if n != "alpha" and id(p) not in inactive]
+
+
+class AutoHASPhase(Phase):
+    """One AutoHAS search loop (see the module docstring). State: ``lambda``, ``baseline``. Records: ce, val_ce,
+    accuracy, runtime_ms (E[R]), runtime_hard_ms (argmax architecture), lambda, lr (this step's), lr_stage,
+    lr_stages (every stage's derived value), weight_decay, arch, decisions."""
+
+    def __init__(self, *, net: SampledPathNet, encoding: HyperEncoding, arch_data: Dataset,
+                 latency_model: ExpectedLatency, config: Any, **kwargs: Any) -> None:
+        engine = kwargs.get("engine")
+        if engine is not None:
+            engine.place(net)
+            encoding.to(engine.device)
+            latency_model.to(engine.device)
+        weights_opt = make_optimizer(config.optimizer, net.weight_parameters(), config.lr, config.weight_decay)
+        encoding_opt = torch.optim.Adam([net.alpha, *encoding.parameters()], lr=config.encoding_lr)
+        super().__init__(modules={"net": net, "encoding": encoding},
+                         optimizers={"weights": weights_opt, "encoding": encoding_opt},
+                         state={"lambda": config.lambda_init, "baseline": None}, **kwargs)
+        self.net, self.encoding, self.arch_data, self.config = net, encoding, arch_data, config
+        self.latency_model, self.weights_opt, self.encoding_opt = latency_model, weights_opt, encoding_opt
+        self.penalty = LatencyPenalty.from_config(config, self.state)
+        self.gated = _GatedPath(net)
+
+    def _arch_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        per_pass = len(batches(self.arch_data, self.batch_size, self.seed + 1, 0))
+        index = batches(self.arch_data, self.batch_size, self.seed + 1, step // per_pass)[step % per_pass]
+        x, y = next(iter(load_batches(self.arch_data, [index], self.workers)))
+        return self.engine.batch(x, y)
+
+    def _arch_logits(self) -> torch.Tensor:
+        return self.net.alpha.masked_fill(~self.net.mask, float("-inf"))
+
+    def _val_loss(self, names: list[str], weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                  gates: torch.Tensor | None) -> torch.Tensor:
+        """CE of the active path with ``weights`` in place of its parameters (BN statistics left untouched)."""
+        tensors = {f"net.{n}": w for n, w in zip(names, weights)}
+        tensors.update({f"net.{n}": b.clone() for n, b in self.net.named_buffers()})
+        with self.engine.autocast():
+            return F.cross_entropy(functional_call(self.gated, tensors, (x, gates)), y)
+
+    def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        cfg, net, enc = self.config, self.net, self.encoding
+        stage = enc.specs["lr"].stage_of(step, self.total_steps)
+        lr_bases, wd_bases = enc.specs["lr"].bases, enc.specs["weight_decay"].bases
+        net.train()
+        # 1. sample an architecture, activate its path, training gradient of its weights
+        if cfg.estimator == "gumbel":
+            arch_onehot = gumbel_one_hot(self._arch_logits(), cfg.tau)
+            chosen = arch_onehot.detach().argmax(-1)
+        else:
+            chosen = torch.multinomial(net.probs().detach().cpu(), 1).squeeze(1).to(net.alpha.device)
+        net.fix(chosen.tolist())
+        named = active_parameters(net)
+        names, params = [n for n, _ in named], [p for _, p in named]
+        self.weights_opt.zero_grad(set_to_none=True)
+        with self.engine.autocast():
+            logits = net(x)
+            ce = F.cross_entropy(logits, y)
+        self.engine.backward(ce, net.weight_parameters(), [self.weights_opt])
+        grads = [p.grad.detach() for p in params]
+        # 2. encodings through the temporary weights (eq. 4-5)
+        vx, vy = self._arch_batch(step)
+        expected_ms = self.latency_model(net.probs())
+        lam = self.penalty.steer(float(expected_ms.detach()))
+        wd_probs = enc.probs("weight_decay")
+        if cfg.estimator == "gumbel":
+            gates = arch_onehot[torch.arange(len(chosen)), chosen]
+            p_lr, p_wd = enc.sample("lr", stage, cfg.tau), enc.sample("weight_decay", 0, cfg.tau)
+            mixed = mixed_lr_step(lambda wd: optimizer_direction(self.weights_opt, params, grads, wd), params,
+                                  lr_bases, wd_bases, p_lr, p_wd)
+            val_ce = self._val_loss(names, mixed, vx, vy, gates)
+            loss = val_ce + self.penalty(expected_ms, lam)
+        else:
+            i = int(torch.multinomial(enc.probs("lr", stage).detach().cpu(), 1))
+            j = int(torch.multinomial(wd_probs.detach().cpu(), 1))
+            temporary = optimizer_step(self.weights_opt, params, grads, lr_bases[i], wd_bases[j])
+            with torch.no_grad():
+                val_ce = self._val_loss(names, temporary, vx, vy, None)
+            log_prob = (categorical_log_prob(self._arch_logits(), chosen)
+                        + torch.log(enc.probs("lr", stage)[i]) + torch.log(wd_probs[j]))
+            baseline = self.state["baseline"]
+            loss = reinforce_surrogate(log_prob, val_ce, 0.0 if baseline is None else baseline) \
+                + self.penalty(expected_ms, lam)
+            m = cfg.baseline_momentum
+            self.state["baseline"] = float(val_ce) if baseline is None else m * baseline + (1 - m) * float(val_ce)
+        self.encoding_opt.zero_grad(set_to_none=True)
+        self.engine.backward(loss, [net.alpha, *enc.parameters()], [self.encoding_opt])
+        # 3. the shared weights: one step with the derived hyper-parameters (eq. 9, 10)
+        lr_now, wd_now = enc.derive("lr", stage), enc.derive("weight_decay")
+        for group in self.weights_opt.param_groups:
+            group["lr"], group["weight_decay"] = lr_now, wd_now
+        self.engine.step([self.weights_opt, self.encoding_opt])
+        arch = net.architecture()
+        hard_ms = self.latency_model.lookup_ms(arch)
+        record = {
+            "ce": ce.item(), "val_ce": float(val_ce.detach()), "accuracy": float((logits.argmax(1) == y).float().mean()),
+            "runtime_ms": float(expected_ms.detach()), "runtime_hard_ms": hard_ms, "lambda": lam, "lr": lr_now,
+            "lr_stage": stage, "lr_stages": [enc.derive("lr", s) for s in range(enc.specs["lr"].stages)],
+            "weight_decay": enc.derive("weight_decay"), "arch": arch.to_string(), "decisions": arch_summary(arch),
+        }
+        if self.progress is not None:
+            self.progress.set_postfix_str(f"CE {record['ce']:.3f} val {record['val_ce']:.3f} E[R] "
+                                          f"{record['runtime_ms']:.1f}ms lr {lr_now:.2g} wd {record['weight_decay']:.2g}")
+        return record
+
+
+def searched_hyperparameters(encoding: HyperEncoding, config: Any) -> TrainingHyperparameters:
+    """Eq. 10 applied to the encodings: the per-stage learning rates and the weight decay for the final training."""
+    derived = encoding.derive_all()
+    stages = derived["lr"] if isinstance(derived["lr"], list) else [derived["lr"]]
+    return TrainingHyperparameters(lr=stages[0], lr_schedule="constant", weight_decay=derived["weight_decay"],
+                                   optimizer=config.optimizer, augment=config.augment, source="autohas search",
+                                   lr_stages=tuple(stages))
+
+
+def plot_hyperparameters(records: list[dict[str, Any]], path: Any, title: str = "") -> Any:
+    """The derived learning rate of every stage and the weight decay over the search steps (paper Fig. 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    fig, (ax_lr, ax_wd) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    if records:
+        for s in range(len(records[0]["lr_stages"])):
+            ax_lr.plot(steps, [r["lr_stages"][s] for r in records], lw=1, label=f"stage {s + 1}")
+        ax_lr.plot(steps, [r["lr"] for r in records], lw=2, color="black", alpha=0.4, label="lr used")
+        ax_wd.plot(steps, [r["weight_decay"] for r in records], lw=1, color="tab:purple")
+    ax_lr.set_ylabel("learning rate (eq. 10)")
+    ax_wd.set_ylabel("weight decay (eq. 10)")
+    ax_wd.set_xlabel("search step")
+    ax_lr.legend(loc="upper right", fontsize=8)
+    fig.suptitle(title or "AutoHAS hyper-parameters")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def search(ctx: SearchContext) -> SearchOutcome:
+    """Run (or resume) the AutoHAS search of ``ctx``."""
+    cfg, latency_model = ctx.config, ctx.latency_model
+    torch.manual_seed(cfg.seed)
+    net = SampledPathNet(ctx.train_space, latency_model.candidates)
+    encoding = HyperEncoding(hyperparameter_space(cfg))
+    weight_data, arch_data = split_for_architecture(ctx.splits.train, cfg.seed)
+    phase = AutoHASPhase(net=net, encoding=encoding, arch_data=arch_data, latency_model=latency_model, config=cfg,
+                         **ctx.phase_kwargs("search", dataset=weight_data))
+    phase.run_loop(phase.restore(ctx.checkpoint))
+    derived = net.architecture()
+    arch, repairs = derive_in_window(derived, latency_model, cfg.target_ms, net.score())
+    hyperparameters = searched_hyperparameters(encoding, cfg)
+    searched = {**hyperparameters.to_dict(), "bases": {n: list(s.bases) for n, s in encoding.specs.items()},
+                "probabilities": {n: [encoding.probs(n, s).tolist() for s in range(spec.stages)]
+                                  for n, spec in encoding.specs.items()}, "estimator": cfg.estimator}
+    if ctx.engine.is_writer:
+        ctx.run.write_json(HYPERPARAMETERS_JSON, searched)
+        records = [r for r in ctx.run.records() if r.get("phase") == "search"]
+        plot_hyperparameters(records, ctx.run.path(HYPERPARAMETERS_PNG),
+                             f"AutoHAS ({cfg.estimator}) hyper-parameters, target {cfg.target_ms:g} ms")
+    net.fix(arch)
+    details = {"lambda_final": phase.state["lambda"], "search_steps": phase.total_steps,
+               "searched_hyperparameters": hyperparameters.to_dict(), "estimator": cfg.estimator}
+    return SearchOutcome(arch, extract_network(net, arch), phase.elapsed_s, hyperparameters, derived, repairs, details)

@@ -1,0 +1,151 @@
+"""AutoHAS's temporary weights (eq. 4-5 of ``../shared/papers/autohas.txt``): ``W_B = f_B(W)``, one step of the
+training rule with hyper-parameter basis ``B`` from the current weights ``W`` and gradient ``g``, and their mixture
+``W' = sum_B P_B W_B`` whose validation loss is differentiated w.r.t. the encodings ``P``.
+
+:func:`optimizer_step` is the functional twin of one ``torch.optim`` step (SGD with Nesterov momentum, Adam, AdamW as
+:data:`~mobilekit.search.training.OPTIMIZERS` makes them), reading the optimiser's state without changing it, so a
+temporary weight is exactly what the real step would give with that learning rate and weight decay.
+
+:func:`mixed_step` forms ``W'`` over the Cartesian product of several hyper-parameters' bases (the coefficient of a
+combination is the product of its ``P`` entries, Sec. 3.2) without keeping the temporary weights: the forward pass
+sums the combinations whose coefficient is not 0 (one, with hard one-hot ``P``), the backward pass recomputes each
+``W_B`` and takes ``dL/dP_B = <dL/dW', W_B>`` (times the other factors' coefficients). Memory stays near two copies
+of the sampled path's weights whatever the number of bases. :func:`mixed_lr_step` is the same for the learning
+rate x weight decay product of the supported rules, which are affine in the learning rate: it needs one direction
+per weight-decay basis instead of one step per combination (what the search uses; the two agree, see the tests).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Callable, Sequence
+
+import torch
+
+Step = Callable[[tuple[float, ...]], list[torch.Tensor]]
+
+
+@torch.no_grad()
+def optimizer_direction(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                        grads: Sequence[torch.Tensor], weight_decay: float) -> list[torch.Tensor]:
+    """``D(weight_decay)``: one step of ``optimizer``'s rule from ``params`` with gradients ``grads`` is
+    ``params - lr * D`` (every supported rule is affine in the learning rate). The optimiser's state is read, not
+    changed.
+
+    Supports the optimisers of :data:`~mobilekit.search.training.OPTIMIZERS`: ``torch.optim.SGD`` (momentum,
+    dampening 0, Nesterov or not), ``Adam`` (L2 weight decay) and ``AdamW`` (decoupled), without amsgrad.
+    """
+    group = optimizer.param_groups[0]
+    out = []
+    for p, g in zip(params, grads):
+        state = optimizer.state.get(p, {})
+        if isinstance(optimizer, torch.optim.SGD):
+            d = g + weight_decay * p
+            mu = group["momentum"]
+            if mu:
+                buf = state.get("momentum_buffer")
+                buf = d if buf is None else mu * buf + (1 - group["dampening"]) * d
+                d = d + mu * buf if group["nesterov"] else buf
+            out.append(d)
+        elif isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+            beta1, beta2 = group["betas"]
+            decoupled = isinstance(optimizer, torch.optim.AdamW)
+            d = g if decoupled else g + weight_decay * p
+            step = float(state["step"]) + 1 if "step" in state else 1.0
+            m = state["exp_avg"] * beta1 + (1 - beta1) * d if "exp_avg" in state else (1 - beta1) * d
+            v = state["exp_avg_sq"] * beta2 + (1 - beta2) * d * d if "exp_avg_sq" in state else (1 - beta2) * d * d
+            denom = v.sqrt() / math.sqrt(1 - beta2 ** step) + group["eps"]
+            direction = m / (denom * (1 - beta1 ** step))
+            out.append(direction + weight_decay * p if decoupled else direction)
+        else:
+            raise TypeError(f"no functional step for {type(optimizer).__name__}; use sgd, adam or adamw")
+    return out
+
+
+@torch.no_grad()
+def optimizer_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+                   lr: float, weight_decay: float) -> list[torch.Tensor]:
+    """New tensors: the parameters after one step of ``optimizer``'s rule with ``lr`` and ``weight_decay``
+    (``params - lr * D(weight_decay)``, :func:`optimizer_direction`); the optimiser's state is not changed."""
+    return [p - lr * d for p, d in zip(params, optimizer_direction(optimizer, params, grads, weight_decay))]
+
+
+class _MixedLrStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, direction, params, lr_bases, wd_bases, p_lr, p_wd):  # type: ignore[override]
+        ctx.direction, ctx.params, ctx.lr_bases, ctx.wd_bases = direction, params, lr_bases, wd_bases
+        lr_mix = float((p_lr * torch.tensor(lr_bases, dtype=p_lr.dtype)).sum())
+        mixed_d: list[torch.Tensor] | None = None
+        for j, wd in enumerate(wd_bases):
+            if float(p_wd[j]) != 0.0:
+                d = [float(p_wd[j]) * t for t in direction(wd)]
+                mixed_d = d if mixed_d is None else [a + b for a, b in zip(mixed_d, d)]
+        if mixed_d is None:
+            raise ValueError("mixed_lr_step: every weight-decay coefficient is 0 (the encodings must sum to 1)")
+        ctx.lr_mix = lr_mix
+        ctx.save_for_backward(p_lr, p_wd, *mixed_d)
+        return tuple(p.detach() - lr_mix * d for p, d in zip(params, mixed_d))
+
+    @staticmethod
+    def backward(ctx, *grad_out):  # type: ignore[override]
+        p_lr, p_wd, *mixed_d = ctx.saved_tensors
+        # W' = sum_ij P_i P_j (p - lr_i D_j): dL/dP_i = <G, p> - lr_i <G, D_mix>, dL/dP_j = <G, p> - lr_mix <G, D_j>
+        along_p = sum(float((g * p).sum()) for g, p in zip(grad_out, ctx.params) if g is not None)
+        along_mix = sum(float((g * d).sum()) for g, d in zip(grad_out, mixed_d) if g is not None)
+        grad_lr = along_p - torch.tensor(ctx.lr_bases, dtype=p_lr.dtype) * along_mix
+        grad_wd = torch.zeros_like(p_wd)
+        for j, wd in enumerate(ctx.wd_bases):
+            grad_wd[j] = along_p - ctx.lr_mix * sum(float((g * d).sum()) for g, d in zip(grad_out, ctx.direction(wd))
+                                                    if g is not None)
+        return None, None, None, None, grad_lr.to(p_lr.device), grad_wd
+
+
+def mixed_lr_step(direction: Callable[[float], list[torch.Tensor]], params: Sequence[torch.Tensor],
+                  lr_bases: Sequence[float], wd_bases: Sequence[float], p_lr: torch.Tensor,
+                  p_wd: torch.Tensor) -> list[torch.Tensor]:
+    """Eq. 5 over learning-rate x weight-decay bases for a rule affine in the learning rate
+    (``W_ij = p - lr_i D(wd_j)``, :func:`optimizer_direction`): ``W' = sum_ij P_i P_j W_ij = p - (sum_i P_i lr_i)
+    (sum_j P_j D(wd_j))``, the same value and gradients as :func:`mixed_step` over the Cartesian product, but with
+    ``len(wd_bases)`` directions in the backward pass instead of ``len(lr_bases) x len(wd_bases)`` steps.
+    Differentiable w.r.t. ``p_lr`` and ``p_wd``; keeps one mixed direction (one copy of ``params``)."""
+    return list(_MixedLrStep.apply(direction, list(params), tuple(float(v) for v in lr_bases),
+                                   tuple(float(v) for v in wd_bases), p_lr, p_wd))
+
+
+class _MixedStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, step: Step, grid: tuple[tuple[float, ...], ...], *weights: torch.Tensor):  # type: ignore[override]
+        ctx.step, ctx.grid = step, grid
+        ctx.save_for_backward(*weights)
+        total: list[torch.Tensor] | None = None
+        for combo in itertools.product(*(range(len(b)) for b in grid)):
+            coeff = math.prod(float(w[i]) for w, i in zip(weights, combo))
+            if coeff == 0.0:
+                continue
+            new = step(tuple(b[i] for b, i in zip(grid, combo)))
+            total = [coeff * n for n in new] if total is None else [t + coeff * n for t, n in zip(total, new)]
+        if total is None:
+            raise ValueError("mixed_step: every coefficient is 0 (the encodings must sum to 1)")
+        return tuple(total)
+
+    @staticmethod
+    def backward(ctx, *grad_out: torch.Tensor):  # type: ignore[override]
+        weights = ctx.saved_tensors
+        grads = [torch.zeros_like(w) for w in weights]
+        for combo in itertools.product(*(range(len(b)) for b in ctx.grid)):
+            new = ctx.step(tuple(b[i] for b, i in zip(ctx.grid, combo)))
+            inner = sum((go * n).sum() for go, n in zip(grad_out, new) if go is not None)
+            for k, i in enumerate(combo):
+                others = math.prod(float(weights[j][combo[j]]) for j in range(len(combo)) if j != k)
+                grads[k][i] += others * inner
+        return (None, None, *grads)
+
+
+def mixed_step(step: Step, grid: Sequence[Sequence[float]], weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``W' = sum_combo prod_k weights[k][combo_k] * step(bases of combo)`` (eq. 5 over the Cartesian product of
+    bases). ``grid[k]`` holds hyper-parameter k's bases, ``weights[k]`` (len(grid[k]),) its encoding ``P``;
+    ``step(values)`` returns the temporary weights for one value per hyper-parameter. Differentiable w.r.t.
+    ``weights`` (not w.r.t. what ``step`` reads)."""
+    grid = tuple(tuple(float(v) for v in b) for b in grid)
+    return list(_MixedStep.apply(step, grid, *weights))

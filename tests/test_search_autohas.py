@@ -1,0 +1,311 @@
+"""AutoHAS: the hyper-parameter encodings (eq. 6-10 of ../shared/papers/autohas.txt), the temporary-weights update
+(eq. 4-5), the REINFORCE estimator, the staged learning rate of the final training, and `--method autohas` end to
+end through the CLI."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from _synthetic_tables import synthetic_table
+from mobilekit.cli import main
+from mobilekit.latency.differentiable import SuperkernelLatency
+from mobilekit.search.hyperencoding import (DEFAULT_MULTIPLIERS, HyperEncoding, HyperParameter, categorical_log_prob,
+                                            gumbel_one_hot, reinforce_surrogate)
+from mobilekit.search.outcome import TrainingHyperparameters
+from mobilekit.search.temporary_weights import mixed_step, optimizer_step
+from mobilekit.search.training import make_optimizer, make_schedule
+
+
+# ---- eq. 6-8: Gumbel-softmax, hard forward, soft backward -----------------------------------------------------------
+def test_gumbel_one_hot_is_one_hot_forward_with_the_gradient_of_eq_7():
+    logits = torch.tensor([0.3, -1.0, 2.0, 0.5], requires_grad=True)
+    weights = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    hard = gumbel_one_hot(logits, tau=10.0, generator=torch.Generator().manual_seed(7))
+    assert sorted(hard.tolist()) == [0.0, 0.0, 0.0, 1.0]
+    (hard * weights).sum().backward()
+    # eq. 7-8 written out with the same noise: P^ = softmax(P~), P_bar = softmax((P^ + o) / tau)
+    ref_logits = logits.detach().clone().requires_grad_(True)
+    u = torch.rand(4, generator=torch.Generator().manual_seed(7))
+    soft = F.softmax((F.softmax(ref_logits, -1) - torch.log(-torch.log(u))) / 10.0, -1)
+    assert int(soft.argmax()) == int(hard.argmax())
+    (soft * weights).sum().backward()
+    assert torch.allclose(logits.grad, ref_logits.grad, atol=1e-7)
+
+
+def test_gumbel_choices_follow_the_softmax_of_the_probabilities_and_skip_masked_entries():
+    # Gumbel-max: argmax(P^ + o) ~ Categorical(softmax(P^)) whatever tau (eq. 7 perturbs the probabilities)
+    logits = torch.tensor([[2.0, 0.0, -1.0, float("-inf")]]).expand(20000, 4)
+    hard = gumbel_one_hot(logits, tau=10.0, generator=torch.Generator().manual_seed(0))
+    freq = hard.mean(0)
+    expected = F.softmax(F.softmax(torch.tensor([2.0, 0.0, -1.0]), -1), -1)
+    assert freq[3] == 0
+    # binomial standard error at n = 20000 is <= 0.0036; 4 of them
+    assert torch.allclose(freq[:3], expected, atol=4 * 0.0036)
+
+
+# ---- bases and eq. 10 ---------------------------------------------------------------------------------------------
+def test_continuous_bases_are_the_default_times_the_multipliers():
+    lr = HyperParameter.continuous("lr", 0.01)
+    assert lr.bases == pytest.approx(tuple(0.01 * m for m in DEFAULT_MULTIPLIERS))
+    assert len(lr.bases) == 9 and not lr.categorical
+    assert HyperParameter.continuous("wd", 1e-4, (0.5, 2.0)).bases == pytest.approx((5e-5, 2e-4))
+
+
+def test_eq_10_continuous_is_the_probability_weighted_basis_categorical_the_argmax():
+    enc = HyperEncoding([HyperParameter.continuous("lr", 1.0, (0.1, 1.0, 10.0), stages=2, start_at_default=False),
+                         HyperParameter.choice("optimizer", ("adam", "sgd", "adamw"))])
+    with torch.no_grad():
+        enc.row("lr", 1).copy_(torch.tensor([0.0, math.log(2.0), math.log(7.0)]))   # P^ = (0.1, 0.2, 0.7)
+        enc.row("optimizer").copy_(torch.tensor([0.1, 0.3, 0.2]))
+    assert enc.derive("lr", 0) == pytest.approx((0.1 + 1.0 + 10.0) / 3)            # uniform at the start
+    assert enc.derive("lr", 1) == pytest.approx(0.1 * 0.1 + 0.2 * 1.0 + 0.7 * 10.0)
+    assert enc.derive("optimizer") == "sgd"
+    derived = enc.derive_all()
+    assert derived["lr"] == pytest.approx([11.1 / 3, 7.21]) and derived["optimizer"] == "sgd"
+
+
+def test_encodings_start_where_eq_10_derives_the_default():
+    enc = HyperEncoding([HyperParameter.continuous("lr", 3e-3, stages=3), HyperParameter.continuous("wd", 1e-4)])
+    assert enc.derive_all()["lr"] == pytest.approx([3e-3] * 3, rel=1e-5)
+    assert enc.derive("wd") == pytest.approx(1e-4, rel=1e-5)
+    assert (enc.probs("lr") > 0).all()                       # every basis stays reachable
+
+
+def test_the_learning_rate_stage_covers_equal_shares_of_the_steps():
+    lr = HyperParameter.continuous("lr", 0.01, stages=4)
+    assert [lr.stage_of(s, 10) for s in range(10)] == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    assert HyperParameter.continuous("wd", 1e-4).stage_of(9, 10) == 0
+
+
+# ---- eq. 4-5: temporary weights ------------------------------------------------------------------------------------
+def _net_with_history(name: str):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    opt = make_optimizer(name, net.parameters(), lr=0.05, weight_decay=0.01)
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    for _ in range(2):                                  # momentum / Adam moments are non-trivial
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    opt.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    return net, opt
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_with_one_basis_the_mixed_weights_equal_the_optimizer_step(name):
+    net, opt = _net_with_history(name)
+    params = list(net.parameters())
+    grads = [p.grad.clone() for p in params]
+    one = torch.ones(1, requires_grad=True)
+    mixed = mixed_step(lambda v: optimizer_step(opt, params, grads, *v), [(0.03,), (0.002,)], [one, one])
+    for group in opt.param_groups:
+        group["lr"], group["weight_decay"] = 0.03, 0.002
+    opt.step()
+    for m, p in zip(mixed, params):
+        assert torch.allclose(m, p.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_mixed_weights_and_their_encoding_gradients_match_the_materialised_sum():
+    net, opt = _net_with_history("sgd")
+    params = list(net.parameters())
+    grads = [p.grad.clone() for p in params]
+    lr_bases, wd_bases = (0.01, 0.1, 0.5), (0.0, 0.01)
+    p_lr = torch.tensor([0.2, 0.5, 0.3], requires_grad=True)
+    p_wd = torch.tensor([0.6, 0.4], requires_grad=True)
+    x = torch.randn(6, 5)
+
+    def loss_of(weights):
+        return torch.func.functional_call(net, dict(zip([n for n, _ in net.named_parameters()], weights)),
+                                          (x,)).pow(2).mean()
+
+    loss_of(mixed_step(lambda v: optimizer_step(opt, params, grads, *v), [lr_bases, wd_bases], [p_lr, p_wd])).backward()
+    ref_lr, ref_wd = p_lr.detach().clone().requires_grad_(True), p_wd.detach().clone().requires_grad_(True)
+    total = None
+    for i, lr in enumerate(lr_bases):
+        for j, wd in enumerate(wd_bases):
+            w_ij = optimizer_step(opt, params, grads, lr, wd)
+            term = [ref_lr[i] * ref_wd[j] * w for w in w_ij]
+            total = term if total is None else [t + s for t, s in zip(total, term)]
+    loss_of(total).backward()
+    assert torch.allclose(p_lr.grad, ref_lr.grad, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(p_wd.grad, ref_wd.grad, rtol=1e-5, atol=1e-7)
+    assert p_lr.grad.abs().max() > 0 and p_wd.grad.abs().max() > 0
+
+
+# ---- REINFORCE ------------------------------------------------------------------------------------------------------
+def test_the_reinforce_estimator_is_unbiased_on_a_toy_problem():
+    """E_{c ~ softmax(theta)}[f(c)] has the exact gradient J^T f; the mean of N REINFORCE estimates must lie within
+    4 standard errors of it in every component (a 4-sigma band: a false alarm has probability ~6e-5 per component
+    under the CLT, and the generator is seeded anyway). A biased variant (no log, i.e. grad p instead of grad log p)
+    must fall outside the same band, so the band is tight enough to notice bias."""
+    theta = torch.tensor([0.5, -0.3, 1.2, 0.0, -1.0])
+    f = torch.tensor([1.0, 3.0, -2.0, 0.5, 4.0])
+    exact_theta = theta.clone().requires_grad_(True)
+    (F.softmax(exact_theta, -1) * f).sum().backward()
+    exact = exact_theta.grad
+    n, baseline = 20000, 0.7
+    gen = torch.Generator().manual_seed(0)
+    samples = torch.multinomial(F.softmax(theta, -1), n, replacement=True, generator=gen)
+    estimates, biased = [], []
+    log_p = F.log_softmax(theta, -1)
+    for c in range(5):    # the per-sample estimate depends only on the drawn class: compute it once per class
+        t = theta.clone().requires_grad_(True)
+        reinforce_surrogate(categorical_log_prob(t, torch.tensor(c)), f[c], baseline).backward()
+        estimates.append(t.grad.clone())
+        t2 = theta.clone().requires_grad_(True)
+        ((f[c] - baseline) * F.softmax(t2, -1)[c]).backward()
+        biased.append(t2.grad.clone())
+        assert categorical_log_prob(theta, torch.tensor(c)) == pytest.approx(float(log_p[c]))
+    per_sample = torch.stack(estimates)[samples]
+    mean, se = per_sample.mean(0), per_sample.std(0) / math.sqrt(n)
+    assert ((mean - exact).abs() <= 4 * se).all()
+    biased_mean = torch.stack(biased)[samples].mean(0)
+    assert ((biased_mean - exact).abs() > 4 * se).any()
+
+
+# ---- the staged learning rate reaches the final training ----------------------------------------------------------
+def test_a_staged_learning_rate_is_piecewise_constant_over_equal_shares():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = make_schedule("constant", opt, 8, (1.0, 0.5, 0.25, 0.1))
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.01, 0.01])
+
+
+def test_staged_hyperparameters_survive_json_and_plain_ones_read_as_before():
+    hp = TrainingHyperparameters(lr=0.02, lr_schedule="constant", weight_decay=1e-4, lr_stages=(0.02, 0.01))
+    again = TrainingHyperparameters(**json.loads(json.dumps(hp.to_dict())))
+    assert again == hp and again.lr_stage_factors == pytest.approx((1.0, 0.5))
+    assert "lr_stages" not in TrainingHyperparameters(lr=0.01).to_dict()
+    assert "lr per stage 0.02, 0.01 (2 equal stages" in hp.describe()
+
+
+# ---- end to end -----------------------------------------------------------------------------------------------------
+def test_autohas_runs_end_to_end_and_the_final_training_uses_the_searched_schedule(tmp_path):
+    table = synthetic_table(width=0.35)
+    path = table.save(tmp_path / "synthetic.json")
+    fastest, slowest = SuperkernelLatency(table).bounds_ms()
+    target = round(fastest + 0.5 * (slowest - fastest), 1)
+    out = tmp_path / "run"
+    code = main(["search", "--method", "autohas", "--table", str(path), "--target-ms", str(target), "--out", str(out),
+                 "--data", "digits", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16",
+                 "--final-epochs", "1", "--export", "none", "--threads", "1", "--no-progress", "--lr-stages", "2",
+                 "--multipliers", "0.5,1,2"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "autohas" and summary["within_window"]
+    assert 0.9 * target <= summary["predicted_ms"] <= target
+    searched = json.loads((out / "hyperparameters.json").read_text())
+    hp = summary["final_hyperparameters"]
+    assert hp["source"] == "autohas search" and hp["lr_stages"] == searched["lr_stages"] and len(hp["lr_stages"]) == 2
+    assert searched["bases"]["lr"] == pytest.approx([0.0015, 0.003, 0.006])           # default lr 3e-3 x (0.5, 1, 2)
+    assert 0.0015 <= hp["lr_stages"][0] <= 0.006 and 5e-5 <= hp["weight_decay"] <= 2e-4
+    assert (out / "hyperparameters.png").stat().st_size > 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    search = [r for r in records if r["phase"] == "search"]
+    assert [r["lr_stage"] for r in search] == [0, 1]
+    assert search[1]["lr_stages"][0] == search[0]["lr_stages"][0]      # a stage moves only while it is in use
+    assert all(0.0015 <= r["lr"] <= 0.006 and math.isfinite(r["val_ce"]) for r in search)
+    final = [r["lr"] for r in records if r["phase"] == "final"]
+    assert final == pytest.approx(hp["lr_stages"])                  # 2 final steps, one per searched stage
+
+
+def test_an_interrupted_reinforce_search_resumes_to_the_same_result(tmp_path, monkeypatch):
+    import mobilekit.search
+
+    table = synthetic_table(width=0.35)
+    path = table.save(tmp_path / "synthetic.json")
+    fastest, slowest = SuperkernelLatency(table).bounds_ms()
+    target = round(fastest + 0.5 * (slowest - fastest), 1)
+
+    def args(out):
+        return ["search", "--method", "autohas", "--estimator", "reinforce", "--table", str(path), "--target-ms",
+                str(target), "--out", str(out), "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16",
+                "--final-epochs", "0", "--export", "none", "--threads", "1", "--no-progress", "--checkpoint-every", "1"]
+
+    assert main(args(tmp_path / "straight")) == 0
+    real = mobilekit.search.run_search
+
+    def interrupted(config, **kwargs):
+        def stop(record):
+            if record["step"] == 2:
+                raise KeyboardInterrupt
+        return real(config, **kwargs, on_step=stop)
+
+    monkeypatch.setattr(mobilekit.search, "run_search", interrupted)
+    assert main(args(tmp_path / "resumed")) == 130
+    monkeypatch.setattr(mobilekit.search, "run_search", real)
+    assert main(args(tmp_path / "resumed") + ["--resume"]) == 0
+    straight, resumed = (json.loads((tmp_path / d / "hyperparameters.json").read_text()) for d in ("straight", "resumed"))
+    assert resumed == straight and straight["estimator"] == "reinforce"
+    records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["phase"] == "search"] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("method", ["random-has", "tpe"])
+def test_joint_baselines_train_trials_in_the_window_and_hand_over_the_best_hyperparameters(tmp_path, method):
+    table = synthetic_table(width=0.35)
+    path = table.save(tmp_path / "synthetic.json")
+    fastest, slowest = SuperkernelLatency(table).bounds_ms()
+    target = round(fastest + 0.5 * (slowest - fastest), 1)
+    out = tmp_path / "run"
+    code = main(["search", "--method", method, "--table", str(path), "--target-ms", str(target), "--out", str(out),
+                 "--epochs", "2", "--steps-per-epoch", "1", "--batch-size", "16", "--trials", "2", "--final-epochs",
+                 "1", "--export", "none", "--threads", "1", "--no-progress"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    trials = summary["trials"]
+    assert len(trials) == 2 and all(0.9 * target <= t["predicted_ms"] <= target for t in trials)
+    assert all(3e-4 <= t["lr"] <= 3e-2 and 1e-5 <= t["weight_decay"] <= 1e-3 for t in trials)   # bases' span
+    best = max(trials, key=lambda t: (t["val_accuracy"], -t["trial"]))
+    hp = summary["final_hyperparameters"]
+    assert summary["arch"] == best["arch"] and hp["lr"] == best["lr"] and hp["weight_decay"] == best["weight_decay"]
+    assert hp["source"] == f"{method} search"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_the_lr_affine_mixture_equals_the_cartesian_mixture_in_value_and_gradient(name):
+    from mobilekit.search.temporary_weights import mixed_lr_step, optimizer_direction
+
+    net, opt = _net_with_history(name)
+    params = list(net.parameters())
+    grads = [p.grad.clone() for p in params]
+    lr_bases, wd_bases = (0.01, 0.1, 0.5), (0.0, 0.01, 0.1)
+    x = torch.randn(6, 5)
+    names = [n for n, _ in net.named_parameters()]
+    results = []
+    for fast in (False, True):
+        torch.manual_seed(3)
+        p_lr = gumbel_one_hot(torch.tensor([0.1, 0.5, -0.2], requires_grad=True), 10.0)
+        p_wd = gumbel_one_hot(torch.tensor([0.3, 0.0, 0.2], requires_grad=True), 10.0)
+        p_lr.retain_grad(), p_wd.retain_grad()
+        mixed = (mixed_lr_step(lambda wd: optimizer_direction(opt, params, grads, wd), params, lr_bases, wd_bases,
+                               p_lr, p_wd) if fast else
+                 mixed_step(lambda v: optimizer_step(opt, params, grads, *v), [lr_bases, wd_bases], [p_lr, p_wd]))
+        torch.func.functional_call(net, dict(zip(names, mixed)), (x,)).pow(2).mean().backward()
+        results.append((mixed, p_lr.grad, p_wd.grad))
+    (slow, slow_lr, slow_wd), (fast, fast_lr, fast_wd) = results
+    assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(slow, fast))
+    assert torch.allclose(slow_lr, fast_lr, rtol=1e-5, atol=1e-8) and torch.allclose(slow_wd, fast_wd, rtol=1e-5, atol=1e-8)
+    assert fast_lr.abs().max() > 0 and fast_wd.abs().max() > 0
+
+
+def test_multipliers_that_are_not_positive_numbers_are_one_config_error():
+    from types import SimpleNamespace
+
+    from mobilekit.errors import ConfigError
+    from mobilekit.search.autohas import multipliers
+
+    assert multipliers(SimpleNamespace(multipliers=("0.5", "2"))) == (0.5, 2.0)
+    with pytest.raises(ConfigError, match=r"multipliers: '0.1,abc' must be comma-separated positive numbers"):
+        multipliers(SimpleNamespace(multipliers=("0.1", "abc")))
+    with pytest.raises(ConfigError, match="must be positive"):
+        multipliers(SimpleNamespace(multipliers=("0", "1")))
