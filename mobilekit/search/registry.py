@@ -78,3 +78,4 @@ def get_method(name: str, where: str = "settings") -> Method:
 register("single-path", "mobilekit.search.single_path")
 register("multipath", "mobilekit.search.multipath")
 register("random", "mobilekit.search.random_search")
+register("spos", "mobilekit.search.spos")
