@@ -276,13 +276,20 @@ def outcome(ctx: SearchContext, net: SampledPathNet, paths: PathSpace, phase: Ph
                          TrainingHyperparameters.from_config(ctx.config), arch, [], summary, recalibrate_bn=True)
 
 
-def search(ctx: SearchContext) -> SearchOutcome:
-    """Train the supernet with uniform paths (resumable), then evolve in the window (cached)."""
+def train_supernet(ctx: SearchContext) -> tuple[SampledPathNet, PathSpace, OneShotPhase]:
+    """Train (or resume) the supernet with uniform paths; returns (supernet, its path space, the phase)."""
     cfg = ctx.config
     torch.manual_seed(cfg.seed)
     paths = PathSpace(ctx.latency_model, ctx.train_space)
     net = SampledPathNet(ctx.train_space, paths.candidates)
     phase = OneShotPhase(net=net, paths=paths, draw=uniform_draw(paths), config=cfg, **ctx.phase_kwargs("search"))
     phase.run_loop(phase.restore(ctx.checkpoint))
+    return net, paths, phase
+
+
+def search(ctx: SearchContext) -> SearchOutcome:
+    """Train the supernet with uniform paths (resumable), then evolve in the window (cached)."""
+    cfg = ctx.config
+    net, paths, phase = train_supernet(ctx)
     ranked, evolution_s = run_evolution(ctx, net, paths, initial_population(ctx, paths, cfg.population))
     return outcome(ctx, net, paths, phase, ranked, evolution_s)

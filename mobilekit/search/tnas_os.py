@@ -142,8 +142,9 @@ def plot_proposals(proposals: list[dict], target_ms: float, path) -> None:
     plt.close(fig)
 
 
-def search(ctx: SearchContext) -> SearchOutcome:
-    """Train the supernet with eq. 11 paths (resumable), then evolve from the sampler's proposals (cached)."""
+def train_supernet(ctx: SearchContext) -> tuple[SampledPathNet, PathSpace, OneShotPhase, TNASSampler]:
+    """Train (or resume) the supernet with eq. 11 paths and the sampler beside it; returns (supernet, its path
+    space, the phase, the sampler)."""
     cfg = ctx.config
     torch.manual_seed(cfg.seed)
     paths = PathSpace(ctx.latency_model, ctx.train_space)
@@ -156,6 +157,13 @@ def search(ctx: SearchContext) -> SearchOutcome:
     start = phase.restore(ctx.checkpoint)
     sampler.load_state(phase.state.get("sampler", {}))
     phase.run_loop(start)
+    return net, paths, phase, sampler
+
+
+def search(ctx: SearchContext) -> SearchOutcome:
+    """Train the supernet with eq. 11 paths (resumable), then evolve from the sampler's proposals (cached)."""
+    cfg = ctx.config
+    net, paths, phase, sampler = train_supernet(ctx)
     seeds = []
     for p in sampler.ask(cfg.population, seed=cfg.seed):
         if p not in seeds:
