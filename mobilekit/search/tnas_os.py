@@ -131,7 +131,8 @@ def plot_proposals(proposals: list[dict], target_ms: float, path) -> None:
     cmap = plt.get_cmap("viridis")
     for i, entry in enumerate(proposals):
         ax.scatter(entry["latency_ms"], entry["accuracy"], s=14, color=cmap(i / max(1, len(proposals) - 1)),
-                   label=f"epoch {entry['epoch']} (refit {entry['fits']})" if len(proposals) <= 8 else None)
+                   label=(f"epoch {entry['epoch']} (refit {entry['fits']})"
+                          if len(proposals) <= 8 or i in (0, len(proposals) - 1) else None))
     ax.axvspan(WINDOW[0] * target_ms, WINDOW[1] * target_ms, color="gray", alpha=0.15, label="[0.9T, T]")
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("supernet accuracy (validation batch)")
