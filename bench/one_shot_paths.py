@@ -1,0 +1,64 @@
+"""How fast a SampledPathNet's shared weights learn when each step trains: one fixed path, two alternating paths,
+or a uniformly drawn path (SPOS). Prints the training CE every 20 steps.
+
+    OMP_NUM_THREADS=1 python bench/one_shot_paths.py [--mode fixed|two|uniform] [--steps 60] [--lr 3e-3]
+        [--table latency_tables/pixel1-spnas.json] [--data digits]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# bench/profile.py would shadow the standard library's profile module (torch imports it): drop this folder
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from mobilekit.data import load_dataset  # noqa: E402
+from mobilekit.search import make_config  # noqa: E402
+from mobilekit.search.run import build_latency_model_for  # noqa: E402
+from mobilekit.search.spos import PathSpace  # noqa: E402
+from mobilekit.search.supernets import SampledPathNet  # noqa: E402
+from mobilekit.space import get_space  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("fixed", "two", "uniform"), default="uniform")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--table", default="latency_tables/pixel1-spnas.json")
+    parser.add_argument("--data", default="digits")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cfg = make_config(None, method="spos", table=args.table, target_ms=80, data=args.data, out="unused")
+    latency_model = build_latency_model_for(cfg)
+    splits = load_dataset(args.data, cfg.train_resolution, seed=0)
+    table_space = latency_model.space
+    space = get_space(table_space.name, width=table_space.width, resolution=cfg.train_resolution,
+                      num_classes=splits.num_classes)
+    paths = PathSpace(latency_model, space)
+    x, y = splits.train.tensors
+    torch.manual_seed(0)
+    net = SampledPathNet(space, paths.candidates)
+    generator = torch.Generator().manual_seed(0)
+    first, second = paths.uniform(generator), paths.uniform(generator)
+    optimizer = torch.optim.Adam(net.weight_parameters(), lr=args.lr)
+    net.train()
+    for step in range(args.steps):
+        index = torch.randint(len(x), (64,), generator=generator)
+        net.fix({"fixed": first, "two": first if step % 2 else second}.get(args.mode) or paths.uniform(generator))
+        loss = F.cross_entropy(net(x[index]), y[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 20 == 19:
+            print(f"{args.mode:8s} step {step + 1:4d} CE {loss.item():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

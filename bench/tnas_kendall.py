@@ -1,0 +1,104 @@
+"""Supernet ranking quality of SPOS and TNAS-OS: Kendall tau between the supernet's validation accuracy (BN
+recalibrated, the evolution's score) and the stand-alone validation accuracy (trained from scratch with one fixed
+recipe) of the same architectures inside [0.9 T, T].
+
+    OMP_NUM_THREADS=1 python bench/tnas_kendall.py [--table latency_tables/pixel1-spnas.json] [--target-ms 80]
+        [--data digits] [--archs 10] [--epochs 8] [--standalone-epochs 4] [--seed 0] [--out runs/bench-kendall]
+
+Both supernets are trained by the methods' own ``train_supernet`` with the same settings and seed; the same
+architectures (seeded samples in the window) are scored on both and trained stand-alone once. Tiny budgets: a
+smoke-scale measurement of the pipeline, not of the paper's claim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import types
+from pathlib import Path
+
+# bench/profile.py would shadow the standard library's profile module (torch imports it): drop this folder
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+from scipy.stats import kendalltau  # noqa: E402
+
+from mobilekit.models.torch_builder import MobileNet  # noqa: E402
+from mobilekit.search import make_config, run_search  # noqa: E402
+from mobilekit.search import spos, tnas_os  # noqa: E402
+from mobilekit.search.outcome import TrainingHyperparameters  # noqa: E402
+from mobilekit.search.registry import register  # noqa: E402
+from mobilekit.search.training import TrainPhase, evaluate  # noqa: E402
+
+STANDALONE: dict[str, float] = {}      # arch string -> stand-alone validation accuracy (shared by both methods)
+RESULTS: dict[str, dict] = {}
+
+
+def bench_method(name: str, module, archs: int, standalone_epochs: int) -> str:
+    def search(ctx):
+        started = time.perf_counter()
+        net, paths, phase, *_ = module.train_supernet(ctx)
+        supernet_s = time.perf_counter() - started
+        candidates = []
+        for p in spos.initial_population(ctx, paths, 3 * archs):
+            if p not in candidates:
+                candidates.append(p)
+        candidates = candidates[:archs]
+        scorer = spos.SupernetScorer(net, ctx, {})
+        rows = []
+        for i, p in enumerate(candidates):
+            arch = paths.architecture(p)
+            key = arch.to_string()
+            if key not in STANDALONE:
+                torch.manual_seed(ctx.config.seed * 1000 + i)
+                model = MobileNet(arch)
+                TrainPhase(model=model, hyperparameters=TrainingHyperparameters.from_config(ctx.config),
+                           **{**ctx.phase_kwargs(f"standalone-{i}", epochs=standalone_epochs), "progress": None}
+                           ).run_loop(0)
+                STANDALONE[key] = evaluate(model, ctx.splits.val, engine=ctx.engine)
+            rows.append({"arch": key, "predicted_ms": paths.latency_ms(p), "supernet_accuracy": scorer(p),
+                         "standalone_accuracy": STANDALONE[key]})
+        tau, p_value = kendalltau([r["supernet_accuracy"] for r in rows], [r["standalone_accuracy"] for r in rows])
+        RESULTS[name] = {"kendall_tau": float(tau), "p_value": float(p_value), "supernet_s": round(supernet_s, 1),
+                         "archs": rows}
+        ranked = sorted(((r["supernet_accuracy"], p) for r, p in zip(rows, candidates)), key=lambda s: -s[0])
+        return spos.outcome(ctx, net, paths, phase, ranked, 0.0)
+
+    method = types.ModuleType(f"_bench_{name}")
+    method.Options, method.LATENCY_MODEL, method.SUMMARY, method.search = module.Options, "expected", name, search
+    sys.modules[method.__name__] = method
+    register(f"bench-{name}", method.__name__)
+    return f"bench-{name}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", default="latency_tables/pixel1-spnas.json")
+    parser.add_argument("--target-ms", type=float, default=80.0)
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--archs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--standalone-epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/bench-kendall")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    for name, module in (("spos", spos), ("tnas-os", tnas_os)):
+        method = bench_method(name, module, args.archs, args.standalone_epochs)
+        run_search(make_config(None, method=method, table=args.table, target_ms=args.target_ms, data=args.data,
+                               epochs=args.epochs, batch_size=args.batch_size, final_epochs=0, export=(),
+                               seed=args.seed, out=str(out / name)), progress=False)
+        r = RESULTS[name]
+        print(f"{name:8s} Kendall tau {r['kendall_tau']:+.3f} (p {r['p_value']:.2f}) over {len(r['archs'])} "
+              f"architectures; supernet training {r['supernet_s']:.0f} s")
+    (out / "kendall.json").write_text(json.dumps({"settings": vars(args), **RESULTS}, indent=2) + "\n")
+    print(f"written {out / 'kendall.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""TNAS-OS (TNAS Sec. 4.2): one-shot search whose supernet paths come from a learned sampler.
+
+As :mod:`mobilekit.search.spos`, except that
+
+- each training step draws its path from Gamma(alpha) = (1 - eps) U(alpha) + eps p_theta(alpha | z) (eq. 11):
+  uniform with probability 1 - eps, else a proposal of the :class:`~mobilekit.search.samplers.tnas.TNASSampler`
+  (always inside [0.9 T, T]); eps = min(eps_max, eps_inc * refits so far), so it rises as the sampler learns;
+- every ``tell_every`` steps (default: once per epoch) the distinct paths trained since the last tell are scored by
+  the supernet on a fixed validation batch (batch-statistics BN, no recalibration: cheap) and told to the sampler,
+  which refits its weighted ELBO (eq. 2); a few fresh proposals are scored too and kept for the plot
+  ``tnas_proposals.png`` (latency vs supernet accuracy per tell) and ``tnas_proposals.json``;
+- the evolution starts from the sampler's proposals ("from p_theta(alpha | z) sampling initial seeds").
+
+The sampler's network and optimiser are checkpointed with the supernet, its history in the phase state, so an
+interrupted search resumes exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from mobilekit.search.budget import WINDOW
+from mobilekit.search.options import option
+from mobilekit.search.outcome import SearchOutcome
+from mobilekit.search.samplers.tnas import TNASSampler, epsilon, mixture_draw
+from mobilekit.search.spos import (Options as SposOptions, OneShotPhase, PathSpace, initial_population, outcome,
+                                   run_evolution, validation_subset)
+from mobilekit.search.supernets import SampledPathNet
+from mobilekit.search.training import SearchContext, load_batches
+
+LATENCY_MODEL = "expected"
+SUMMARY = "TNAS-OS: one-shot supernet with paths from a learned transformer-VAE sampler (eq. 11), then evolution"
+PROPOSALS_FILE = "tnas_proposals.json"
+PROPOSALS_PLOT = "tnas_proposals.png"
+
+
+@dataclass
+class Options(SposOptions):
+    """TNAS-OS settings (recipe section ``[search.tnas-os]``); the evolution settings are those of spos."""
+
+    eps_inc: float = option(0.1, "epsilon of eq. 11 grows by this per sampler refit", ge=0, le=1)
+    eps_max: float = option(1.0, "... up to this", ge=0, le=1)
+    tell_every: int | None = option(None, "steps between sampler refits (default: once per epoch)", ge=1)
+    tell_paths: int = option(16, "recently trained distinct paths scored and told to the sampler per refit", ge=1)
+    tell_batch: int = option(256, "validation images of the fixed batch that scores told paths", ge=1)
+    sampler_fit_steps: int = option(20, "Adam steps of the sampler's weighted ELBO per refit", ge=1)
+    sampler_latent_dim: int = option(8, "latent dimensions of the sampler's VAE", ge=1)
+
+
+@torch.no_grad()
+def batch_accuracy(net: SampledPathNet, paths: Sequence[Sequence[int]], x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Supernet accuracy of each path on one batch x (B, 3, R, R), y (B,), BN on the batch's statistics (running
+    statistics untouched), dropout off."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training = net.training
+    saved = [m.momentum for m in norms]
+    net.eval()
+    for m in norms:
+        m.train()
+        m.momentum = 0.0                     # running = (1 - 0) * running: statistics unchanged
+    out = []
+    for indices in paths:
+        net.fix(list(indices))
+        out.append(float((net(x).argmax(1) == y).float().mean()))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    net.train(was_training)
+    return out
+
+
+class SamplerTeacher:
+    """The TNAS-OS side of the supernet phase: the eq. 11 path draw and the periodic tell."""
+
+    def __init__(self, ctx: SearchContext, net: SampledPathNet, paths: PathSpace, sampler: TNASSampler) -> None:
+        self.ctx, self.net, self.paths, self.sampler = ctx, net, paths, sampler
+        cfg = ctx.config
+        val = validation_subset(ctx.splits.val, cfg.tell_batch, cfg.seed + 1)
+        x, y = next(iter(load_batches(val, [torch.arange(min(len(val), cfg.tell_batch))], 0)))
+        self.x, self.y = x.to(ctx.engine.device), y.to(ctx.engine.device)
+
+    def draw(self, step: int, generator: torch.Generator) -> tuple[list[int], str]:
+        cfg = self.ctx.config
+        eps = epsilon(self.sampler.fits_, cfg.eps_inc, cfg.eps_max)
+        return mixture_draw(eps, lambda: self.paths.uniform(generator),
+                            lambda: self.sampler.ask(1, seed=cfg.seed * 1_000_003 + step)[0], generator)
+
+    def after_step(self, phase: OneShotPhase, step: int) -> dict[str, Any]:
+        cfg, state = self.ctx.config, phase.state
+        recent = state.setdefault("recent", [])
+        active = self.net.active()
+        if active in recent:
+            recent.remove(active)
+        recent.append(active)
+        del recent[:-cfg.tell_paths]
+        every = cfg.tell_every or phase.batches_per_epoch
+        record: dict[str, Any] = {"epsilon": epsilon(self.sampler.fits_, cfg.eps_inc, cfg.eps_max)}
+        if (step + 1) % every:
+            return record
+        told = list(recent)
+        fit = self.sampler.tell(told, batch_accuracy(self.net, told, self.x, self.y))
+        proposals = self.sampler.ask(8, seed=cfg.seed * 7 + step)
+        accuracies = batch_accuracy(self.net, proposals, self.x, self.y)
+        state.setdefault("proposals", []).append({
+            "step": step, "epoch": step // phase.batches_per_epoch, "fits": self.sampler.fits_,
+            "latency_ms": [self.paths.latency_ms(p) for p in proposals], "accuracy": accuracies})
+        state["recent"] = []
+        state["sampler"] = self.sampler.state()
+        self.net.fix(active)
+        return {**record, **fit, "told": len(told)}
+
+
+def make_sampler(ctx: SearchContext, paths: PathSpace) -> TNASSampler:
+    cfg = ctx.config
+    return TNASSampler(paths.sizes, paths.latency_matrix(), paths.fixed_ms, WINDOW[0] * cfg.target_ms,
+                       WINDOW[1] * cfg.target_ms, seed=cfg.seed, latent_dim=cfg.sampler_latent_dim,
+                       fit_steps=cfg.sampler_fit_steps, device=str(ctx.engine.device))
+
+
+def plot_proposals(proposals: list[dict], target_ms: float, path) -> None:
+    """Latency (ms) vs supernet batch accuracy of the sampler's proposals, one colour per refit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    cmap = plt.get_cmap("viridis")
+    for i, entry in enumerate(proposals):
+        ax.scatter(entry["latency_ms"], entry["accuracy"], s=14, color=cmap(i / max(1, len(proposals) - 1)),
+                   label=(f"epoch {entry['epoch']} (refit {entry['fits']})"
+                          if len(proposals) <= 8 or i in (0, len(proposals) - 1) else None))
+    ax.axvspan(WINDOW[0] * target_ms, WINDOW[1] * target_ms, color="gray", alpha=0.15, label="[0.9T, T]")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("supernet accuracy (validation batch)")
+    ax.set_title("TNAS sampler proposals over the search")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train_supernet(ctx: SearchContext) -> tuple[SampledPathNet, PathSpace, OneShotPhase, TNASSampler]:
+    """Train (or resume) the supernet with eq. 11 paths and the sampler beside it; returns (supernet, its path
+    space, the phase, the sampler)."""
+    cfg = ctx.config
+    torch.manual_seed(cfg.seed)
+    paths = PathSpace(ctx.latency_model, ctx.train_space)
+    net = SampledPathNet(ctx.train_space, paths.candidates)
+    sampler = make_sampler(ctx, paths)
+    teacher = SamplerTeacher(ctx, net, paths, sampler)
+    phase = OneShotPhase(net=net, paths=paths, draw=teacher.draw, after_step=teacher.after_step, config=cfg,
+                         extra_modules={"sampler": sampler.model_}, extra_optimizers={"sampler": sampler.optimizer_},
+                         **ctx.phase_kwargs("search"))
+    start = phase.restore(ctx.checkpoint)
+    sampler.load_state(phase.state.get("sampler", {}))
+    phase.run_loop(start)
+    return net, paths, phase, sampler
+
+
+def search(ctx: SearchContext) -> SearchOutcome:
+    """Train the supernet with eq. 11 paths (resumable), then evolve from the sampler's proposals (cached)."""
+    cfg = ctx.config
+    net, paths, phase, sampler = train_supernet(ctx)
+    seeds = []
+    for p in sampler.ask(cfg.population, seed=cfg.seed):
+        if p not in seeds:
+            seeds.append(p)
+    from_sampler = len(seeds)
+    seeds += initial_population(ctx, paths, cfg.population - len(seeds))
+    ranked, evolution_s = run_evolution(ctx, net, paths, seeds)
+    proposals = phase.state.get("proposals", [])
+    if ctx.engine.is_writer:
+        ctx.run.write_json(PROPOSALS_FILE, proposals)
+        if proposals:
+            plot_proposals(proposals, cfg.target_ms, ctx.run.path(PROPOSALS_PLOT))
+    sources = [r.get("path") for r in ctx.run.records() if r.get("phase") == "search"]
+    details = {"epsilon_final": epsilon(sampler.fits_, cfg.eps_inc, cfg.eps_max), "sampler_fits": sampler.fits_,
+               "sampler_paths_share": (sources.count("sampler") / len(sources)) if sources else None,
+               "evolution_seeds_from_sampler": from_sampler}
+    return outcome(ctx, net, paths, phase, ranked, evolution_s, details)
