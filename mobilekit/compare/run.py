@@ -32,6 +32,7 @@ from mobilekit.compare.settings import PROTOCOL, RESUME_FREE, CompareSettings
 from mobilekit.errors import ConfigError
 from mobilekit.jsonio import read_json, write_json_atomic
 from mobilekit.latency_table import LatencyTable
+from mobilekit.processes import process_alive
 from mobilekit.space import Architecture, get_space
 
 Log = Callable[[str], None]
@@ -144,22 +145,12 @@ def _claim(lock: Path) -> bool:
             holder = int(lock.read_text().strip() or "0")
         except (OSError, ValueError):
             return False
-        if holder and holder != os.getpid() and not _alive(holder):
+        if holder and holder != os.getpid() and not process_alive(holder):
             lock.unlink(missing_ok=True)                  # its worker died: take the cell over
             return _claim(lock)
         return holder == os.getpid()
     with os.fdopen(fd, "w") as handle:
         handle.write(str(os.getpid()))
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -25,6 +25,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from mobilekit.errors import ConfigError
+from mobilekit.processes import process_alive
 
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 JOURNAL_SUFFIXES = (".log", ".journal")
@@ -107,16 +108,6 @@ def worker_identity() -> dict[str, object]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     """Fail (and queue for retry) the running trials owned by a process of this host that no longer exists,
     e.g. a worker killed mid-trial. Returns their trial numbers. Trials of other hosts are left to the
@@ -125,7 +116,7 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.user_attrs.get(WORKER_ATTR) or {}
-        if owner.get("host") != host or not isinstance(owner.get("pid"), int) or _alive(owner["pid"]):
+        if owner.get("host") != host or not isinstance(owner.get("pid"), int) or process_alive(owner["pid"]):
             continue
         try:
             study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
