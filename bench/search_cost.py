@@ -42,7 +42,7 @@ def build(kind: str, batch_size: int, table_path: str):
     import torch
     import torch.nn.functional as F
 
-    from mobilekit.latency.runtime_loss import ExpectedLatency, SuperkernelRuntime
+    from mobilekit.latency.differentiable import ExpectedLatency, SuperkernelLatency
     from mobilekit.models.torch_builder import MobileNet
     from mobilekit.latency_table import LatencyTable
     from mobilekit.search.budget import sample_in_window
@@ -77,7 +77,7 @@ def build(kind: str, batch_size: int, table_path: str):
         arch = sample_in_window(expected, space, 0.9 * target, target, random.Random(0))
     info: dict = {}
     if kind.startswith("single-path"):
-        runtime = SuperkernelRuntime(table)
+        runtime = SuperkernelLatency(table)
         net = SuperNet(space, runtime.grid, threshold_init=config.threshold_init)
         epoch = 0                                            # a search's start: subset dropout on
         if kind == "single-path":

@@ -15,7 +15,7 @@ from mobilekit.compare.budget import method_settings, split_budget
 from mobilekit.compare.retrain import Recipe, retrain
 from mobilekit.data import load_dataset
 from mobilekit.errors import ConfigError
-from mobilekit.latency.runtime_loss import SuperkernelRuntime
+from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.space import get_space, reference_architecture
 
 WIDTH = 0.35
@@ -30,7 +30,7 @@ def table_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def target(table_path):
-    fastest, slowest = SuperkernelRuntime(synthetic_table(width=WIDTH)).bounds_ms()
+    fastest, slowest = SuperkernelLatency(synthetic_table(width=WIDTH)).bounds_ms()
     return round(fastest + 0.5 * (slowest - fastest), 1)
 
 

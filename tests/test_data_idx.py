@@ -156,10 +156,10 @@ def test_cli_search_on_a_missing_idx_folder_exits_2_naming_it(tmp_path, capsys):
     from _synthetic_tables import synthetic_table
 
     from mobilekit.cli import main
-    from mobilekit.latency.runtime_loss import SuperkernelRuntime
+    from mobilekit.latency.differentiable import SuperkernelLatency
 
     table = synthetic_table(width=0.35)
-    fastest, slowest = SuperkernelRuntime(table).bounds_ms()
+    fastest, slowest = SuperkernelLatency(table).bounds_ms()
     code = main(["search", "--table", str(table.save(tmp_path / "t.json")), "--target-ms", f"{(fastest + slowest) / 2}",
                  "--data", f"idx:{tmp_path / 'none'}", "--train-subset", "10", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()

@@ -166,6 +166,6 @@ def test_cli_unknown_recipe_key_exits_2(tmp_path, capsys):
 def test_shipped_recipes_are_complete_and_inside_their_tables(recipe, tmp_path):
     config = make_config(recipe, out=str(tmp_path / "run"))
     from mobilekit.search.budget import check_target
-    from mobilekit.search.run import build_runtime
+    from mobilekit.search.run import build_latency_model_for
 
-    check_target(build_runtime(config), config.target_ms)
+    check_target(build_latency_model_for(config), config.target_ms)

@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from _synthetic_tables import synthetic_table
-from mobilekit.latency.runtime_loss import SuperkernelRuntime
+from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.models.torch_builder import MBConv
 from mobilekit.search.superkernel import SuperMBConv
 from mobilekit.space import SKIP, LayerSpec, LayerType, get_space
@@ -28,7 +28,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def grid():
-    return SuperkernelRuntime(synthetic_table(width=WIDTH)).grid
+    return SuperkernelLatency(synthetic_table(width=WIDTH)).grid
 
 
 def make_layer(grid, index, seed=0):

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from _synthetic_tables import synthetic_table
 from mobilekit.cli import main
 from mobilekit.errors import ConfigError
-from mobilekit.latency.runtime_loss import SuperkernelRuntime
+from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.tune import TuneConfig, parse_fidelity, parse_param, parse_set, reward, run_tune
 from mobilekit.tune.grid import grid_params, grid_sampler, grid_size, grid_space, plot_grid
 from mobilekit.tune.objective import EpochRewards
@@ -30,7 +30,7 @@ def tiny(tmp_path_factory):
     """--set options making each trial a search of a few seconds."""
     table = synthetic_table(width=WIDTH)
     path = table.save(tmp_path_factory.mktemp("tables") / "synthetic.json")
-    fastest, slowest = SuperkernelRuntime(table).bounds_ms()
+    fastest, slowest = SuperkernelLatency(table).bounds_ms()
     target = round(fastest + 0.5 * (slowest - fastest), 1)
     return {"table": str(path), "target_ms": target, "data": "digits", "epochs": 1, "final_epochs": 0,
             "steps_per_epoch": 1, "batch_size": 16, "export": "none", "threads": 1}

@@ -8,7 +8,7 @@ import ray
 from optuna.trial import TrialState
 
 from _synthetic_tables import synthetic_table
-from mobilekit.latency.runtime_loss import SuperkernelRuntime
+from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.tune import TuneConfig, parse_param, run_tune
 
 
@@ -24,7 +24,7 @@ def local_ray(tmp_path):
 
 def test_trials_run_as_ray_tasks_on_one_study(tmp_path, local_ray):
     table = synthetic_table(width=0.35)
-    fastest, slowest = SuperkernelRuntime(table).bounds_ms()
+    fastest, slowest = SuperkernelLatency(table).bounds_ms()
     sets = {"table": str(table.save(tmp_path / "synthetic.json")), "target_ms": round((fastest + slowest) / 2, 1),
             "data": "digits", "epochs": 1, "final_epochs": 0, "steps_per_epoch": 1, "batch_size": 16,
             "export": (), "threads": 1}

@@ -85,7 +85,7 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
     for method in settings.methods:                 # fail fast on an unknown method or setting
         search_config(settings, method, 0)
     table = LatencyTable.load(settings.table)
-    from mobilekit.latency.runtime_loss import ExpectedLatency
+    from mobilekit.latency.differentiable import ExpectedLatency
 
     fastest, slowest = ExpectedLatency(table, include_se=settings.search_keys.get("include_se")).bounds_ms()
     if not fastest <= settings.target_ms <= slowest:
@@ -203,7 +203,7 @@ def _search_cell(settings: CompareSettings, splits, recipe: Recipe, method: str,
 def _protocol_cell(settings: CompareSettings, table: LatencyTable, splits, recipe: Recipe, index: int) -> dict:
     """One architecture of the random-search protocol: uniform per layer, moved into [0.95 T, T] by the random
     search's own window sampler, trained with the fixed recipe."""
-    from mobilekit.latency.runtime_loss import ExpectedLatency
+    from mobilekit.latency.differentiable import ExpectedLatency
     from mobilekit.search.budget import sample_in_window
 
     space = _train_space(table, settings, splits.num_classes)

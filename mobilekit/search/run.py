@@ -49,7 +49,6 @@ def build_latency_model_for(config: SearchConfig, table: LatencyTable | None = N
     return build_latency_model(get_method(config.method).latency_model, table, config.include_se, se_table)
 
 
-build_runtime = build_latency_model_for   # former name
 
 
 def prepare_run_folder(run: RunFolder, config: SearchConfig, write: bool = True) -> None:

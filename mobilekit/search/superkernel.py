@@ -20,7 +20,7 @@ the cross-entropy of the chosen subnet. With the reference's coupling, Adam turn
 gradient on a dropped subset's weights into full-size steps that shrink them to zero within a few dozen steps,
 after which the subset can never return; here a dropped subset keeps its weights, and
 :meth:`SuperMBConv.limit_thresholds` keeps its threshold within reach of its statistic. Decisions are hard 0/1 in the
-forward pass with a sigmoid gradient (see :func:`mobilekit.latency.runtime_loss.indicator` for ``ste`` and
+forward pass with a sigmoid gradient (see :func:`mobilekit.latency.differentiable.indicator` for ``ste`` and
 ``softmax``). During the first epochs each subset is dropped with probability ``subset_dropout`` (the decisions
 fed to the runtime model are not).
 
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilekit.errors import SearchError
-from mobilekit.latency.runtime_loss import Decisions, SuperkernelGrid, indicator
+from mobilekit.latency.differentiable import Decisions, SuperkernelGrid, indicator
 from mobilekit.models.torch_builder import MBConv, MobileNet, Head, SqueezeExcite, Stem, conv_bn
 from mobilekit.space import SKIP, Architecture, LayerPosition, LayerSpec, LayerType, SearchSpace
 
