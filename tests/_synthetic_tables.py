@@ -17,6 +17,9 @@ def type_cost_ms(position: int, kernel: int, expansion: int, se_ratio: float) ->
     return base * (1 + 0.3 * (kernel == 5)) * (expansion / 3) * (1 + 0.4 * se_ratio) + 0.001 * position
 
 
+SEARCH_WIDTH = 0.35  # width of the search tests' table (small networks, quick steps)
+
+
 def synthetic_table(width: float = 1.0, resolution: int = 224, with_se: bool = True, cover_fixed: bool = False,
                     device: str = "synthetic") -> LatencyTable:
     """A full table for spnas-mnasnet at ``width``/``resolution``. ``cover_fixed``: the fixed entry covers

@@ -8,26 +8,14 @@ from pathlib import Path
 import pytest
 
 import mobilekit.search
-from _synthetic_tables import synthetic_table
+from _synthetic_tables import SEARCH_WIDTH, synthetic_table
 from mobilekit.cli import main
 from mobilekit.errors import ConfigError
-from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.search import make_config
 from mobilekit.search.registry import METHODS, register, unregister
 
-WIDTH = 0.35
+WIDTH = SEARCH_WIDTH  # the width of the conftest table
 QUICK = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16", "--export", "none", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def table_path(tmp_path_factory):
-    return synthetic_table(width=WIDTH).save(tmp_path_factory.mktemp("tables") / "synthetic.json")
-
-
-@pytest.fixture(scope="module")
-def target(table_path):
-    fastest, slowest = SuperkernelLatency(synthetic_table(width=WIDTH)).bounds_ms()
-    return round(fastest + 0.5 * (slowest - fastest), 1)
 
 
 @pytest.fixture

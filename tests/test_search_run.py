@@ -6,29 +6,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from _synthetic_tables import synthetic_table
+from _synthetic_tables import SEARCH_WIDTH, synthetic_table
 from mobilekit.cli import main
 from mobilekit.errors import SearchError
-from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.models.torch_builder import MobileNet
 from mobilekit.search import make_config, run_search
 from mobilekit.space import Architecture
 
 REPO = Path(__file__).resolve().parents[1]
-WIDTH = 0.35
+WIDTH = SEARCH_WIDTH  # the width of the conftest table
 QUICK = dict(data="digits", epochs=2, steps_per_epoch=3, batch_size=16, final_epochs=1, checkpoint_every=2,
              export=())
-
-
-@pytest.fixture(scope="module")
-def table_path(tmp_path_factory):
-    return synthetic_table(width=WIDTH).save(tmp_path_factory.mktemp("tables") / "synthetic.json")
-
-
-@pytest.fixture(scope="module")
-def target(table_path):
-    fastest, slowest = SuperkernelLatency(synthetic_table(width=WIDTH)).bounds_ms()
-    return round(fastest + 0.5 * (slowest - fastest), 1)
 
 
 def quick(table_path, target, out, **overrides):

@@ -10,23 +10,10 @@ import pytest
 from _synthetic_tables import synthetic_table
 from mobilekit.cli import main
 from mobilekit.errors import SearchError
-from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.search.spos import evolve
 
-WIDTH = 0.35
 QUICK = ["--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16", "--export", "none", "--no-progress",
          "--population", "4", "--generations", "1", "--bn-steps", "1", "--eval-samples", "64"]
-
-
-@pytest.fixture(scope="module")
-def table_path(tmp_path_factory):
-    return synthetic_table(width=WIDTH).save(tmp_path_factory.mktemp("tables") / "synthetic.json")
-
-
-@pytest.fixture(scope="module")
-def target(table_path):
-    fastest, slowest = SuperkernelLatency(synthetic_table(width=WIDTH)).bounds_ms()
-    return round(fastest + 0.5 * (slowest - fastest), 1)
 
 
 def test_spos_runs_end_to_end_through_the_cli(tmp_path, table_path, target):

@@ -8,23 +8,10 @@ import pytest
 import mobilekit.search
 from _synthetic_tables import synthetic_table
 from mobilekit.cli import main
-from mobilekit.latency.differentiable import SuperkernelLatency
 
-WIDTH = 0.35
 QUICK = ["--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16", "--export", "none", "--no-progress",
          "--population", "4", "--generations", "1", "--bn-steps", "1", "--eval-samples", "64", "--tell-batch", "64",
          "--sampler-fit-steps", "5", "--final-epochs", "0", "--method", "tnas-os"]
-
-
-@pytest.fixture(scope="module")
-def table_path(tmp_path_factory):
-    return synthetic_table(width=WIDTH).save(tmp_path_factory.mktemp("tables") / "synthetic.json")
-
-
-@pytest.fixture(scope="module")
-def target(table_path):
-    fastest, slowest = SuperkernelLatency(synthetic_table(width=WIDTH)).bounds_ms()
-    return round(fastest + 0.5 * (slowest - fastest), 1)
 
 
 def _records(out):
