@@ -18,12 +18,7 @@ SPACE = get_space(width=0.35, resolution=32, num_classes=4)
 HP = TrainingHyperparameters(lr=0.05, lr_schedule="linear", weight_decay=1e-3, optimizer="sgd", augment="crop-flip")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data() -> TensorDataset:

@@ -18,12 +18,7 @@ WIDTH = 0.35
 RESIDUAL, STRIDED = 6, 5            # a skippable stride-1 position (16 -> 16), a stride-2 one (8 -> 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
