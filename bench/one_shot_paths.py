@@ -1,8 +1,10 @@
 """How fast a SampledPathNet's shared weights learn when each step trains: one fixed path, two alternating paths,
-or a uniformly drawn path (SPOS). Prints the training CE every 20 steps.
+or a uniformly drawn path (SPOS), with the candidates of a layer sharing nested weights (``--sharing entangled``,
+the default) or each owning its weights (``separate``). Prints the training CE every 20 steps, and the CE of one
+fixed reference path on the same batch (train-mode BN, no update).
 
-    OMP_NUM_THREADS=1 python bench/one_shot_paths.py [--mode fixed|two|uniform] [--steps 60] [--lr 3e-3]
-        [--table latency_tables/pixel1-spnas.json] [--data digits]
+    OMP_NUM_THREADS=1 python bench/one_shot_paths.py [--mode fixed|two|uniform] [--sharing entangled|separate]
+        [--steps 60] [--lr 3e-3] [--table latency_tables/pixel1-spnas.json] [--data digits]
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from mobilekit.data import load_dataset  # noqa: E402
 from mobilekit.search import make_config  # noqa: E402
 from mobilekit.search.run import build_latency_model_for  # noqa: E402
 from mobilekit.search.spos import PathSpace  # noqa: E402
-from mobilekit.search.supernets import SampledPathNet  # noqa: E402
+from mobilekit.search.supernets import SHARING, SampledPathNet  # noqa: E402
 from mobilekit.space import get_space  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("fixed", "two", "uniform"), default="uniform")
+    parser.add_argument("--sharing", choices=SHARING, default="entangled")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--table", default="latency_tables/pixel1-spnas.json")
@@ -43,7 +46,7 @@ def main() -> int:
     paths = PathSpace(latency_model, space)
     x, y = splits.train.tensors
     torch.manual_seed(0)
-    net = SampledPathNet(space, paths.candidates)
+    net = SampledPathNet(space, paths.candidates, sharing=args.sharing)
     generator = torch.Generator().manual_seed(0)
     first, second = paths.uniform(generator), paths.uniform(generator)
     optimizer = torch.optim.Adam(net.weight_parameters(), lr=args.lr)
@@ -56,7 +59,11 @@ def main() -> int:
         loss.backward()
         optimizer.step()
         if step % 20 == 19:
-            print(f"{args.mode:8s} step {step + 1:4d} CE {loss.item():.3f}")
+            with torch.no_grad():
+                net.fix(first)
+                reference = F.cross_entropy(net(x[index]), y[index]).item()
+            print(f"{args.mode:8s} {args.sharing:9s} step {step + 1:4d} CE {loss.item():.3f} "
+                  f"(reference path {reference:.3f})", flush=True)
     return 0
 
 

@@ -6,8 +6,9 @@ import torch
 
 from _synthetic_tables import synthetic_table
 from mobilekit.latency.differentiable import ExpectedLatency, SuperkernelLatency
-from mobilekit.models.torch_builder import MobileNet, Skeleton
-from mobilekit.search.supernets import MultiPathNet, SampledPathNet, SuperNet, extract_network
+from mobilekit.models.torch_builder import MobileNet, Skeleton, randomize_batchnorm
+from mobilekit.search.supernets import (EntangledPaths, MultiPathNet, SampledPathNet, SampledPaths, SuperNet,
+                                        entangleable, extract_network)
 from mobilekit.space import get_space
 
 WIDTH = 0.35
@@ -37,9 +38,69 @@ def test_every_network_is_the_one_skeleton_with_the_same_fixed_parts(space, expe
         assert fixed == [name for name, _ in nets[-1].named_parameters() if name.startswith(("stem.", "head."))]
 
 
+@pytest.mark.parametrize("sharing", ["entangled", "separate"])
+def test_sampled_path_equals_the_extracted_network(space, expected, sharing):
+    torch.manual_seed(1)
+    net = randomize_batchnorm(SampledPathNet(space, expected.candidates, sharing=sharing), seed=1).eval()
+    blocks = EntangledPaths if sharing == "entangled" else SampledPaths
+    assert all(isinstance(block, blocks) for block in net.paths)
+    generator, x = torch.Generator().manual_seed(0), torch.randn(2, 3, 32, 32)
+    outputs = []
+    for _ in range(3):
+        net.sample(generator)
+        model = extract_network(net, net.active_architecture()).eval()
+        outputs.append(net(x))
+        assert torch.allclose(outputs[-1], model(x), atol=1e-5)
+    assert not torch.allclose(outputs[0], outputs[1])       # different paths compute different functions
+
+
+def test_entangled_path_trains_only_the_chosen_slices_which_every_larger_candidate_shares(space, expected):
+    torch.manual_seed(4)
+    net = SampledPathNet(space, expected.candidates, sharing="entangled")
+    layer = next(l for l, row in enumerate(expected.candidates)
+                 if any(t.kernel == 3 for t in row) and any(t.kernel == 5 for t in row))
+    row, block = expected.candidates[layer], net.paths[layer]
+    small = next(c for c, t in enumerate(row) if t.kernel == 3 and t.expansion == min(r.expansion for r in row if not r.is_skip))
+    large = next(c for c, t in enumerate(row) if t.kernel == 5 and t.expansion == max(r.expansion for r in row if not r.is_skip))
+    indices = [0] * len(expected.candidates)
+    indices[layer] = small
+    net.fix(indices)
+    net(torch.randn(4, 3, 32, 32)).sum().backward()
+    mid = block.specs[small].mid_channels
+    grad = block.depthwise[0].weight.grad                    # (mid_max, 1, 5, 5)
+    assert grad[:mid, :, 1:4, 1:4].abs().sum() > 0           # the 3x3 centre of the first mid channels ...
+    outside = grad.clone()
+    outside[:mid, :, 1:4, 1:4] = 0
+    assert outside.abs().sum() == 0                          # ... and nothing else
+    assert block.expand[0].weight.grad[mid:].abs().sum() == 0 and block.project[0].weight.grad[:, mid:].abs().sum() == 0
+    # the large candidate computes with the same tensors: a change to the small one's centre changes its output
+    block.active = large
+    x = torch.randn(4, block.specs[large].position.in_channels, 8, 8)
+    with torch.no_grad():
+        before = block(x)
+        block.depthwise[0].weight[:mid, :, 2, 2] += 1.0
+        assert not torch.allclose(before, block(x))
+
+
+def test_entangled_blocks_report_their_unused_parameters_and_fall_back_where_candidates_cannot_nest(space, expected):
+    net = SampledPathNet(space, expected.candidates, sharing="entangled")
+    layer = next(l for l, row in enumerate(expected.candidates) if any(t.is_skip for t in row))
+    block = net.paths[layer]
+    block.active = next(c for c, t in enumerate(block.types) if t.is_skip)
+    assert len(block.inactive_parameters()) == len(list(block.parameters()))
+    block.active = next(c for c, t in enumerate(block.types) if not t.is_skip)
+    assert block.inactive_parameters() == ([] if block.specs[block.active].se_channels or block.se is None
+                                           else list(block.se.parameters()))
+    e1 = tuple(t for t in space.positions[0].candidates)                 # the first block's expansion-1 type
+    assert not entangleable(e1)
+    position = space.positions[0]
+    with pytest.raises(ValueError):
+        EntangledPaths(position, e1)
+
+
 def test_sampled_path_computes_only_the_sampled_candidate(space, expected):
     torch.manual_seed(1)
-    net = SampledPathNet(space, expected.candidates).eval()
+    net = SampledPathNet(space, expected.candidates, sharing="separate").eval()
     chosen, gates = net.sample(torch.Generator().manual_seed(0))
     assert len(chosen) == len(expected.candidates) and torch.equal(gates.detach(), torch.ones(len(chosen)))
     arch = net.active_architecture()
@@ -84,3 +145,23 @@ def test_multipath_extraction_computes_the_one_hot_supernet(space, expected):
     one_hot = torch.nn.functional.one_hot(net.logits().argmax(-1), net.alpha.shape[1]).float()
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(net(x, one_hot), extract_network(net, arch).eval()(x), atol=1e-5)
+
+
+def test_entangled_batchnorm_recalibration_matches_the_extracted_network(space, expected):
+    """BN recalibration (cumulative averages, momentum None) over sliced statistics gives the statistics the
+    stand-alone network gets from the same batches."""
+    from torch.utils.data import TensorDataset
+
+    from mobilekit.search.training import recalibrate_batchnorm
+
+    torch.manual_seed(5)
+    net = SampledPathNet(space, expected.candidates, sharing="entangled")
+    net.sample(torch.Generator().manual_seed(6))
+    model = extract_network(net, net.active_architecture())
+    data = TensorDataset(torch.randn(48, 3, 32, 32), torch.zeros(48, dtype=torch.long))
+    for m in (net, model):
+        recalibrate_batchnorm(m, data, batch_size=16, steps=3, seed=0)
+    x = torch.randn(2, 3, 32, 32)
+    out = net.eval()(x)
+    assert torch.allclose(out, model.eval()(x), atol=1e-5)
+    assert not torch.allclose(out[0], out[1], atol=1e-4)   # recalibrated statistics: the output depends on x

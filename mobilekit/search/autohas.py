@@ -45,7 +45,7 @@ from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
 from mobilekit.search.single_path import arch_summary
-from mobilekit.search.supernets import SampledPathNet, extract_network
+from mobilekit.search.supernets import SHARING, SampledPathNet, extract_network
 from mobilekit.search.temporary_weights import mixed_lr_step, optimizer_direction, optimizer_step
 from mobilekit.search.training import Phase, SearchContext, batches, load_batches, make_optimizer
 
@@ -69,6 +69,8 @@ class Options:
     wd_default: float = option(1e-4, "weight decay the weight-decay bases multiply", gt=0)
     encoding_start: str = option("default", "initial encodings: derive the defaults (eq. 10) or uniform (derive "
                                  "the mean of the bases)", choices=("default", "uniform"))
+    weight_sharing: str = option("entangled", "candidates of a layer: nested subsets of one block's weights "
+                                 "(entangled) or each its own weights (separate, SPOS's original)", choices=SHARING)
     baseline_momentum: float = option(0.9, "REINFORCE: moving-average factor of the loss baseline", ge=0, lt=1)
 
 
@@ -107,8 +109,7 @@ class _GatedPath(nn.Module):
 
 def active_parameters(net: SampledPathNet) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of the active path: stem, fixed blocks, head and each layer's active candidate."""
-    inactive = {id(p) for block in net.paths for c, path in enumerate(block) if c != block.active
-                for p in path.parameters()}
+    inactive = {id(p) for block in net.paths for p in block.inactive_parameters()}
     return [(n, p) for n, p in net.named_parameters() if n != "alpha" and id(p) not in inactive]
 
 
@@ -255,7 +256,7 @@ def search(ctx: SearchContext) -> SearchOutcome:
     """Run (or resume) the AutoHAS search of ``ctx``."""
     cfg, latency_model = ctx.config, ctx.latency_model
     torch.manual_seed(cfg.seed)
-    net = SampledPathNet(ctx.train_space, latency_model.candidates)
+    net = SampledPathNet(ctx.train_space, latency_model.candidates, sharing=cfg.weight_sharing)
     encoding = HyperEncoding(hyperparameter_space(cfg))
     weight_data, arch_data = split_for_architecture(ctx.splits.train, cfg.seed)
     phase = AutoHASPhase(net=net, encoding=encoding, arch_data=arch_data, latency_model=latency_model, config=cfg,

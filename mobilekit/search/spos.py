@@ -31,7 +31,7 @@ from mobilekit.search.budget import WINDOW, sample_in_window
 from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters
 from mobilekit.search.single_path import arch_summary
-from mobilekit.search.supernets import SampledPathNet, extract_network
+from mobilekit.search.supernets import SHARING, SampledPathNet, extract_network
 from mobilekit.search.training import Phase, SearchContext, evaluate, make_optimizer, recalibrate_batchnorm
 from mobilekit.space import Architecture
 
@@ -52,6 +52,8 @@ class Options:
     mutation_prob: float = option(0.1, "evolution: chance that a child's layer is resampled", ge=0, le=1)
     bn_steps: int = option(5, "batches of the training split that recalibrate BN before scoring a candidate", ge=1)
     eval_samples: int = option(1000, "validation images that score a candidate (a seeded subset)", ge=1)
+    weight_sharing: str = option("entangled", "candidates of a layer: nested subsets of one block's weights "
+                                 "(entangled) or each its own weights (separate, SPOS's original)", choices=SHARING)
 
 
 # ---- index-space helpers ---------------------------------------------------------------------------------------------
@@ -281,7 +283,7 @@ def train_supernet(ctx: SearchContext) -> tuple[SampledPathNet, PathSpace, OneSh
     cfg = ctx.config
     torch.manual_seed(cfg.seed)
     paths = PathSpace(ctx.latency_model, ctx.train_space)
-    net = SampledPathNet(ctx.train_space, paths.candidates)
+    net = SampledPathNet(ctx.train_space, paths.candidates, sharing=cfg.weight_sharing)
     phase = OneShotPhase(net=net, paths=paths, draw=uniform_draw(paths), config=cfg, **ctx.phase_kwargs("search"))
     phase.run_loop(phase.restore(ctx.checkpoint))
     return net, paths, phase

@@ -8,8 +8,10 @@ supernet               searchable block                                      who
                        weight subsets switched by thresholds)
 :class:`MultiPathNet`  :class:`CandidatePaths` (every candidate computed,    multi-path (FBNet / ProxylessNAS)
                        mixed by weights)
-:class:`SampledPathNet`  :class:`SampledPaths` (one hard-sampled candidate   AutoHAS, DiffAutoML, TNAS (one path per
-                       per layer and step, weights shared across steps)      step, architecture by sampling)
+:class:`SampledPathNet`  :class:`EntangledPaths` (one hard-sampled         AutoHAS, DiffAutoML, SPOS, TNAS (one path
+                       candidate per layer and step, nested weight subsets   per step, architecture by sampling)
+                       of one block) or :class:`SampledPaths` (separate
+                       weights per candidate)
 =====================  ====================================================  =========================================
 
 :func:`extract_network` copies the stem, the fixed blocks, the head and, per searchable position, the weights of
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilekit.latency.differentiable import Decisions, SuperkernelGrid
-from mobilekit.models.torch_builder import MBConv, MobileNet, Skeleton, fixed_block
+from mobilekit.models.torch_builder import MBConv, MobileNet, Skeleton, SqueezeExcite, conv_bn, fixed_block
 from mobilekit.search.superkernel import HARD, SuperMBConv
 from mobilekit.space import Architecture, LayerSpec, LayerType, SearchSpace
 
@@ -187,7 +189,8 @@ class MultiPathNet(_CategoricalNet):
 
 # ---- sampled path: one hard-sampled candidate per layer ----------------------------------------------------------
 class SampledPaths(nn.ModuleList):
-    """One MBConv per candidate type of a position; only the ``active`` one is computed.
+    """One MBConv per candidate type of a position, each with its own weights; only the ``active`` one is
+    computed (``sharing="separate"``).
 
     forward(x (N, in, H, W), gate=None) -> ``path_active(x)``, times ``gate`` when given (a scalar that is 1 in
     the forward pass and carries the gradient of the sampling distribution, e.g. a straight-through one-hot
@@ -199,26 +202,127 @@ class SampledPaths(nn.ModuleList):
         self.types = types
         self.active = 0
 
+    def inactive_parameters(self) -> list[nn.Parameter]:
+        """Parameters the active candidate does not use (those of every other candidate)."""
+        return [p for c, path in enumerate(self) if c != self.active for p in path.parameters()]
+
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         out = self[self.active](x)
         return out if gate is None else gate * out
 
 
+def entangleable(types: tuple[LayerType, ...]) -> bool:
+    """Whether the candidates of a position can be nested weight subsets of one block: every non-skip type has
+    an expansion conv (expansion > 1), and there is at least one."""
+    blocks = [t for t in types if not t.is_skip]
+    return bool(blocks) and all(t.expansion > 1 for t in blocks)
+
+
+class EntangledPaths(nn.Module):
+    """The candidates of a position as nested weight subsets of one largest block (``sharing="entangled"``, the
+    weight entanglement of Once-for-All / BigNAS, and of the Single-Path NAS superkernel): a candidate with
+    expansion ``e``, kernel ``k`` and ``s`` squeeze channels uses the first ``in x e`` expansion channels, the
+    central ``k x k`` of the depthwise kernel, the first ``s`` squeeze channels and the matching projection
+    columns; BatchNorm statistics are sliced alike (the projection's BN is shared by all). Skip uses nothing.
+
+    Every sampled path thus trains weights every other path uses, which a uniformly sampled one-shot supernet
+    needs to learn at all in a short budget (``bench/one_shot_paths.py``). Only the ``active`` candidate is
+    computed: forward(x (N, in, H, W), gate=None) -> (N, out, H/s, W/s), times ``gate`` when given (see
+    :class:`SampledPaths`).
+    """
+
+    def __init__(self, position, types: tuple[LayerType, ...]) -> None:
+        super().__init__()
+        if not entangleable(types):
+            raise ValueError(f"layer {position.index}: candidates {types} cannot share nested weights")
+        self.types = types
+        self.active = 0
+        self.specs = [LayerSpec(position, t) for t in types]
+        blocks = [spec for spec in self.specs if not spec.op.is_skip]
+        cin, mid = position.in_channels, max(spec.mid_channels for spec in blocks)
+        self.k_max = max(spec.op.kernel for spec in blocks)
+        squeeze = max(spec.se_channels for spec in blocks)
+        self.expand = conv_bn(cin, mid, 1)
+        self.depthwise = conv_bn(mid, mid, self.k_max, position.stride, groups=mid)
+        self.se = SqueezeExcite(mid, squeeze) if squeeze else None
+        self.project = conv_bn(mid, position.out_channels, 1, act=False)
+        self.residual = blocks[0].has_residual
+
+    def inactive_parameters(self) -> list[nn.Parameter]:
+        """Parameters the active candidate does not use: all of them for skip, the SE block's for a type without
+        SE, none otherwise (a smaller candidate's unused slices are parts of tensors it uses)."""
+        spec = self.specs[self.active]
+        if spec.op.is_skip:
+            return list(self.parameters())
+        return list(self.se.parameters()) if self.se is not None and not spec.se_channels else []
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        spec = self.specs[self.active]
+        out = x if spec.op.is_skip else self._block(x, spec)
+        return out if gate is None else gate * out
+
+    def _block(self, x: torch.Tensor, spec: LayerSpec) -> torch.Tensor:
+        mid, k = spec.mid_channels, spec.op.kernel
+        channels = slice(0, mid)
+        h = F.relu6(_sliced_bn(self.expand[1], F.conv2d(x, self.expand[0].weight[channels]), channels))
+        lo = (self.k_max - k) // 2
+        kernel = self.depthwise[0].weight[channels, :, lo:lo + k, lo:lo + k]
+        h = F.conv2d(h, kernel, None, self.depthwise[0].stride, k // 2, 1, mid)
+        h = F.relu6(_sliced_bn(self.depthwise[1], h, channels))
+        if self.se is not None and spec.se_channels:
+            s = spec.se_channels
+            pooled = h.mean((2, 3), keepdim=True)
+            squeezed = torch.relu(F.conv2d(pooled, self.se.reduce.weight[:s, :mid], self.se.reduce.bias[:s]))
+            h = h * torch.sigmoid(F.conv2d(squeezed, self.se.expand.weight[:mid, :s], self.se.expand.bias[:mid]))
+        out = self.project[1](F.conv2d(h, self.project[0].weight[:, channels]))
+        return out + x if self.residual else out
+
+
+def _sliced_bn(bn: nn.BatchNorm2d, h: torch.Tensor, channels: slice) -> torch.Tensor:
+    """BatchNorm over the channels ``channels`` of ``bn`` (their running statistics update in place, with
+    ``nn.BatchNorm2d``'s rule: ``momentum``, or the cumulative average when it is None, as BN recalibration sets)."""
+    factor = 0.0
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return F.batch_norm(h, bn.running_mean[channels], bn.running_var[channels], bn.weight[channels],
+                        bn.bias[channels], bn.training, factor, bn.eps)
+
+
+SHARING = ("entangled", "separate")
+
+
 class SampledPathNet(_CategoricalNet):
-    """Stem, fixed MBConvs, :class:`SampledPaths` per searchable position, head: one candidate per layer is
-    active at a time (weights shared across samples), as AutoHAS, DiffAutoML and TNAS need.
+    """Stem, fixed MBConvs, one sampled-path block per searchable position, head: one candidate per layer is
+    active at a time, as AutoHAS, DiffAutoML, SPOS and TNAS need.
+
+    ``sharing``: ``"entangled"`` (default) makes the candidates of a position nested weight subsets of one block
+    (:class:`EntangledPaths`; positions whose candidates cannot nest fall back to separate weights);
+    ``"separate"`` gives each candidate its own MBConv (:class:`SampledPaths`, SPOS's original choice blocks).
+    With separate weights a uniformly sampled supernet of this space barely learns in short budgets
+    (``python bench/one_shot_paths.py --sharing separate``).
 
     ``sample(generator)`` draws one candidate per layer from ``softmax(alpha)`` and activates it, returning the
     indices and straight-through gates; ``fix(arch)`` activates the candidates of an architecture;
     ``forward(x)`` computes only the active paths (times the gates of the last ``sample`` when ``gated``).
     """
 
-    def __init__(self, space: SearchSpace, candidates: list[tuple[LayerType, ...]], dropout: float = 0.2) -> None:
-        super().__init__(space, candidates, SampledPaths, dropout)
+    def __init__(self, space: SearchSpace, candidates: list[tuple[LayerType, ...]], dropout: float = 0.2,
+                 sharing: str = "entangled") -> None:
+        if sharing not in SHARING:
+            raise ValueError(f"sharing must be one of {SHARING}, got {sharing!r}")
+
+        def block(position, types: tuple[LayerType, ...]) -> nn.Module:
+            if sharing == "entangled" and entangleable(types):
+                return EntangledPaths(position, types)
+            return SampledPaths(position, types)
+
+        super().__init__(space, candidates, block, dropout)
+        self.sharing = sharing
         self._gates: torch.Tensor | None = None
 
     @property
-    def paths(self) -> list[SampledPaths]:
+    def paths(self) -> list[SampledPaths | EntangledPaths]:
         return self.searchable_blocks()
 
     def active(self) -> list[int]:
@@ -293,12 +397,22 @@ def _(source: SampledPaths, target: MBConv, spec: LayerSpec) -> None:
 
 @copy_block.register
 def _(source: SuperMBConv, target: MBConv, spec: LayerSpec) -> None:
-    """Expansion channels, the centre of the depthwise kernel and the leading squeeze channels."""
+    _copy_nested(source, target, spec, source.grid.kernels[-1])
+
+
+@copy_block.register
+def _(source: EntangledPaths, target: MBConv, spec: LayerSpec) -> None:
+    _copy_nested(source, target, spec, source.k_max)
+
+
+def _copy_nested(source: nn.Module, target: MBConv, spec: LayerSpec, k_max: int) -> None:
+    """Copy a nested-subset block's weights of ``spec``: the leading expansion channels, the centre of the
+    depthwise kernel and the leading squeeze channels (a superkernel or an entangled path)."""
     if spec.op.is_skip:
         return
     mid, k = spec.mid_channels, spec.op.kernel
     _copy_conv_bn(target.expand, source.expand, out=slice(0, mid))
-    lo = (source.grid.kernels[-1] - k) // 2
+    lo = (k_max - k) // 2
     target.depthwise[0].weight.copy_(source.depthwise[0].weight[:mid, :, lo:lo + k, lo:lo + k])
     _copy_bn(target.depthwise[1], source.depthwise[1], slice(0, mid))
     if target.se is not None:

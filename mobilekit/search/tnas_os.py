@@ -149,7 +149,7 @@ def train_supernet(ctx: SearchContext) -> tuple[SampledPathNet, PathSpace, OneSh
     cfg = ctx.config
     torch.manual_seed(cfg.seed)
     paths = PathSpace(ctx.latency_model, ctx.train_space)
-    net = SampledPathNet(ctx.train_space, paths.candidates)
+    net = SampledPathNet(ctx.train_space, paths.candidates, sharing=cfg.weight_sharing)
     sampler = make_sampler(ctx, paths)
     teacher = SamplerTeacher(ctx, net, paths, sampler)
     phase = OneShotPhase(net=net, paths=paths, draw=teacher.draw, after_step=teacher.after_step, config=cfg,
