@@ -112,6 +112,27 @@ def test_random_baseline_picks_its_best_candidate_inside_the_window(tmp_path, ta
     assert summary["val_accuracy"] == pytest.approx(best["val_accuracy"])   # inherited weights, 0 final epochs
 
 
+@pytest.mark.parametrize("method, count", [("random", "random_samples"), ("random-has", "trials")])
+def test_multi_trial_baselines_resume_inside_a_trial_to_the_same_result(tmp_path, table_path, target, method, count):
+    """The shared trial loop (search/proxy_trials.py): killed inside the last trial, a resumed run keeps the finished
+    trials' results and hands over the same best network and hyper-parameters as an uninterrupted run."""
+    settings = dict(method=method, steps_per_epoch=2, epochs=3, final_epochs=1, **{count: 3})
+    whole = run_search(quick(table_path, target, tmp_path / "whole", **settings))
+
+    def kill_in_last_trial(record):
+        if record["phase"] == "proxy-2" and record["step"] == 0:
+            raise Killed
+
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        run_search(quick(table_path, target, out, **settings), on_step=kill_in_last_trial)
+    resumed = run_search(quick(table_path, target, out, resume=True, **settings))
+    key = "candidates" if method == "random" else "trials"
+    assert resumed[key] == whole[key] and len(whole[key]) == 3
+    assert (resumed["arch"], resumed["val_accuracy"]) == (whole["arch"], whole["val_accuracy"])
+    assert resumed["final_hyperparameters"] == whole["final_hyperparameters"] is not None
+
+
 def test_multipath_run_ends_inside_the_window(tmp_path, table_path, target):
     summary = run_search(quick(table_path, target, tmp_path / "run", method="multipath", epochs=1, final_epochs=0))
     assert summary["method"] == "multipath"

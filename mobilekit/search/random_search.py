@@ -8,15 +8,11 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from mobilekit.models.torch_builder import MobileNet
 from mobilekit.search.budget import RANDOM_WINDOW, sample_in_window
 from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters
-from mobilekit.search.runfolder import save_weights
-from mobilekit.search.single_path import arch_summary
-from mobilekit.search.training import SearchContext, TrainPhase, evaluate
+from mobilekit.search.proxy_trials import Trial, run_trials
+from mobilekit.search.training import SearchContext
 from mobilekit.space import Architecture
 
 LATENCY_MODEL = "lookup"
@@ -45,43 +41,8 @@ def sample_candidates(ctx: SearchContext) -> list[Architecture]:
 
 def search(ctx: SearchContext) -> SearchOutcome:
     """Train every candidate for the proxy epochs (resuming inside the candidate a checkpoint was in)."""
-    cfg, latency_model, engine = ctx.config, ctx.latency_model, ctx.engine
-    hyperparameters = TrainingHyperparameters.from_config(cfg)
+    hyperparameters = TrainingHyperparameters.from_config(ctx.config)
     candidates = sample_candidates(ctx)
-    resumed_at = -1
-    if ctx.checkpoint is not None and str(ctx.checkpoint[1].get("phase", "")).startswith("proxy-"):
-        resumed_at = int(ctx.checkpoint[1]["phase"].split("-", 1)[1])
-    state: dict = {"results": [], "elapsed_s": 0.0}
-    best_state = None
-    for i, arch in enumerate(candidates):
-        if i < resumed_at:
-            continue
-        torch.manual_seed(cfg.seed * 1000 + i)
-        model = MobileNet(arch)
-        predicted = latency_model.lookup_ms(arch)
-        phase = TrainPhase(model=model, hyperparameters=hyperparameters, state=state,
-                           tags={"candidate": i, "arch": arch.to_string(), "runtime_hard_ms": predicted,
-                                 "decisions": arch_summary(arch)},
-                           **ctx.phase_kwargs(f"proxy-{i}", epochs=proxy_epochs(cfg)))
-        start = phase.restore(ctx.checkpoint if i == resumed_at else None)
-        phase.elapsed_s = float(state.get("elapsed_s", 0.0)) if i != resumed_at else phase.elapsed_s
-        phase.run_loop(start)
-        accuracy = evaluate(model, ctx.splits.val, engine=engine, workers=cfg.workers)
-        state["elapsed_s"] = phase.elapsed_s
-        results = state["results"]
-        results.append({"candidate": i, "arch": arch.to_string(), "predicted_ms": predicted, "val_accuracy": accuracy})
-        if accuracy > max((r["val_accuracy"] for r in results[:-1]), default=-1.0):
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if engine.is_writer:
-                save_weights(model, ctx.run.path(BEST_WEIGHTS))
-    best = max(state["results"], key=lambda r: (r["val_accuracy"], -r["candidate"]))
-    arch = candidates[best["candidate"]]
-    model = engine.place(MobileNet(arch))
-    if best_state is None or best["candidate"] < max(resumed_at, 0):
-        engine.barrier()
-        best_state = torch.load(ctx.run.path(BEST_WEIGHTS), weights_only=True, map_location=engine.device)
-    model.load_state_dict(best_state)
-    steps = sum(1 for r in ctx.run.records() if str(r.get("phase", "")).startswith("proxy-"))
-    details = {"lambda_final": None, "search_steps": steps, "candidates": state["results"]}
-    return SearchOutcome(arch, model, float(state["elapsed_s"]), hyperparameters, arch, [], details,
-                         recalibrate_bn=False)
+    return run_trials(ctx, len(candidates), proxy_epochs(ctx.config),
+                      lambda ctx, i, history: Trial(candidates[i], hyperparameters),
+                      key="candidate", best_weights=BEST_WEIGHTS)
