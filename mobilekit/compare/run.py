@@ -29,8 +29,8 @@ import torch
 from mobilekit.compare.budget import forward_only_images, method_settings
 from mobilekit.compare.report import write_report
 from mobilekit.compare.retrain import Recipe, retrain
-from mobilekit.compare.variants import Variant
 from mobilekit.compare.settings import ADDED_DEFAULTS, PROTOCOL, RESUME_FREE, CompareSettings
+from mobilekit.compare.variants import Variant
 from mobilekit.errors import ConfigError
 from mobilekit.jsonio import read_json, write_json_atomic
 from mobilekit.latency_table import LatencyTable

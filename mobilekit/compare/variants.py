@@ -63,6 +63,7 @@ class Variant:
 
     @classmethod
     def from_text_options(cls, name: str, method: str, options: Mapping[str, str], where: str) -> "Variant":
+        """A variant from option texts (``KEY``: ``VALUE`` as written on the command line), typed and checked."""
         check_name(name, where)
         typed: dict[str, Any] = {}
         for key, text in options.items():
@@ -77,6 +78,7 @@ class Variant:
         values as the checker normalised them; :class:`ConfigError` naming ``where`` and the option otherwise."""
         from mobilekit.search.config import build_config
 
+        check_name(self.name, where)
         clash = sorted(set(self.options) & COMPARISON_KEYS)
         if clash:
             raise ConfigError(f"{where}: {', '.join(clash)} {'is' if len(clash) == 1 else 'are'} set by the comparison "
@@ -93,8 +95,6 @@ class Variant:
         """A variant from its stored form ``{"method": METHOD, "options": {KEY: value}}`` (values already typed)."""
         if not isinstance(data, Mapping) or not isinstance(data.get("method"), str):
             raise ConfigError(f"{where}: variant {name!r} must be {{\"method\": METHOD, \"options\": {{...}}}}")
-        check_name(name, where)
-        method_fields(data["method"], f"{where}: variant {name!r}")
         options = data.get("options") or {}
         if not isinstance(options, Mapping):
             raise ConfigError(f"{where}: variant {name!r}: options must be a table of KEY = value")
@@ -106,9 +106,13 @@ class Variant:
                 "options": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(self.options.items())}}
 
     def describe(self) -> str:
-        return ":".join([f"{self.name}={self.method}",
-                         *(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-                           for k, v in sorted(self.options.items()))])
+        """The variant in ``--variant`` syntax (options sorted)."""
+        def text(value: Any) -> str:
+            if isinstance(value, bool):
+                return "on" if value else "off"
+            return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+        return ":".join([f"{self.name}={self.method}", *(f"{k}={text(v)}" for k, v in sorted(self.options.items()))])
 
 
 def check_name(name: str, where: str) -> None:
@@ -186,7 +190,7 @@ def parse_variants(value: Any, where: str = "--variant") -> dict[str, Variant]:
     out: dict[str, Variant] = {}
     for name, item in items:
         if isinstance(item, Variant):
-            variant = item
+            variant = item.checked(f"variant {item.name!r}")
         elif isinstance(item, str):
             variant = Variant.parse(item)
         else:
