@@ -1,17 +1,14 @@
 """The equal budget of ``mobilekit compare`` (mobilekit/compare/budget.py): every method's rule, and the training
 images a short run of every method really consumes, counted where they enter the network."""
 
-import contextlib
-
 import pytest
-import torch
 
 from mobilekit.compare import CompareSettings
 from mobilekit.compare.budget import BUDGET_RULES, forward_only_images, method_settings, split_budget
+from mobilekit.compare.counting import ImageCounter
 from mobilekit.compare.run import search_config
 from mobilekit.data import load_dataset
 from mobilekit.errors import ConfigError
-from mobilekit.models.torch_builder import Stem
 from mobilekit.search import run_search
 from mobilekit.search.registry import METHODS, get_method
 
@@ -60,41 +57,6 @@ def test_autohas_below_its_smallest_search_is_refused_naming_the_budget_that_wor
 
 
 # ---- the images a run really consumes ------------------------------------------------------------------------------
-class ImageCounter:
-    """Counts images entering any network built from the one skeleton (its :class:`Stem`): with autograd on
-    (a gradient step's forward pass) anywhere, and with autograd off (forward-only) while the searcher itself runs."""
-
-    def __init__(self) -> None:
-        self.gradient = self.forward_only = 0
-        self.in_search = False
-
-    def __call__(self, module, args) -> None:
-        if isinstance(module, Stem):
-            if torch.is_grad_enabled():
-                self.gradient += args[0].shape[0]
-            elif self.in_search:
-                self.forward_only += args[0].shape[0]
-
-    @contextlib.contextmanager
-    def counting(self, method_module):
-        real = method_module.search
-
-        def search(ctx):
-            self.in_search = True
-            try:
-                return real(ctx)
-            finally:
-                self.in_search = False
-
-        handle = torch.nn.modules.module.register_module_forward_pre_hook(self)
-        method_module.search = search
-        try:
-            yield self
-        finally:
-            method_module.search = real
-            handle.remove()
-
-
 # 100 training images in batches of 20 (80 + 20 on the 80/20 splits): no batch is dropped, so the counts are exact
 TRAIN_IMAGES, BATCH = 100, 20
 QUICK = {"spos": "population=4:generations=1:bn_steps=1:eval_samples=32",

@@ -123,8 +123,8 @@ def check_name(name: str, where: str) -> None:
         raise ConfigError(f"{where}: variant name {name!r} must be letters, digits and _ . + - (no , : =), e.g. "
                           "spos-small")
     if name in METHODS or name == PROTOCOL:
-        raise ConfigError(f"{where}: variant name {name!r} is taken by {'a method' if name in METHODS else 'the protocol row'};"
-                          f" choose another, e.g. {name}-v2")
+        owner = "a method" if name in METHODS else "the protocol row"
+        raise ConfigError(f"{where}: variant name {name!r} is taken by {owner}; choose another, e.g. {name}-v2")
 
 
 def method_fields(method: str, where: str) -> dict[str, Any]:
