@@ -61,7 +61,7 @@ def test_budget_rules_translate_into_each_searchers_settings():
 
 
 def test_a_method_without_a_budget_rule_says_what_was_assumed():
-    keys, facts = method_settings("autohas", 6, 0.5)
+    keys, facts = method_settings("toy", 6, 0.5)          # a searcher registered later, with no rule yet
     assert keys == {"epochs": 3, "final_epochs": 3} and "assumed" in facts["rule"]
 
 

@@ -19,12 +19,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--target-ms", type=float, required=True, help="latency target in ms")
     add("--out", required=True, help="comparison folder, e.g. runs/compare-p80 (rerun to resume)")
     add("--data", default="fashion-mnist", help="data set (default fashion-mnist; digits, idx:DIR, cifar10:DIR, ...)")
-    add("--methods", default="single-path,random,multipath", help="comma-separated searchers (default: all three)")
+    add("--methods", default="single-path,random,multipath",
+        help="comma-separated searchers or --variant names (default: single-path,random,multipath)")
+    add("--variant", action="append", default=[], dest="variants", metavar="NAME=METHOD[:KEY=VALUE]...",
+        help="a method with option overrides, compared as its own row under its method's budget rule, e.g. "
+             "--variant spos-small=spos:population=8:generations=2 (then name spos-small in --methods); repeatable. "
+             "KEY: an option of METHOD or a common search option (see mobilekit search --help)")
     add("--seeds", type=int, default=5, help="seeds per method (default 5)")
     add("--budget", type=int, default=8, dest="budget_epochs",
         help="training images per method, search + final, in passes over the train split (default 8)")
     add("--final-share", type=float, default=0.5, help="share of the budget for the final training (default 0.5)")
-    add("--retrain-epochs", type=int, default=4, help="epochs of the fixed retraining recipe (default 4)")
+    add("--retrain-epochs", type=int, default=4,
+        help="epochs of the fixed retraining recipe (default 4; 0: no retraining, with --protocol-samples 0)")
     add("--protocol-samples", type=int, default=10,
         help="random architectures in [0.95T, T] trained with the fixed recipe (default 10, as in the paper; 0: none)")
     add("--train-subset", type=int, help="train on N training images (stratified, seeded)")
@@ -44,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds, budget_epochs=args.budget_epochs, final_share=args.final_share,
         retrain_epochs=args.retrain_epochs, protocol_samples=args.protocol_samples, train_subset=args.train_subset,
         train_resolution=args.train_resolution, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch,
-        threads=args.threads)
+        threads=args.threads, variants=args.variants)
     report = run_comparison(settings, log=print, progress=not args.no_progress)
     print(Path(settings.out, "results.md").read_text(), end="")
     print(f"{len(report['rows'])} cells; files in {settings.out}: results.json, results.csv, results.md, "

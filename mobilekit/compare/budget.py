@@ -1,7 +1,9 @@
-"""The equal budget of a comparison, and how each method's epochs are derived from it.
+"""The equal budget of a comparison, and how each method's settings are derived from it.
 
 **Same budget = the same number of training images seen**, search plus final training, counted in passes over the
-train split ("epochs"): an image counts once every time it enters a gradient step (weights or architecture).
+train split ("epochs"): an image counts once every time it enters a gradient step (for the weights, or for the
+architecture / hyper-parameter encodings). Forward-only passes (scoring candidates on validation images,
+recalibrating batch norm) do not count; their cost is reported beside the budget (:func:`forward_only_images`).
 Wall-clock seconds are reported but not equalised: on a shared CPU they measure the machine's load as much as the
 method, and they would reward a method for cheap steps rather than for using its data well.
 
@@ -15,19 +17,47 @@ S = B - F; each method gets the search settings whose nominal image count is the
 - multipath: weight steps on 80 % of the train split; after ``arch_warmup_epochs`` every weight step is paired
   with an architecture step on a batch of the other 20 %: ``0.8 * (2 * epochs - warmup)`` passes, with the
   (epochs, warmup) pair that comes closest to S from below (warm-up nearest a quarter of the epochs on ties).
+- autohas: every step takes a weight batch of 80 % of the train split (its gradient also makes the temporary
+  weights) and a batch of the other 20 % for the encodings (the validation loss of the mixed temporary weights,
+  or with ``--estimator reinforce`` the reward of the drawn basis): ``1.6 * epochs`` passes,
+  ``epochs = floor(S / 1.6)``; S < 1.6 is refused.
+- random-has, tpe: ``trials`` candidates (architecture + learning rate + weight decay), each trained from scratch
+  ``trial_epochs`` on the train split, chosen as for random: ``trial_epochs`` = max(1, S // 4),
+  ``trials`` = S // trial_epochs.
+- spos, tnas-os: the supernet trains one sampled path per batch of the train split: ``epochs = S``. The evolution
+  and TNAS-OS's sampler tells are forward-only (see below), so their settings are the method's own.
 - any other method (a searcher registered later): assumed one training batch per step over the train split,
   ``epochs = S``, until its budget rule is added here (one entry in :data:`BUDGET_RULES`).
 
 Every method then trains its deliverable for F epochs. Partial last batches are dropped alike for all methods.
+
+Forward-only images (not in the budget; :data:`FORWARD_ONLY`, reported per run): random and the joint baselines
+score every trained candidate on the validation split; spos and tnas-os score every evolution candidate on
+``min(eval_samples, |val|)`` validation images after recalibrating BN on ``bn_steps`` training batches; tnas-os also
+scores, at each sampler tell, the told paths and the fresh proposals on ``min(tell_batch, |val|)`` validation
+images. Not counted for any method: the one BN recalibration of a deliverable that inherits supernet weights (up
+to 20 training batches, before the final training) and the final validation/test evaluation.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from pathlib import Path
+from typing import Any, Callable
 
 from mobilekit.errors import ConfigError
 
 MULTIPATH_WEIGHT_SHARE = 0.8       # multipath's weight split of the train split (its architecture split is the rest)
+AUTOHAS_PASSES_PER_EPOCH = 2 * MULTIPATH_WEIGHT_SHARE   # a weight batch + an encoding batch per step on 80 %
+TNAS_PROPOSALS_FILE = "tnas_proposals.json"            # where tnas-os keeps the proposals scored at each tell
+
+
+class BudgetTooSmall(ConfigError):
+    """The search share cannot hold the smallest search of a method (raised by a rule with the smallest S it needs)."""
+
+    def __init__(self, message: str, min_search_epochs: int) -> None:
+        super().__init__(message)
+        self.min_search_epochs = min_search_epochs
 
 
 def split_budget(budget_epochs: float, final_share: float) -> tuple[int, int]:
@@ -45,10 +75,20 @@ def _single_path(search_epochs: int) -> tuple[dict, float]:
     return {"epochs": search_epochs}, float(search_epochs)
 
 
+def _trials(search_epochs: int) -> tuple[int, int]:
+    """(candidates, epochs per candidate) of a multi-trial search in S epochs: >= 4 candidates once S >= 4."""
+    per_trial = max(1, search_epochs // 4)
+    return search_epochs // per_trial, per_trial
+
+
 def _random(search_epochs: int) -> tuple[dict, float]:
-    proxy = max(1, search_epochs // 4)
-    samples = search_epochs // proxy
+    samples, proxy = _trials(search_epochs)
     return {"epochs": search_epochs, "random_samples": samples, "proxy_epochs": proxy}, float(samples * proxy)
+
+
+def _joint_trials(search_epochs: int) -> tuple[dict, float]:
+    trials, per_trial = _trials(search_epochs)
+    return {"epochs": search_epochs, "trials": trials, "trial_epochs": per_trial}, float(trials * per_trial)
 
 
 def _multipath(search_epochs: int) -> tuple[dict, float]:
@@ -67,10 +107,24 @@ def _multipath(search_epochs: int) -> tuple[dict, float]:
     return {"epochs": epochs, "arch_warmup_epochs": warmup}, seen
 
 
+def _autohas(search_epochs: int) -> tuple[dict, float]:
+    epochs = math.floor(search_epochs / AUTOHAS_PASSES_PER_EPOCH + 1e-9)
+    if epochs < 1:
+        raise BudgetTooSmall(f"one autohas epoch sees {AUTOHAS_PASSES_PER_EPOCH:g} passes over the train split (a "
+                             "weight batch and an encoding batch per step, on its 80/20 split), more than the search "
+                             f"share of {search_epochs} epoch(s)", math.ceil(AUTOHAS_PASSES_PER_EPOCH))
+    return {"epochs": epochs}, AUTOHAS_PASSES_PER_EPOCH * epochs
+
+
 BUDGET_RULES: dict[str, Callable[[int], tuple[dict, float]]] = {
     "single-path": _single_path,
     "random": _random,
     "multipath": _multipath,
+    "autohas": _autohas,
+    "random-has": _joint_trials,
+    "tpe": _joint_trials,
+    "spos": _single_path,            # supernet training; the evolution is forward-only
+    "tnas-os": _single_path,         # as spos; the sampler learns from forward-only scores
 }
 
 
@@ -79,12 +133,70 @@ def method_settings(method: str, budget_epochs: float, final_share: float) -> tu
 
     The facts: ``search_epochs_nominal`` (passes of search images), ``final_epochs``, ``images_epochs`` (their
     sum, <= the budget) and ``rule`` (how they were derived).
+
+    Raises:
+        ConfigError: the budget cannot be split, or its search share is too small for ``method`` (the message
+            names the smallest ``--budget`` that works at this final share).
     """
     search_epochs, final_epochs = split_budget(budget_epochs, final_share)
     rule = BUDGET_RULES.get(method)
-    keys, seen = (rule or _single_path)(search_epochs)
+    try:
+        keys, seen = (rule or _single_path)(search_epochs)
+    except BudgetTooSmall as exc:
+        smallest = next(b for b in range(2, 10_000) if split_budget(b, final_share)[0] >= exc.min_search_epochs)
+        raise ConfigError(f"budget {budget_epochs:g} epochs is too small for {method}: {exc}; use --budget "
+                          f"{smallest} or more (or a smaller --final-share)") from None
     keys = dict(keys, final_epochs=final_epochs)
     facts = {"search_epochs_nominal": round(seen, 3), "final_epochs": final_epochs,
              "images_epochs": round(seen + final_epochs, 3),
              "rule": method if rule else "assumed one training batch per step (no budget rule for this method)"}
     return keys, facts
+
+
+# ---- forward-only images (reported beside the budget, not part of it) ------------------------------------------------
+def _batch_images(n_images: int, batch_size: int, batches: int) -> int:
+    """Images in the first ``batches`` seeded batches of a split (a split smaller than a batch is one batch)."""
+    full = n_images // batch_size
+    return min(batches, full) * batch_size if full else (n_images if batches >= 1 else 0)
+
+
+def _scored_on_val(count_key: str) -> Callable[..., int]:
+    def images(config: Any, summary: dict, n_train: int, n_val: int, run: Path) -> int:
+        return int(getattr(config, count_key)) * n_val
+    return images
+
+
+def _evolution(config: Any, summary: dict, n_train: int, n_val: int, run: Path) -> int:
+    per_candidate = (_batch_images(n_train, config.batch_size, config.bn_steps) + min(config.eval_samples, n_val))
+    return int(summary.get("candidates_scored") or 0) * per_candidate
+
+
+def _tnas_os(config: Any, summary: dict, n_train: int, n_val: int, run: Path) -> int:
+    from mobilekit.search.runfolder import RunFolder
+
+    folder = RunFolder(run)
+    told = sum(int(r.get("told", 0)) for r in folder.records() if r.get("phase") == "search")
+    proposals_path = folder.path(TNAS_PROPOSALS_FILE)
+    proposals = folder.read_json(TNAS_PROPOSALS_FILE) if proposals_path.exists() else []
+    proposed = sum(len(entry.get("accuracy", [])) for entry in proposals)
+    return _evolution(config, summary, n_train, n_val, run) + (told + proposed) * min(config.tell_batch, n_val)
+
+
+FORWARD_ONLY: dict[str, Callable[[Any, dict, int, int, Path], int]] = {
+    "single-path": lambda *args: 0,
+    "multipath": lambda *args: 0,
+    "autohas": lambda *args: 0,
+    "random": _scored_on_val("random_samples"),
+    "random-has": _scored_on_val("trials"),
+    "tpe": _scored_on_val("trials"),
+    "spos": _evolution,
+    "tnas-os": _tnas_os,
+}
+
+
+def forward_only_images(method: str, config: Any, summary: dict, n_train: int, n_val: int, run: Path) -> int | None:
+    """Images a finished search of ``method`` passed forward without a gradient step (candidate scoring and BN
+    recalibration inside the search), from its ``config`` (a SearchConfig), its ``summary``, the sizes of the train
+    and validation splits and its run folder ``run``; None for a method without an entry in :data:`FORWARD_ONLY`."""
+    count = FORWARD_ONLY.get(method)
+    return None if count is None else int(count(config, summary, n_train, n_val, Path(run)))

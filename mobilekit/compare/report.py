@@ -1,7 +1,12 @@
 """The comparison's report: per-method mean ± std over seeds (sample std, ddof 1; 0 for a single run), the margin
 of every method's retrained accuracy over the random-search protocol in protocol standard deviations, and the
 files ``results.json``, ``results.csv``, ``results.md`` (the table) and ``accuracy_latency.png`` (test accuracy
-against predicted latency, one colour per method)."""
+against predicted latency, one colour per method).
+
+Beside the budget (training images, nominal, :mod:`.budget`) the table shows each method's forward-only images
+(candidate scoring, BN recalibration inside the search) in passes over the train split, and -- when a method
+searched its final training's hyper-parameters (AutoHAS, random-has, tpe) -- the mean searched learning rate (a
+per-stage schedule counts as its mean) and weight decay. A method (or variant) is a row of its own."""
 
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ import numpy as np
 from mobilekit.compare.settings import PROTOCOL, CompareSettings
 from mobilekit.jsonio import write_json_atomic
 
-MEASURES = ("test_accuracy", "retrain_test_accuracy", "predicted_ms", "search_s", "total_s")
-CSV_FIELDS = ("kind", "method", "seed", "predicted_ms", "derived_ms", "within_window", "within_window_without_repair",
-              "repairs", "test_accuracy", "val_accuracy", "retrain_test_accuracy", "retrain_val_accuracy",
-              "search_s", "final_train_s", "total_s", "retrain_s", "search_epochs_nominal", "final_epochs",
-              "images_epochs", "cell_wall_s", "arch")
+MEASURES = ("test_accuracy", "retrain_test_accuracy", "predicted_ms", "search_s", "total_s", "forward_only_epochs",
+            "searched_lr", "searched_weight_decay")
+CSV_FIELDS = ("kind", "method", "base_method", "seed", "predicted_ms", "derived_ms", "within_window",
+              "within_window_without_repair", "repairs", "test_accuracy", "val_accuracy", "retrain_test_accuracy",
+              "retrain_val_accuracy", "search_s", "final_train_s", "total_s", "retrain_s", "search_epochs_nominal",
+              "final_epochs", "images_epochs", "forward_only_images", "forward_only_epochs", "searched_lr",
+              "searched_weight_decay", "cell_wall_s", "arch")
 
 
 def mean_std(values: list[float]) -> tuple[float, float] | None:
@@ -44,6 +51,7 @@ def summarize(settings: CompareSettings, rows: list[dict[str, Any]]) -> dict[str
         entry["within_window"] = sum(bool(r["within_window"]) for r in mine)
         entry["within_window_without_repair"] = sum(bool(r["within_window_without_repair"]) for r in mine)
         entry["images_epochs"] = mine[0].get("images_epochs")
+        entry["base_method"] = mine[0].get("base_method", method)
         methods[method] = entry
     protocol = methods.get(PROTOCOL, {}).get("retrain_test_accuracy")
     for method, entry in methods.items():
@@ -59,20 +67,32 @@ def _fmt(value: tuple[float, float] | None, scale: float = 1.0, digits: int = 2)
     return f"{value[0] * scale:.{digits}f} ± {value[1] * scale:.{digits}f}"
 
 
+def _fmt_small(value: tuple[float, float] | None) -> str:
+    return "–" if value is None else f"{value[0]:.2g} ± {value[1]:.1g}"
+
+
 def markdown_table(settings: CompareSettings, methods: dict[str, Any]) -> str:
-    """The README table: one row per method plus the protocol row."""
-    lines = ["| method | runs | deliverable test acc. % | retrained test acc. % (fixed recipe) | predicted ms | "
-             "in [0.9T, T] without repair | search s | search + final s | images (epochs) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """The README table: one row per method (or variant) plus the protocol row. The searched lr / weight decay
+    column appears when some method searched them."""
+    searched = any(entry.get("searched_lr") for entry in methods.values())
+    header = ["method", "runs", "deliverable test acc. %", "retrained test acc. % (fixed recipe)", "predicted ms",
+              "in [0.9T, T] without repair", "search s", "search + final s", "images (epochs)",
+              "forward-only images (epochs)"] + (["searched lr / weight decay"] if searched else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, entry in methods.items():
         protocol = method == PROTOCOL
         margin = entry.get("margin_over_protocol_std")
         retrained = _fmt(entry["retrain_test_accuracy"], 100) + (f" ({margin:+.1f} σ_protocol)" if margin is not None else "")
-        lines.append(
-            f"| {method} | {entry['runs']} | {'–' if protocol else _fmt(entry['test_accuracy'], 100)} | {retrained} | "
-            f"{_fmt(entry['predicted_ms'])} | {entry['within_window_without_repair']}/{entry['runs']} | "
-            f"{'–' if protocol else _fmt(entry['search_s'], digits=0)} | {_fmt(entry['total_s'], digits=0)} | "
-            f"{'retrain only: ' if protocol else ''}{entry['images_epochs']:g} |")
+        images = entry.get("images_epochs")
+        cells = [method, str(entry["runs"]), "–" if protocol else _fmt(entry["test_accuracy"], 100), retrained,
+                 _fmt(entry["predicted_ms"]), f"{entry['within_window_without_repair']}/{entry['runs']}",
+                 "–" if protocol else _fmt(entry["search_s"], digits=0), _fmt(entry["total_s"], digits=0),
+                 ("retrain only: " if protocol else "") + ("–" if images is None else f"{images:g}"),
+                 "–" if protocol else _fmt(entry.get("forward_only_epochs"))]
+        if searched:
+            cells.append("–" if not entry.get("searched_lr") else
+                         f"{_fmt_small(entry['searched_lr'])} / {_fmt_small(entry.get('searched_weight_decay'))}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -86,9 +106,11 @@ def plot(settings: CompareSettings, rows: list[dict[str, Any]], path: Path) -> P
 
     methods = [*settings.methods, PROTOCOL]
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    panels = (("test_accuracy", "deliverable (what `mobilekit search` gives)"),
-              ("retrain_test_accuracy", "architecture alone (retrained, fixed recipe)"))
+    panels = [("test_accuracy", "deliverable (what `mobilekit search` gives)")]
+    if any(r.get("retrain_test_accuracy") is not None for r in rows):     # none with --retrain-epochs 0
+        panels.append(("retrain_test_accuracy", "architecture alone (retrained, fixed recipe)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
+    axes = list(axes[0])
     for ax, (key, title) in zip(axes, panels):
         ax.axvspan(0.9 * settings.target_ms, settings.target_ms, color="0.92", zorder=0)
         for method in methods:
@@ -104,9 +126,9 @@ def plot(settings: CompareSettings, rows: list[dict[str, Any]], path: Path) -> P
         ax.set_xlabel("predicted latency (ms, from the table)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"test accuracy on {settings.data} (%)")
-    handles, labels = axes[1].get_legend_handles_labels()
+    handles, labels = axes[-1].get_legend_handles_labels()
     if handles:
-        axes[1].legend(handles, labels, fontsize=8, loc="best")
+        axes[-1].legend(handles, labels, fontsize=8, loc="best")
     fig.suptitle(f"target {settings.target_ms:g} ms, budget {settings.budget_epochs} epochs, "
                  f"{Path(settings.table).name}", fontsize=10)
     fig.tight_layout()

@@ -12,7 +12,8 @@ Layout of the output folder::
     results.json / results.csv / results.md / accuracy_latency.png   (:mod:`.report`, rewritten after every cell)
 
 A search is called through the public API only (:func:`mobilekit.search.make_config` with flat keys and
-:func:`mobilekit.search.run_search`), so a searcher registered later is compared by naming it in ``methods``.
+:func:`mobilekit.search.run_search`), so a searcher registered later is compared by naming it in ``methods``; a
+variant (:mod:`.variants`) is its method with option overrides, named like a method in rows, cells and run folders.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from typing import Any, Callable
 
 import torch
 
-from mobilekit.compare.budget import method_settings
+from mobilekit.compare.budget import forward_only_images, method_settings
 from mobilekit.compare.report import write_report
 from mobilekit.compare.retrain import Recipe, retrain
-from mobilekit.compare.settings import PROTOCOL, RESUME_FREE, CompareSettings
+from mobilekit.compare.settings import ADDED_DEFAULTS, PROTOCOL, RESUME_FREE, CompareSettings
+from mobilekit.compare.variants import Variant
 from mobilekit.errors import ConfigError
 from mobilekit.jsonio import read_json, write_json_atomic
 from mobilekit.latency_table import LatencyTable
@@ -39,18 +41,21 @@ Log = Callable[[str], None]
 PROTOCOL_WINDOW = (0.95, 1.0)    # Single-Path NAS's random-search protocol: predicted latency in [0.95 T, T]
 
 
-def search_config(settings: CompareSettings, method: str, seed: int):
-    """The :class:`~mobilekit.search.SearchConfig` of one cell (method, seed) and its budget facts."""
-    from mobilekit.search import make_config
+def search_config(settings: CompareSettings, name: str, seed: int):
+    """The :class:`~mobilekit.search.SearchConfig` of one cell (``name``: a method or a variant; seed) and its budget
+    facts (the budget rule of the variant's method)."""
+    from mobilekit.search.config import build_config
 
+    method, overrides = settings.resolve(name)
     keys, facts = method_settings(method, settings.budget_epochs, settings.final_share)
-    flat = {"export": "none", **settings.search_keys, **keys,
+    flat = {"export": "none", **settings.search_keys, **overrides, **keys,
             "table": settings.table, "target_ms": settings.target_ms, "method": method, "data": settings.data,
             "train_subset": settings.train_subset, "seed": seed, "train_resolution": settings.train_resolution,
             "batch_size": settings.batch_size, "steps_per_epoch": settings.steps_per_epoch,
             "threads": settings.threads, "resume": True,
-            "out": str(Path(settings.out) / "runs" / f"{method}-s{seed}")}
-    return make_config(None, **flat), facts
+            "out": str(Path(settings.out) / "runs" / f"{name}-s{seed}")}
+    names = {key: f"--variant {name}" for key in overrides}
+    return build_config(None, flat, names), dict(facts, base_method=method)
 
 
 def _prepare(settings: CompareSettings) -> None:
@@ -58,12 +63,21 @@ def _prepare(settings: CompareSettings) -> None:
     stored_path = out / "compare.json"
     current = settings.to_dict()
     if stored_path.exists():
-        stored = read_json(stored_path, ConfigError, "missing")
-        changed = sorted(k for k in current if k not in RESUME_FREE and stored.get(k) != current[k])
+        stored = {**ADDED_DEFAULTS, **read_json(stored_path, ConfigError, "missing")}
+        changed = sorted(k for k in current if k not in RESUME_FREE | {"variants"} and stored.get(k) != current[k])
         if changed:
             detail = ", ".join(f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in changed)
             raise ConfigError(f"{out} holds a comparison with other settings ({detail}); rerun with the same "
                               "settings to resume it, or choose another --out")
+        # variants may be added (and left out of a rerun), but a name keeps its definition: its cells belong to it
+        stored_variants = dict(stored.get("variants") or {})
+        for name, definition in current["variants"].items():
+            if name in stored_variants and stored_variants[name] != definition:
+                before = Variant.from_dict(name, stored_variants[name], str(stored_path)).describe()
+                raise ConfigError(f"{out} holds variant {name!r} as {before}, not "
+                                  f"{settings.variants[name].describe()}; give it its stored definition, or "
+                                  "another name")
+        current["variants"] = {**stored_variants, **current["variants"]}
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and holds no comparison; choose an empty or new --out")
     write_json_atomic(stored_path, current)
@@ -121,8 +135,9 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
                     write_json_atomic(path, row)
                 finally:
                     path.with_suffix(".lock").unlink(missing_ok=True)
-                say(f"{name}: predicted {row['predicted_ms']:.2f} ms, retrained test accuracy "
-                    f"{row['retrain_test_accuracy']:.4f}"
+                say(f"{name}: predicted {row['predicted_ms']:.2f} ms"
+                    + (f", retrained test accuracy {row['retrain_test_accuracy']:.4f}"
+                       if row.get("retrain_test_accuracy") is not None else "")
                     + (f", deliverable test accuracy {row['test_accuracy']:.4f}" if row.get("test_accuracy") is not None
                        else ""))
                 write_report(settings, _rows(cells, plan))
@@ -183,11 +198,14 @@ def _search_cell(settings: CompareSettings, splits, recipe: Recipe, method: str,
 
     config, facts = search_config(settings, method, seed)
     summary = run_search(config, log=lambda message: say(f"{method}-s{seed}: {message}"))
-    table = LatencyTable.load(settings.table)
-    arch = Architecture.from_string(_train_space(table, settings, splits.num_classes), summary["arch"])
-    result = retrain(arch, splits.train, recipe, seed, {"val": splits.val, "test": splits.test})
+    result = {"test_accuracy": None, "val_accuracy": None, "train_s": None}
+    if recipe.epochs > 0:
+        table = LatencyTable.load(settings.table)
+        arch = Architecture.from_string(_train_space(table, settings, splits.num_classes), summary["arch"])
+        result = retrain(arch, splits.train, recipe, seed, {"val": splits.val, "test": splits.test})
     repairs = summary.get("repairs") or []
     search_s, final_s = float(summary["search_s"]), float(summary.get("final_train_s") or 0.0)
+    forward = forward_only_images(config.method, config, summary, len(splits.train), len(splits.val), config.out)
     return {
         "kind": "search", "method": method, "seed": seed, "arch": summary["arch"],
         "predicted_ms": float(summary["predicted_ms"]), "derived_ms": summary.get("derived_ms"),
@@ -197,7 +215,21 @@ def _search_cell(settings: CompareSettings, splits, recipe: Recipe, method: str,
         "retrain_test_accuracy": result["test_accuracy"], "retrain_val_accuracy": result["val_accuracy"],
         "retrain_s": result["train_s"], "search_s": round(search_s, 2), "final_train_s": round(final_s, 2),
         "total_s": round(search_s + final_s, 2), **facts,
+        "forward_only_images": forward,
+        "forward_only_epochs": None if forward is None else round(forward / max(1, len(splits.train)), 3),
+        **searched_hyperparameters(summary),
     }
+
+
+def searched_hyperparameters(summary: dict) -> dict[str, float | None]:
+    """``searched_lr`` and ``searched_weight_decay`` of a search that chose its final training's hyper-parameters
+    (their ``source`` is not the settings: AutoHAS, random-has, tpe); both None otherwise. A searched per-stage
+    learning rate counts as the mean of its stages (equal shares of the steps: the mean over the steps)."""
+    hp = summary.get("final_hyperparameters") or summary.get("searched_hyperparameters") or {}
+    if not hp or hp.get("source", "settings") == "settings":
+        return {"searched_lr": None, "searched_weight_decay": None}
+    stages = hp.get("lr_stages") or [hp["lr"]]
+    return {"searched_lr": float(sum(stages) / len(stages)), "searched_weight_decay": float(hp["weight_decay"])}
 
 
 def _protocol_cell(settings: CompareSettings, table: LatencyTable, splits, recipe: Recipe, index: int) -> dict:

@@ -1,5 +1,6 @@
 """What one comparison runs: :class:`CompareSettings` (validated once, stored in the output folder as
-``compare.json`` so a rerun resumes only with the same settings)."""
+``compare.json`` so a rerun resumes only with the same settings; variants may be added on a rerun, but a variant
+name keeps its definition)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mobilekit.compare.variants import Variant, parse_variants
 from mobilekit.errors import ConfigError
 
 DEFAULT_METHODS = ("single-path", "random", "multipath")
 PROTOCOL = "random-protocol"       # the row name of the paper's random-search protocol
 # Settings that may change between a comparison and its rerun: they add or drop cells, not change finished ones.
 RESUME_FREE = frozenset({"out", "methods", "seeds", "protocol_samples", "threads"})
+# Settings added since the first comparisons: a stored compare.json without them holds these defaults.
+ADDED_DEFAULTS: dict[str, Any] = {"variants": {}}
 
 
 @dataclass
@@ -22,6 +26,9 @@ class CompareSettings:
     ``seeds``: how many seeds (0 .. seeds-1) each method runs with; ``protocol_samples``: how many random
     architectures in [0.95 T, T] the random-search protocol trains with the fixed recipe (0: no protocol row).
     ``search_keys``: further search settings (flat :class:`~mobilekit.search.SearchConfig` keys) for every method.
+    ``variants``: method variants (:mod:`mobilekit.compare.variants`) by name; ``methods`` may name them. Given as
+    ``NAME=METHOD:KEY=VALUE`` strings, stored forms or :class:`~mobilekit.compare.variants.Variant` objects.
+    ``retrain_epochs`` 0: no fixed-recipe retraining (the deliverable only; needs ``protocol_samples`` 0).
     """
 
     table: str
@@ -40,12 +47,19 @@ class CompareSettings:
     steps_per_epoch: int | None = None
     threads: int = 1
     search_keys: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, Variant] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
             self.methods = tuple(m.strip() for m in self.methods.split(",") if m.strip())
         self.methods = tuple(self.methods)
+        self.variants = parse_variants(self.variants)
         self.validate()
+
+    def resolve(self, name: str) -> tuple[str, dict[str, Any]]:
+        """(registered method, option overrides) that the ``methods`` entry ``name`` runs."""
+        variant = self.variants.get(name)
+        return (name, {}) if variant is None else (variant.method, dict(variant.options))
 
     def validate(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -60,16 +74,40 @@ class CompareSettings:
         need(len(set(self.methods)) == len(self.methods), f"--methods names a method twice: {','.join(self.methods)}")
         need(self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}")
         need(self.budget_epochs >= 2, f"--budget must be >= 2 epochs (search + final), got {self.budget_epochs}")
-        need(self.retrain_epochs >= 1, f"--retrain-epochs must be >= 1, got {self.retrain_epochs}")
+        need(self.retrain_epochs >= 0, f"--retrain-epochs must be >= 0 (0: no retraining), got {self.retrain_epochs}")
         need(self.protocol_samples >= 0, f"--protocol-samples must be >= 0, got {self.protocol_samples}")
+        need(self.retrain_epochs > 0 or self.protocol_samples == 0,
+             f"--retrain-epochs 0 leaves the random-search protocol's {self.protocol_samples} architectures "
+             "untrained; add --protocol-samples 0 or retrain for 1 or more epochs")
         need(self.train_subset is None or self.train_subset >= 1, "--train-subset must be >= 1")
         need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")
         need(self.threads >= 1, "--threads must be >= 1")
         reserved = {"table", "target_ms", "out", "method", "data", "seed", "resume", "train_subset", "epochs",
                     "final_epochs", "threads"} & set(self.search_keys)
         need(not reserved, f"search settings {sorted(reserved)} are set by the comparison itself; drop them")
+        self._validate_methods()
+
+    def _validate_methods(self) -> None:
+        from mobilekit.compare.budget import method_settings
+        from mobilekit.search.registry import METHODS
+
+        for name in self.methods:
+            if name not in METHODS and name not in self.variants:
+                raise ConfigError(f"--methods: method {name!r} is unknown; use one of {', '.join(METHODS)}, or a "
+                                  f"variant defined with --variant {name}=METHOD:KEY=VALUE")
+        for name, variant in self.variants.items():
+            if name not in self.methods:
+                raise ConfigError(f"--variant {name}: the variant is not in --methods; add {name} to --methods or "
+                                  "drop the --variant")
+            owned = sorted(set(method_settings(variant.method, self.budget_epochs, self.final_share)[0])
+                           & set(variant.options))
+            if owned:
+                raise ConfigError(f"--variant {name}: {', '.join(owned)} {'is' if len(owned) == 1 else 'are'} set by "
+                                  f"{variant.method}'s budget rule (the same budget for every method); drop it from "
+                                  "the variant")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["methods"] = list(self.methods)
+        data["variants"] = {name: variant.to_dict() for name, variant in sorted(self.variants.items())}
         return data
