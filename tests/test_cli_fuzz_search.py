@@ -82,7 +82,7 @@ def test_a_bad_search_flag_value_fails_in_one_line(flag, value):
 
 
 _COMPARE_FLAGS = {"--seeds": ["0", "-1", "x", "nan"], "--budget": ["0", "-2", "nan", "x"],
-                  "--final-share": ["-0.1", "1.5", "nan", "x"], "--retrain-epochs": ["0", "-1", "x"],
+                  "--final-share": ["-0.1", "1.5", "nan", "x"], "--retrain-epochs": ["-1", "x"],
                   "--protocol-samples": ["-1", "x"], "--target-ms": ["0", "-5", "nan", "inf", "x", "1e9"],
                   "--methods": ["", "nope", "single-path,nope", ",,"], "--batch-size": ["0", "1", "x"],
                   "--train-subset": ["0", "-3", "x"]}
