@@ -1,7 +1,8 @@
 """The equal budget of a comparison, and how each method's epochs are derived from it.
 
 **Same budget = the same number of training images seen**, search plus final training, counted in passes over the
-train split ("epochs"): an image counts once every time it enters a gradient step (weights or architecture).
+train split ("epochs"): an image counts once every time it enters a gradient step (weights, architecture,
+augmentation policy or hyper-parameters).
 Wall-clock seconds are reported but not equalised: on a shared CPU they measure the machine's load as much as the
 method, and they would reward a method for cheap steps rather than for using its data well.
 
@@ -19,11 +20,24 @@ S = B - F; each method gets the search settings whose nominal image count is the
   ``epochs = S``, until its budget rule is added here (one entry in :data:`BUDGET_RULES`).
 
 Every method then trains its deliverable for F epochs. Partial last batches are dropped alike for all methods.
+
+End-to-end methods (:data:`END_TO_END_RULES`) train no final network: their search's own network is the
+deliverable, so their search gets the whole budget B and ``final_epochs`` 0:
+
+- diffautoml: every step trains on one batch of its weight split (the same images give the weights, the
+  architecture and the augmentation policy their gradients) and, with the hyper-gradient on (the default), takes
+  one batch of the same size from the held-out fifth of the train split for eq. 7: per epoch
+  ``0.8 * 2 = 1.6`` passes over the train split, ``epochs = floor(B / 1.6)``. With ``hypergradient = false``
+  (in the comparison's search settings) the whole train split trains the weights and nothing else is read:
+  ``epochs = B``.
+
+With ``--steps-per-epoch`` the counts are nominal for every method alike (the cap cuts each epoch, whatever its
+images per step).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from mobilekit.errors import ConfigError
 
@@ -74,13 +88,35 @@ BUDGET_RULES: dict[str, Callable[[int], tuple[dict, float]]] = {
 }
 
 
-def method_settings(method: str, budget_epochs: float, final_share: float) -> tuple[dict, dict]:
-    """(search config keys, budget facts) of ``method`` under the budget.
+def _diffautoml(budget_epochs: int, search_keys: Mapping[str, Any]) -> tuple[dict, float]:
+    from mobilekit.search.diffautoml import VALIDATION_SHARE
+
+    if search_keys.get("hypergradient", True):
+        per_epoch = (1 - VALIDATION_SHARE) * 2                 # a training and a validation batch per step
+    else:
+        per_epoch = 1.0
+    epochs = max(1, int(budget_epochs / per_epoch + 1e-9))
+    return {"epochs": epochs, "final_epochs": 0}, epochs * per_epoch
+
+
+END_TO_END_RULES: dict[str, Callable[[int, Mapping[str, Any]], tuple[dict, float]]] = {
+    "diffautoml": _diffautoml,
+}
+
+
+def method_settings(method: str, budget_epochs: float, final_share: float,
+                    search_keys: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
+    """(search config keys, budget facts) of ``method`` under the budget; ``search_keys`` are the comparison's
+    further search settings (an end-to-end rule may depend on them, e.g. diffautoml's ``hypergradient``).
 
     The facts: ``search_epochs_nominal`` (passes of search images), ``final_epochs``, ``images_epochs`` (their
     sum, <= the budget) and ``rule`` (how they were derived).
     """
     search_epochs, final_epochs = split_budget(budget_epochs, final_share)
+    if method in END_TO_END_RULES:
+        keys, seen = END_TO_END_RULES[method](int(budget_epochs), search_keys or {})
+        return keys, {"search_epochs_nominal": round(seen, 3), "final_epochs": 0, "images_epochs": round(seen, 3),
+                      "rule": method}
     rule = BUDGET_RULES.get(method)
     keys, seen = (rule or _single_path)(search_epochs)
     keys = dict(keys, final_epochs=final_epochs)

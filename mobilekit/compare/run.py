@@ -43,7 +43,7 @@ def search_config(settings: CompareSettings, method: str, seed: int):
     """The :class:`~mobilekit.search.SearchConfig` of one cell (method, seed) and its budget facts."""
     from mobilekit.search import make_config
 
-    keys, facts = method_settings(method, settings.budget_epochs, settings.final_share)
+    keys, facts = method_settings(method, settings.budget_epochs, settings.final_share, settings.search_keys)
     flat = {"export": "none", **settings.search_keys, **keys,
             "table": settings.table, "target_ms": settings.target_ms, "method": method, "data": settings.data,
             "train_subset": settings.train_subset, "seed": seed, "train_resolution": settings.train_resolution,
