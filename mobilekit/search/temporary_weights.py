@@ -13,6 +13,10 @@ sums the combinations whose coefficient is not 0 (one, with hard one-hot ``P``),
 of the sampled path's weights whatever the number of bases. :func:`mixed_lr_step` is the same for the learning
 rate x weight decay product of the supported rules, which are affine in the learning rate: it needs one direction
 per weight-decay basis instead of one step per combination (what the search uses; the two agree, see the tests).
+
+:func:`lookahead_step` is the same step as a differentiable function of the learning rate and the weight decay
+(DiffAutoML's ``theta^{t+1}(eta)``, whose validation loss gives eta its hyper-gradient; see
+:mod:`~mobilekit.search.hypergradient`).
 """
 
 from __future__ import annotations
