@@ -31,11 +31,13 @@ def test_eq_2_gradient_is_minus_the_loss_weighted_probability_gradients():
     with torch.no_grad():
         policy.logits.copy_(torch.tensor([0.3, -0.2, 0.1, 0.5]))
     chosen, losses = torch.tensor([0, 3, 3, 1]), torch.tensor([0.5, 2.0, 1.0, 0.7])
-    policy_loss(policy.probs(), chosen, losses).backward()
     p = F.softmax(policy.logits.detach(), -1)
     jacobian = torch.diag(p) - torch.outer(p, p)          # d p_i / d tau_j
-    expected = -sum(l * jacobian[c] for c, l in zip(chosen.tolist(), losses.tolist())) / 4
-    assert torch.allclose(policy.logits.grad, expected, atol=1e-7)
+    for baseline, centred in ((False, losses), (True, losses - losses.mean())):
+        policy.logits.grad = None
+        policy_loss(policy.probs(), chosen, losses, baseline).backward()
+        expected = -sum(l * jacobian[c] for c, l in zip(chosen.tolist(), centred.tolist())) / 4
+        assert torch.allclose(policy.logits.grad, expected, atol=1e-7)
 
 
 def test_eq_2_a_transformation_with_higher_training_loss_gains_probability():
@@ -47,6 +49,25 @@ def test_eq_2_a_transformation_with_higher_training_loss_gains_probability():
     opt.step()
     p = policy.probs().detach()
     assert p[3] > 0.25 > p[0] and p[1] == pytest.approx(p[2])     # the untouched ones stay level
+
+
+def _policy_after(steps, baseline):
+    """The policy after Adam steps (lr 0.05) on eq. 2 with losses that do not depend on the transformation."""
+    torch.manual_seed(0)
+    policy = AugmentPolicy()
+    opt = torch.optim.Adam(policy.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        chosen = policy.sample(64, gen)
+        opt.zero_grad()
+        policy_loss(policy.probs(), chosen, 2 + 0.5 * torch.randn(64, generator=gen), baseline).backward()
+        opt.step()
+    return policy.probs().detach()
+
+
+def test_eq_2_as_printed_runs_away_with_one_transformation_and_the_baseline_stops_it():
+    assert _policy_after(300, baseline=False).max() > 0.9           # 196 transformations, no loss differences
+    assert _policy_after(300, baseline=True).max() < 0.1
 
 
 def test_transformations_are_drawn_from_the_policy():

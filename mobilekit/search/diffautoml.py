@@ -68,6 +68,7 @@ POLICY_PNG = "augment_policy.png"
 HYPERPARAMETERS_JSON = "hyperparameters.json"
 HYPERPARAMETERS_PNG = "hyperparameters.png"
 VALIDATION_SHARE = 0.2               # of the train split held out for the hyper-gradient's validation batches
+ETA_BETAS = (0.9, 0.9)              # Adam of log eta: a short second-moment memory (see hypergradient.py)
 
 
 @dataclass
@@ -84,7 +85,10 @@ class Options:
                                       "tuning stage (architecture fixed, the rest still learning)", gt=0, le=1)
     arch_lr: float = option(0.01, "Adam learning rate of the architecture logits alpha", gt=0)
     policy_lr: float = option(0.05, "Adam learning rate of the policy logits tau", gt=0)
-    eta_lr: float = option(0.02, "Adam learning rate (beta of eq. 7) of log weight decay / log lr factor", gt=0)
+    policy_baseline: bool = option(True, "subtract the batch's mean loss in eq. 2, so that only loss differences "
+                                         "move the policy (off: eq. 2 as printed, which also favours whichever "
+                                         "transformation is already ahead)")
+    eta_lr: float = option(0.05, "Adam learning rate (beta of eq. 7) of log weight decay / log lr factor", gt=0)
     wd_init: float = option(1e-4, "weight decay the hyper-gradient starts from", ge=WEIGHT_DECAY_RANGE[0],
                             le=WEIGHT_DECAY_RANGE[1])
     policy_ops: tuple[str, ...] = option(OPERATION_NAMES, "augmentation operations, comma-separated (the paper's "
@@ -131,7 +135,7 @@ class DiffAutoMLPhase(Phase):
         weights_opt = make_optimizer(config.optimizer, net.weight_parameters(), config.lr, weight_decay)
         arch_opt = torch.optim.Adam(net.architecture_parameters(), lr=options.arch_lr)
         policy_opt = torch.optim.Adam(policy.parameters(), lr=options.policy_lr)
-        eta_opt = torch.optim.Adam(eta.learned(), lr=options.eta_lr)
+        eta_opt = torch.optim.Adam(eta.learned(), lr=options.eta_lr, betas=ETA_BETAS)
         super().__init__(modules={"net": net, "policy": policy, "eta": eta},
                          optimizers={"weights": weights_opt, "arch": arch_opt, "policy": policy_opt, "eta": eta_opt},
                          state={"lambda": config.lambda_init, "arch": None, "derived_arch": None, "repairs": []},
@@ -217,7 +221,7 @@ class DiffAutoMLPhase(Phase):
         else:
             runtime_ms = self.latency_model.lookup_ms(self._fixed)
         if transformations is not None:
-            loss = loss + policy_loss(self.policy.probs(), transformations, sample_losses)
+            loss = loss + policy_loss(self.policy.probs(), transformations, sample_losses, options.policy_baseline)
         stepped = [self.weights_opt] + ([self.arch_opt] if searching else []) + \
             ([self.policy_opt] if transformations is not None else [])
         self.engine.backward(loss, [*net.parameters(), *self.policy.parameters()], stepped)
@@ -329,7 +333,8 @@ def plot_hyperparameters(records: list[dict[str, Any]], path: Any, title: str = 
     ax_lr.plot(steps, [r["lr"] for r in records], lw=1, color="tab:blue")
     for ax in (ax_wd, ax_lr):
         _stage_line(ax, records)
-    ax_wd.set_yscale("log")
+    if records and min(r["weight_decay"] for r in records) > 0:
+        ax_wd.set_yscale("log")
     ax_wd.set_ylabel("weight decay")
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("step")
