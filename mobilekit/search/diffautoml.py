@@ -68,7 +68,7 @@ POLICY_PNG = "augment_policy.png"
 HYPERPARAMETERS_JSON = "hyperparameters.json"
 HYPERPARAMETERS_PNG = "hyperparameters.png"
 VALIDATION_SHARE = 0.2               # of the train split held out for the hyper-gradient's validation batches
-ETA_BETAS = (0.9, 0.9)              # Adam of log eta: a short second-moment memory (see hypergradient.py)
+ETA_BETAS = (0.9, 0.9)               # Adam of log eta: a short second-moment memory (see hypergradient.py)
 
 
 @dataclass
