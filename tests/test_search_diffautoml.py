@@ -271,6 +271,19 @@ def test_both_switches_off_is_nas_only_at_the_given_weight_decay(tmp_path, table
     assert not (out / "augment_policy.json").exists()
 
 
+def test_a_final_training_when_asked_uses_the_learned_weight_decay_and_lr_factor(tmp_path, table_path, target):
+    out = tmp_path / "run"
+    code = main(_args(out, table_path, target, "--epochs", "1", "--final-epochs", "1", "--hyper-lr",
+                      "--policy-ops", "ShearX,ShearY,TranslateX,TranslateY"))
+    assert code == 0
+    learned = json.loads((out / "hyperparameters.json").read_text())
+    final = json.loads((out / "summary.json").read_text())["final_hyperparameters"]
+    assert learned["lr_factor"] != 1.0 and final["source"] == "diffautoml search"
+    assert final["lr"] == pytest.approx(3e-3 * learned["lr_factor"]) and final["weight_decay"] == learned["weight_decay"]
+    assert len(json.loads((out / "augment_policy.json").read_text())["probabilities"]) == 16      # 4 x 4 pairs
+    assert [r["phase"] for r in _records(out)] == ["search", "search", "final", "final"]
+
+
 def test_an_interrupted_diffautoml_run_resumes_to_the_same_result(tmp_path, table_path, target, straight,
                                                                   monkeypatch):
     import mobilekit.search

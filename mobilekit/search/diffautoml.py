@@ -365,11 +365,12 @@ def search(ctx: SearchContext) -> SearchOutcome:
     derived = Architecture.from_string(net.space, phase.state["derived_arch"])
     records = [r for r in ctx.run.records() if r.get("phase") == "search"] if ctx.engine.is_writer else []
     final_wd = float(eta.weight_decay().detach()) if options.hypergradient else cfg.weight_decay
-    hyperparameters = TrainingHyperparameters(lr=cfg.lr, lr_schedule=cfg.lr_schedule, weight_decay=final_wd,
+    lr_factor = float(eta.log_lr_factor.detach().exp()) if eta.learn_lr else 1.0
+    hyperparameters = TrainingHyperparameters(lr=cfg.lr * lr_factor, lr_schedule=cfg.lr_schedule, weight_decay=final_wd,
                                               optimizer=cfg.optimizer, augment=cfg.augment,
                                               source="diffautoml search" if options.hypergradient else "settings")
     searched = {"weight_decay": final_wd,
-                "lr_factor": float(eta.log_lr_factor.exp()) if eta.learn_lr else 1.0,
+                "lr_factor": lr_factor,
                 "hypergradient": options.hypergradient, "hyper_lr": eta.learn_lr,
                 "trajectory": {"step": [r["step"] for r in records],
                                "weight_decay": [r["weight_decay"] for r in records],
