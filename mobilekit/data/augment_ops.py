@@ -253,6 +253,3 @@ def check_names(names: Sequence[str]) -> tuple[str, ...]:
         raise ValueError(f"operations {list(names)}: use distinct names among {', '.join(OPERATION_NAMES)}")
     return tuple(names)
 
-
-__all__ = ["OPERATIONS", "OPERATION_NAMES", "Operation", "apply_operations", "check_names", "denormalize",
-           "normalize", "warp"]
