@@ -65,6 +65,18 @@ def test_a_method_without_a_budget_rule_says_what_was_assumed():
     assert keys == {"epochs": 3, "final_epochs": 3} and "assumed" in facts["rule"]
 
 
+@pytest.mark.parametrize("budget", [2, 8, 16])
+def test_diffautoml_gets_the_whole_budget_counting_its_validation_batches(budget):
+    keys, facts = method_settings("diffautoml", budget, 0.5)
+    # a training batch from 80 % of the train split plus a validation batch per step: 1.6 passes per epoch
+    assert keys == {"epochs": int(budget / 1.6), "final_epochs": 0} and facts["final_epochs"] == 0
+    assert facts["images_epochs"] == pytest.approx(1.6 * keys["epochs"]) and facts["images_epochs"] <= budget
+    assert budget - facts["images_epochs"] < 1.6                   # no whole epoch left unused
+    no_hypergradient = method_settings("diffautoml", budget, 0.5, {"hypergradient": False})
+    assert no_hypergradient[0] == {"epochs": budget, "final_epochs": 0}   # only training batches, whole split
+    assert no_hypergradient[1]["images_epochs"] == budget
+
+
 def test_budget_below_two_epochs_is_refused():
     with pytest.raises(ConfigError, match="--budget 2 or more"):
         split_budget(1, 0.5)

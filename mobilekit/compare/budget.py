@@ -1,8 +1,8 @@
 """The equal budget of a comparison, and how each method's settings are derived from it.
 
 **Same budget = the same number of training images seen**, search plus final training, counted in passes over the
-train split ("epochs"): an image counts once every time it enters a gradient step (for the weights, or for the
-architecture / hyper-parameter encodings). Forward-only passes (scoring candidates on validation images,
+train split ("epochs"): an image counts once every time it enters a gradient step (for the weights, the
+architecture / hyper-parameter encodings or the augmentation policy). Forward-only passes (scoring candidates on validation images,
 recalibrating batch norm) do not count; their cost is reported beside the budget (:func:`forward_only_images`).
 Wall-clock seconds are reported but not equalised: on a shared CPU they measure the machine's load as much as the
 method, and they would reward a method for cheap steps rather than for using its data well.
@@ -37,13 +37,26 @@ score every trained candidate on the validation split; spos and tnas-os score ev
 scores, at each sampler tell, the told paths and the fresh proposals on ``min(tell_batch, |val|)`` validation
 images. Not counted for any method: the one BN recalibration of a deliverable that inherits supernet weights (up
 to 20 training batches, before the final training) and the final validation/test evaluation.
+
+End-to-end methods (:data:`END_TO_END_RULES`) train no final network: their search's own network is the
+deliverable, so their search gets the whole budget B and ``final_epochs`` 0:
+
+- diffautoml: every step trains on one batch of its weight split (the same images give the weights, the
+  architecture and the augmentation policy their gradients) and, with the hyper-gradient on (the default), takes
+  one batch of the same size from the held-out fifth of the train split for eq. 7: per epoch
+  ``0.8 * 2 = 1.6`` passes over the train split, ``epochs = floor(B / 1.6)``. With ``hypergradient = false``
+  (in the comparison's search settings) the whole train split trains the weights and nothing else is read:
+  ``epochs = B``.
+
+With ``--steps-per-epoch`` the counts are nominal for every method alike (the cap cuts each epoch, whatever its
+images per step).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from mobilekit.errors import ConfigError
 
@@ -128,8 +141,42 @@ BUDGET_RULES: dict[str, Callable[[int], tuple[dict, float]]] = {
 }
 
 
-def method_settings(method: str, budget_epochs: float, final_share: float) -> tuple[dict, dict]:
-    """(search config keys, budget facts) of ``method`` under the budget.
+def _diffautoml(budget_epochs: int, search_keys: Mapping[str, Any]) -> tuple[dict, float]:
+    from mobilekit.search.diffautoml import VALIDATION_SHARE
+
+    if search_keys.get("hypergradient", True):
+        per_epoch = (1 - VALIDATION_SHARE) * 2                 # a training and a validation batch per step
+    else:
+        per_epoch = 1.0
+    epochs = max(1, int(budget_epochs / per_epoch + 1e-9))
+    return {"epochs": epochs, "final_epochs": 0}, epochs * per_epoch
+
+
+END_TO_END_RULES: dict[str, Callable[[int, Mapping[str, Any]], tuple[dict, float]]] = {
+    "diffautoml": _diffautoml,
+}
+
+
+def _diffautoml(budget_epochs: int, search_keys: Mapping[str, Any]) -> tuple[dict, float]:
+    from mobilekit.search.diffautoml import VALIDATION_SHARE
+
+    if search_keys.get("hypergradient", True):
+        per_epoch = (1 - VALIDATION_SHARE) * 2                 # a training and a validation batch per step
+    else:
+        per_epoch = 1.0
+    epochs = max(1, int(budget_epochs / per_epoch + 1e-9))
+    return {"epochs": epochs, "final_epochs": 0}, epochs * per_epoch
+
+
+END_TO_END_RULES: dict[str, Callable[[int, Mapping[str, Any]], tuple[dict, float]]] = {
+    "diffautoml": _diffautoml,
+}
+
+
+def method_settings(method: str, budget_epochs: float, final_share: float,
+                    search_keys: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
+    """(search config keys, budget facts) of ``method`` under the budget; ``search_keys`` are the comparison's
+    further search settings (an end-to-end rule may depend on them, e.g. diffautoml's ``hypergradient``).
 
     The facts: ``search_epochs_nominal`` (passes of search images), ``final_epochs``, ``images_epochs`` (their
     sum, <= the budget) and ``rule`` (how they were derived).
@@ -139,6 +186,10 @@ def method_settings(method: str, budget_epochs: float, final_share: float) -> tu
             names the smallest ``--budget`` that works at this final share).
     """
     search_epochs, final_epochs = split_budget(budget_epochs, final_share)
+    if method in END_TO_END_RULES:
+        keys, seen = END_TO_END_RULES[method](int(budget_epochs), search_keys or {})
+        return keys, {"search_epochs_nominal": round(seen, 3), "final_epochs": 0, "images_epochs": round(seen, 3),
+                      "rule": method}
     rule = BUDGET_RULES.get(method)
     try:
         keys, seen = (rule or _single_path)(search_epochs)
@@ -186,6 +237,7 @@ FORWARD_ONLY: dict[str, Callable[[Any, dict, int, int, Path], int]] = {
     "single-path": lambda *args: 0,
     "multipath": lambda *args: 0,
     "autohas": lambda *args: 0,
+    "diffautoml": lambda *args: 0,
     "random": _scored_on_val("random_samples"),
     "random-has": _scored_on_val("trials"),
     "tpe": _scored_on_val("trials"),

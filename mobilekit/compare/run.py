@@ -47,7 +47,8 @@ def search_config(settings: CompareSettings, name: str, seed: int):
     from mobilekit.search.config import build_config
 
     method, overrides = settings.resolve(name)
-    keys, facts = method_settings(method, settings.budget_epochs, settings.final_share)
+    keys, facts = method_settings(method, settings.budget_epochs, settings.final_share,
+                                  {**settings.search_keys, **overrides})
     flat = {"export": "none", **settings.search_keys, **overrides, **keys,
             "table": settings.table, "target_ms": settings.target_ms, "method": method, "data": settings.data,
             "train_subset": settings.train_subset, "seed": seed, "train_resolution": settings.train_resolution,

@@ -1,5 +1,6 @@
 """Training data for the searchers (:mod:`.datasets`): ``digits`` (bundled), ``fashion-mnist`` (Debian),
-``idx:DIR`` (MNIST format, :mod:`.idx`), ``cifar10:DIR``, ``folder:DIR``."""
+``idx:DIR`` (MNIST format, :mod:`.idx`), ``cifar10:DIR``, ``folder:DIR``; the batched augmentation operations of
+AutoAugment-style policies on [0, 1] pixels (:mod:`.augment_ops`)."""
 
 from mobilekit.data.datasets import DataSplits, load_dataset
 

@@ -42,8 +42,9 @@ class SearchConfig:
                                  "images stream from disk)")
     train_subset: int | None = option(None, "train on N training images (stratified, seeded) for quick runs", ge=1)
     epochs: int = option(8, "search epochs", ge=1)
-    final_epochs: int | None = option(None, "epochs to train the derived network (default: --epochs); 0: the "
-                                            "search's own network is the deliverable", ge=0)
+    final_epochs: int | None = option(None, "epochs to train the derived network (default: --epochs, or the "
+                                            "method's own, 0 for an end-to-end method); 0: the search's own "
+                                            "network is the deliverable", ge=0)
     final_init: str = option("inherit", "start the final training from the search weights or from scratch",
                              choices=("inherit", "scratch"))
     seed: int = option(0, "random seed")
@@ -102,7 +103,11 @@ class SearchConfig:
     # ---- derived values -----------------------------------------------------------------------------------------
     @property
     def final_epochs_(self) -> int:
-        return self.epochs if self.final_epochs is None else self.final_epochs
+        """``final_epochs`` when given, else the method's own default (``FINAL_EPOCHS``), else ``epochs``."""
+        if self.final_epochs is not None:
+            return self.final_epochs
+        own = get_method(self.method).final_epochs_default
+        return self.epochs if own is None else own
 
     def validate(self, origins: Mapping[str, str] | None = None, source: str = "settings") -> None:
         get_method(self.method, origins.get("method", source) if origins else source)

@@ -9,6 +9,9 @@ A method module defines (see README, "Adding a searcher"):
 ``SUMMARY``        one line for ``mobilekit search --help``;
 ``search(ctx)``    :class:`~mobilekit.search.training.SearchContext` -> :class:`~mobilekit.search.outcome.SearchOutcome`.
 
+and optionally ``FINAL_EPOCHS``: the method's default for ``--final-epochs`` (e.g. 0 for an end-to-end method
+whose search network is the deliverable); without it the default is ``--epochs``.
+
 Modules are imported when a search runs or its flags are parsed, so ``mobilekit --version`` stays light.
 """
 
@@ -52,6 +55,11 @@ class Method:
     def searcher(self) -> Callable:
         return self.load().search
 
+    @property
+    def final_epochs_default(self) -> int | None:
+        """The method's own default for ``final_epochs`` (None: the common default, ``epochs``)."""
+        return getattr(self.load(), "FINAL_EPOCHS", None)
+
 
 METHODS: dict[str, Method] = {}
 
@@ -83,3 +91,4 @@ register("random-has", "mobilekit.search.joint_random")
 register("tpe", "mobilekit.search.joint_tpe")
 register("spos", "mobilekit.search.spos")
 register("tnas-os", "mobilekit.search.tnas_os")
+register("diffautoml", "mobilekit.search.diffautoml")

@@ -13,6 +13,10 @@ sums the combinations whose coefficient is not 0 (one, with hard one-hot ``P``),
 of the sampled path's weights whatever the number of bases. :func:`mixed_lr_step` is the same for the learning
 rate x weight decay product of the supported rules, which are affine in the learning rate: it needs one direction
 per weight-decay basis instead of one step per combination (what the search uses; the two agree, see the tests).
+
+:func:`lookahead_step` is the same step as a differentiable function of the learning rate and the weight decay
+(DiffAutoML's ``theta^{t+1}(eta)``, whose validation loss gives eta its hyper-gradient; see
+:mod:`~mobilekit.search.hypergradient`).
 """
 
 from __future__ import annotations
@@ -26,20 +30,21 @@ import torch
 Step = Callable[[tuple[float, ...]], list[torch.Tensor]]
 
 
-@torch.no_grad()
-def optimizer_direction(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
-                        grads: Sequence[torch.Tensor], weight_decay: float) -> list[torch.Tensor]:
+def step_direction(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                   grads: Sequence[torch.Tensor], weight_decay: float | torch.Tensor) -> list[torch.Tensor]:
     """``D(weight_decay)``: one step of ``optimizer``'s rule from ``params`` with gradients ``grads`` is
     ``params - lr * D`` (every supported rule is affine in the learning rate). The optimiser's state is read, not
-    changed.
+    changed. Differentiable w.r.t. whatever requires grad among its inputs (e.g. a ``weight_decay`` tensor, for
+    a hyper-gradient; :func:`lookahead_step`); :func:`optimizer_direction` is the same without a graph.
 
     Supports the optimisers of :data:`~mobilekit.search.training.OPTIMIZERS`: ``torch.optim.SGD`` (momentum,
     dampening 0, Nesterov or not), ``Adam`` (L2 weight decay) and ``AdamW`` (decoupled), without amsgrad.
     """
     group = optimizer.param_groups[0]
     out = []
-    for p, g in zip(params, grads):
-        state = optimizer.state.get(p, {})
+    for param, g in zip(params, grads):
+        state = optimizer.state.get(param, {})      # keyed by the parameter itself
+        p = param.detach()
         if isinstance(optimizer, torch.optim.SGD):
             d = g + weight_decay * p
             mu = group["momentum"]
@@ -55,12 +60,32 @@ def optimizer_direction(optimizer: torch.optim.Optimizer, params: Sequence[torch
             step = float(state["step"]) + 1 if "step" in state else 1.0
             m = state["exp_avg"] * beta1 + (1 - beta1) * d if "exp_avg" in state else (1 - beta1) * d
             v = state["exp_avg_sq"] * beta2 + (1 - beta2) * d * d if "exp_avg_sq" in state else (1 - beta2) * d * d
-            denom = v.sqrt() / math.sqrt(1 - beta2 ** step) + group["eps"]
+            # sqrt with a finite gradient where v = 0 (the value there is 0 either way)
+            root = torch.where(v > 0, v, torch.ones_like(v)).sqrt() * (v > 0)
+            denom = root / math.sqrt(1 - beta2 ** step) + group["eps"]
             direction = m / (denom * (1 - beta1 ** step))
             out.append(direction + weight_decay * p if decoupled else direction)
         else:
             raise TypeError(f"no functional step for {type(optimizer).__name__}; use sgd, adam or adamw")
     return out
+
+
+@torch.no_grad()
+def optimizer_direction(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                        grads: Sequence[torch.Tensor], weight_decay: float) -> list[torch.Tensor]:
+    """:func:`step_direction` without building a graph (what the temporary weights of AutoHAS use)."""
+    return step_direction(optimizer, params, grads, weight_decay)
+
+
+def lookahead_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
+                   lr: float | torch.Tensor, weight_decay: float | torch.Tensor) -> list[torch.Tensor]:
+    """The parameters after one step of ``optimizer``'s rule, ``params - lr * D(weight_decay)``, as a function of
+    the hyper-parameters ``lr`` and ``weight_decay`` (floats or tensors that require grad): DiffAutoML's
+    ``theta^{t+1}(eta)`` (eq. 6 of ``../shared/papers/diffautoml.txt``). ``params`` (the optimiser's own
+    parameters, whose state it reads) and ``grads`` are taken as constants (detached: the paper treats
+    ``theta^t`` as independent of ``eta``); the optimiser is not changed."""
+    grads = [g.detach() for g in grads]
+    return [p.detach() - lr * d for p, d in zip(params, step_direction(optimizer, params, grads, weight_decay))]
 
 
 @torch.no_grad()
