@@ -4,7 +4,7 @@ images a short run of every method really consumes, counted where they enter the
 import pytest
 
 from mobilekit.compare import CompareSettings
-from mobilekit.compare.budget import BUDGET_RULES, forward_only_images, method_settings, split_budget
+from mobilekit.compare.budget import BUDGET_RULES, END_TO_END_RULES, forward_only_images, method_settings, split_budget
 from mobilekit.compare.counting import ImageCounter
 from mobilekit.compare.run import search_config
 from mobilekit.data import load_dataset
