@@ -42,7 +42,8 @@ def plot_search(records: list[dict[str, Any]], target_ms: float, path: str | Pat
     ax_ce.set_ylabel("cross-entropy")
     ax_r.set_ylabel("runtime (ms)")
     ax_r.set_xlabel("search step")
-    ax_ce.legend(loc="upper right")
+    if ax_ce.get_legend_handles_labels()[0]:          # a method that records no labelled series gets no legend
+        ax_ce.legend(loc="upper right")
     ax_r.legend(loc="upper right", fontsize=8)
     fig.suptitle(title or "search")
     fig.tight_layout()
