@@ -106,3 +106,31 @@ def test_subset_dropout_changes_outputs_only_in_training(latency_model):
     a = net(x)
     torch.manual_seed(1)
     assert not torch.allclose(a, net(x))
+
+
+@pytest.mark.parametrize("mode", ["global", "per-decision"])
+def test_threshold_gradient_normalisation_keeps_or_equalises_the_kinds(latency_model, mode):
+    """global: one RMS for every threshold gradient (their relative sizes kept); per-decision: one RMS per kind
+    of decision, so each kind's normalised gradients have RMS 1 whatever its latency saving."""
+    from types import SimpleNamespace
+
+    from mobilekit.search.single_path import DECISION_KINDS, SinglePathPhase
+
+    net = make_net(latency_model)
+    kinds = {kind: [p for n, p in net.named_parameters() if n.rsplit(".", 1)[-1] == f"t_{kind}" and p.numel()]
+             for kind in DECISION_KINDS}
+    scale = {"keep": 2.0, "kernel": 0.1, "expand": 1.0, "se": 0.5}
+    for kind, params in kinds.items():
+        for p in params:
+            p.grad = torch.full_like(p, scale[kind])
+    phase = SimpleNamespace(state={"grad_sq": 0.0, "grad_steps": 0}, config=SimpleNamespace(threshold_normalization=mode),
+                            thresholds=[p for ps in kinds.values() for p in ps], threshold_kinds=kinds,
+                            GRAD_BETA=SinglePathPhase.GRAD_BETA)
+    phase._normalize_group = lambda key, grads: SinglePathPhase._normalize_group(phase, key, grads)
+    SinglePathPhase._normalize_threshold_grads(phase)
+    rms = {kind: float(torch.cat([p.grad.flatten() for p in ps]).pow(2).mean().sqrt()) for kind, ps in kinds.items() if ps}
+    assert {"keep", "kernel", "expand"} <= set(rms)
+    if mode == "global":
+        assert rms["kernel"] / rms["expand"] == pytest.approx(0.1) and rms["keep"] / rms["expand"] == pytest.approx(2.0)
+    else:
+        assert all(value == pytest.approx(1.0) for value in rms.values())
