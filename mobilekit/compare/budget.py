@@ -157,22 +157,6 @@ END_TO_END_RULES: dict[str, Callable[[int, Mapping[str, Any]], tuple[dict, float
 }
 
 
-def _diffautoml(budget_epochs: int, search_keys: Mapping[str, Any]) -> tuple[dict, float]:
-    from mobilekit.search.diffautoml import VALIDATION_SHARE
-
-    if search_keys.get("hypergradient", True):
-        per_epoch = (1 - VALIDATION_SHARE) * 2                 # a training and a validation batch per step
-    else:
-        per_epoch = 1.0
-    epochs = max(1, int(budget_epochs / per_epoch + 1e-9))
-    return {"epochs": epochs, "final_epochs": 0}, epochs * per_epoch
-
-
-END_TO_END_RULES: dict[str, Callable[[int, Mapping[str, Any]], tuple[dict, float]]] = {
-    "diffautoml": _diffautoml,
-}
-
-
 def method_settings(method: str, budget_epochs: float, final_share: float,
                     search_keys: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
     """(search config keys, budget facts) of ``method`` under the budget; ``search_keys`` are the comparison's
