@@ -8,7 +8,7 @@ plus the temporary weights' element-wise steps (m_lr x m_wd of them in the backw
 near 2-3 on a CPU.
 
     python bench/autohas_cost.py [--table latency_tables/pixel1-spnas.json] [--target-ms 80] [--epochs 2]
-                                 [--steps-per-epoch 10] [--estimator gumbel]
+                                 [--steps-per-epoch 10] [--estimator gumbel] [--weight-sharing entangled]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--estimator", default="gumbel", choices=("gumbel", "reinforce"))
+    parser.add_argument("--weight-sharing", default="entangled", choices=("entangled", "separate"))
     args = parser.parse_args()
 
     from mobilekit.search import make_config
@@ -43,10 +44,10 @@ def main() -> None:
         config = make_config(None, method="autohas", table=args.table, target_ms=args.target_ms, out=out,
                              data=args.data, epochs=args.epochs, final_epochs=args.epochs,
                              steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, export=(), threads=1,
-                             estimator=args.estimator)
+                             estimator=args.estimator, weight_sharing=args.weight_sharing)
         summary = run_search(config)
     steps = summary["search_steps"]
-    print(f"autohas ({args.estimator}) on {args.data}, target {args.target_ms:g} ms, {steps} steps of batch "
+    print(f"autohas ({args.estimator}, {args.weight_sharing} weights) on {args.data}, target {args.target_ms:g} ms, {steps} steps of batch "
           f"{args.batch_size}: search {summary['search_s']:.1f} s, training the derived network for the same steps "
           f"{summary['final_train_s']:.1f} s")
     print(f"search cost / one training of the derived network: {summary['search_s'] / summary['final_train_s']:.2f}x")
