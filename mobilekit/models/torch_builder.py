@@ -28,6 +28,22 @@ def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int =
     return nn.Sequential(*layers)
 
 
+def sliced_batch_norm(bn: nn.BatchNorm2d, h: torch.Tensor, channels: slice = slice(None),
+                      weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``bn`` applied to ``h`` (N, C, H, W) with the statistics and affine parameters of its ``channels`` (C of
+    them), for blocks that compute a slice of a larger layer; ``weight`` / ``bias`` (C,) replace the sliced affine
+    parameters. In training the sliced running statistics update in place with ``nn.BatchNorm2d``'s rule:
+    ``momentum``, or the cumulative average when it is None (as BN recalibration sets)."""
+    factor = 0.0
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return torch.nn.functional.batch_norm(
+        h, bn.running_mean[channels], bn.running_var[channels],
+        bn.weight[channels] if weight is None else weight, bn.bias[channels] if bias is None else bias,
+        bn.training, factor, bn.eps)
+
+
 class SqueezeExcite(nn.Module):
     """SE: global average pool -> 1x1 conv to ``squeeze`` ch -> ReLU -> 1x1 conv back -> sigmoid gate."""
 

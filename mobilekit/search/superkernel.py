@@ -49,7 +49,7 @@ from torch import nn
 
 from mobilekit.errors import SearchError
 from mobilekit.latency.differentiable import Decisions, SuperkernelGrid, indicator
-from mobilekit.models.torch_builder import MBConv, MobileNet, Head, SqueezeExcite, Stem, conv_bn
+from mobilekit.models.torch_builder import MBConv, MobileNet, Head, SqueezeExcite, Stem, conv_bn, sliced_batch_norm
 from mobilekit.space import SKIP, Architecture, LayerPosition, LayerSpec, LayerType, SearchSpace
 
 HARD = "sigmoid"  # the relaxation whose forward pass is the hard decision
@@ -271,14 +271,14 @@ class SuperMBConv(nn.Module):
 
     def _bn(self, bn: nn.BatchNorm2d, h: torch.Tensor, channels: slice) -> torch.Tensor:
         """BatchNorm of the channels ``channels`` of ``bn`` (their running statistics update in place)."""
-        return F.batch_norm(h, bn.running_mean[channels], bn.running_var[channels], bn.weight[channels],
-                            bn.bias[channels], self.training, bn.momentum, bn.eps)
+        return sliced_batch_norm(bn, h, channels)
 
     def _project_bn(self, z: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """The projection's BatchNorm, times ``keep`` (1,) folded into its affine weights."""
         bn = self.project[1]
-        weight, bias = (bn.weight, bn.bias) if keep is None else (bn.weight * keep, bn.bias * keep)
-        return F.batch_norm(z, bn.running_mean, bn.running_var, weight, bias, self.training, bn.momentum, bn.eps)
+        if keep is None:
+            return sliced_batch_norm(bn, z)
+        return sliced_batch_norm(bn, z, weight=bn.weight * keep, bias=bn.bias * keep)
 
     def _expanded(self, x: torch.Tensor, channels: slice, kernel_on: int, w_eff: torch.Tensor,
                   rings: list[tuple[int, torch.Tensor]] = ()) -> torch.Tensor:

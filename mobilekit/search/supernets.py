@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilekit.latency.differentiable import Decisions, SuperkernelGrid
-from mobilekit.models.torch_builder import MBConv, MobileNet, Skeleton, SqueezeExcite, conv_bn, fixed_block
+from mobilekit.models.torch_builder import (MBConv, MobileNet, Skeleton, SqueezeExcite, conv_bn, fixed_block,
+                                           sliced_batch_norm)
 from mobilekit.search.superkernel import HARD, SuperMBConv
 from mobilekit.space import Architecture, LayerSpec, LayerType, SearchSpace
 
@@ -264,11 +265,11 @@ class EntangledPaths(nn.Module):
     def _block(self, x: torch.Tensor, spec: LayerSpec) -> torch.Tensor:
         mid, k = spec.mid_channels, spec.op.kernel
         channels = slice(0, mid)
-        h = F.relu6(_sliced_bn(self.expand[1], F.conv2d(x, self.expand[0].weight[channels]), channels))
+        h = F.relu6(sliced_batch_norm(self.expand[1], F.conv2d(x, self.expand[0].weight[channels]), channels))
         lo = (self.k_max - k) // 2
         kernel = self.depthwise[0].weight[channels, :, lo:lo + k, lo:lo + k]
         h = F.conv2d(h, kernel, None, self.depthwise[0].stride, k // 2, 1, mid)
-        h = F.relu6(_sliced_bn(self.depthwise[1], h, channels))
+        h = F.relu6(sliced_batch_norm(self.depthwise[1], h, channels))
         if self.se is not None and spec.se_channels:
             s = spec.se_channels
             pooled = h.mean((2, 3), keepdim=True)
@@ -276,17 +277,6 @@ class EntangledPaths(nn.Module):
             h = h * torch.sigmoid(F.conv2d(squeezed, self.se.expand.weight[:mid, :s], self.se.expand.bias[:mid]))
         out = self.project[1](F.conv2d(h, self.project[0].weight[:, channels]))
         return out + x if self.residual else out
-
-
-def _sliced_bn(bn: nn.BatchNorm2d, h: torch.Tensor, channels: slice) -> torch.Tensor:
-    """BatchNorm over the channels ``channels`` of ``bn`` (their running statistics update in place, with
-    ``nn.BatchNorm2d``'s rule: ``momentum``, or the cumulative average when it is None, as BN recalibration sets)."""
-    factor = 0.0
-    if bn.training and bn.track_running_stats:
-        bn.num_batches_tracked.add_(1)
-        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    return F.batch_norm(h, bn.running_mean[channels], bn.running_var[channels], bn.weight[channels],
-                        bn.bias[channels], bn.training, factor, bn.eps)
 
 
 SHARING = ("entangled", "separate")
