@@ -45,7 +45,7 @@ from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
 from mobilekit.search.single_path import arch_summary
-from mobilekit.search.supernets import SHARING, SampledPathNet, extract_network
+from mobilekit.search.supernets import SampledPathNet, extract_network, weight_sharing_option
 from mobilekit.search.temporary_weights import mixed_lr_step, optimizer_direction, optimizer_step
 from mobilekit.search.training import Phase, SearchContext, batches, load_batches, make_optimizer
 
@@ -69,8 +69,7 @@ class Options:
     wd_default: float = option(1e-4, "weight decay the weight-decay bases multiply", gt=0)
     encoding_start: str = option("default", "initial encodings: derive the defaults (eq. 10) or uniform (derive "
                                  "the mean of the bases)", choices=("default", "uniform"))
-    weight_sharing: str = option("entangled", "candidates of a layer: nested subsets of one block's weights "
-                                 "(entangled) or each its own weights (separate, SPOS's original)", choices=SHARING)
+    weight_sharing: str = weight_sharing_option()
     baseline_momentum: float = option(0.9, "REINFORCE: moving-average factor of the loss baseline", ge=0, lt=1)
 
 

@@ -56,7 +56,7 @@ from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
 from mobilekit.search.single_path import arch_summary
-from mobilekit.search.supernets import SHARING, SampledPathNet, extract_network
+from mobilekit.search.supernets import SampledPathNet, extract_network, weight_sharing_option
 from mobilekit.search.training import Phase, SearchContext, batches, load_batches, make_optimizer
 from mobilekit.space import Architecture
 
@@ -94,8 +94,7 @@ class Options:
     policy_ops: tuple[str, ...] = option(OPERATION_NAMES, "augmentation operations, comma-separated (the paper's "
                                                           "14 by default; its Appendix C also uses ShearX,ShearY,"
                                                           "TranslateX,TranslateY)")
-    weight_sharing: str = option("entangled", "candidates of a layer: nested subsets of one block's weights "
-                                 "(entangled) or each its own weights (separate)", choices=SHARING)
+    weight_sharing: str = weight_sharing_option()
 
     def __post_init__(self) -> None:
         names = self.policy_ops.replace(" ", "").split(",") if isinstance(self.policy_ops, str) else self.policy_ops

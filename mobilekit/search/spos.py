@@ -31,7 +31,7 @@ from mobilekit.search.budget import WINDOW, sample_in_window
 from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters
 from mobilekit.search.single_path import arch_summary
-from mobilekit.search.supernets import SHARING, SampledPathNet, extract_network
+from mobilekit.search.supernets import SampledPathNet, extract_network, weight_sharing_option
 from mobilekit.search.training import Phase, SearchContext, evaluate, make_optimizer, recalibrate_batchnorm
 from mobilekit.space import Architecture
 
@@ -52,8 +52,7 @@ class Options:
     mutation_prob: float = option(0.1, "evolution: chance that a child's layer is resampled", ge=0, le=1)
     bn_steps: int = option(5, "batches of the training split that recalibrate BN before scoring a candidate", ge=1)
     eval_samples: int = option(1000, "validation images that score a candidate (a seeded subset)", ge=1)
-    weight_sharing: str = option("entangled", "candidates of a layer: nested subsets of one block's weights "
-                                 "(entangled) or each its own weights (separate, SPOS's original)", choices=SHARING)
+    weight_sharing: str = weight_sharing_option()
 
 
 # ---- index-space helpers ---------------------------------------------------------------------------------------------

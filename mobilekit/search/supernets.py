@@ -21,6 +21,7 @@ the chosen type (a superkernel's leading channels and central kernel, or the cho
 from __future__ import annotations
 
 from functools import singledispatch
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,7 @@ from torch import nn
 from mobilekit.latency.differentiable import Decisions, SuperkernelGrid
 from mobilekit.models.torch_builder import (MBConv, MobileNet, Skeleton, SqueezeExcite, conv_bn, fixed_block,
                                            sliced_batch_norm)
+from mobilekit.search.options import option
 from mobilekit.search.superkernel import HARD, SuperMBConv
 from mobilekit.space import Architecture, LayerSpec, LayerType, SearchSpace
 
@@ -280,6 +282,12 @@ class EntangledPaths(nn.Module):
 
 
 SHARING = ("entangled", "separate")
+
+
+def weight_sharing_option() -> Any:
+    """The ``weight_sharing`` option of every searcher built on :class:`SampledPathNet` (a dataclass field)."""
+    return option("entangled", "candidates of a layer: nested subsets of one block's weights (entangled) or each "
+                  "its own weights (separate, SPOS's original)", choices=SHARING)
 
 
 class SampledPathNet(_CategoricalNet):
