@@ -51,9 +51,7 @@ def run_trials(ctx: SearchContext, count: int, epochs: int, propose: Propose, *,
     if resumed_at >= 0:
         state.update(ctx.checkpoint[1].get("state", {}))
     best_state = None
-    for i in range(count):
-        if i < resumed_at:
-            continue
+    for i in range(max(resumed_at, 0), count):
         trial = propose(ctx, i, state["results"][:i])
         torch.manual_seed(cfg.seed * 1000 + i)
         model = MobileNet(trial.arch)
