@@ -22,7 +22,7 @@ import torch.nn.functional as F  # noqa: E402
 from mobilekit.data import load_dataset  # noqa: E402
 from mobilekit.search import make_config  # noqa: E402
 from mobilekit.search.run import build_latency_model_for  # noqa: E402
-from mobilekit.search.spos import PathSpace  # noqa: E402
+from mobilekit.search.methods.spos import PathSpace  # noqa: E402
 from mobilekit.search.supernets import SHARING, SampledPathNet  # noqa: E402
 from mobilekit.space import get_space  # noqa: E402
 

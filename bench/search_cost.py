@@ -47,9 +47,10 @@ def build(kind: str, batch_size: int, table_path: str):
     from mobilekit.latency_table import LatencyTable
     from mobilekit.search.budget import sample_in_window
     from mobilekit.search.config import SearchConfig
-    from mobilekit.search.multipath import MultiPathNet, MultiPathPhase, split_for_architecture
+    from mobilekit.search.methods.multipath import MultiPathNet, MultiPathPhase
+    from mobilekit.search.training import split_for_architecture
     from mobilekit.search.runfolder import RunFolder
-    from mobilekit.search.single_path import SinglePathPhase
+    from mobilekit.search.methods.single_path import SinglePathPhase
     from mobilekit.search.superkernel import SuperMBConv, SuperNet
     from mobilekit.space import Architecture, get_space
 

@@ -29,7 +29,7 @@ from scipy.stats import kendalltau  # noqa: E402
 
 from mobilekit.models.torch_builder import MobileNet  # noqa: E402
 from mobilekit.search import make_config, run_search  # noqa: E402
-from mobilekit.search import spos, tnas_os  # noqa: E402
+from mobilekit.search.methods import spos, tnas_os  # noqa: E402
 from mobilekit.search.outcome import TrainingHyperparameters  # noqa: E402
 from mobilekit.search.registry import register  # noqa: E402
 from mobilekit.search.training import TrainPhase, evaluate  # noqa: E402

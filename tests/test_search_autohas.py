@@ -13,7 +13,7 @@ from torch import nn
 from _synthetic_tables import synthetic_table
 from mobilekit.cli import main
 from mobilekit.latency.differentiable import SuperkernelLatency
-from mobilekit.search.hyperencoding import (DEFAULT_MULTIPLIERS, HyperEncoding, HyperParameter, categorical_log_prob,
+from mobilekit.search.methods.hyperencoding import (DEFAULT_MULTIPLIERS, HyperEncoding, HyperParameter, categorical_log_prob,
                                             gumbel_one_hot, reinforce_surrogate)
 from mobilekit.search.outcome import TrainingHyperparameters
 from mobilekit.search.temporary_weights import mixed_step, optimizer_step
@@ -302,7 +302,7 @@ def test_multipliers_that_are_not_positive_numbers_are_one_config_error():
     from types import SimpleNamespace
 
     from mobilekit.errors import ConfigError
-    from mobilekit.search.autohas import multipliers
+    from mobilekit.search.methods.autohas import multipliers
 
     assert multipliers(SimpleNamespace(multipliers=("0.5", "2"))) == (0.5, 2.0)
     with pytest.raises(ConfigError, match=r"multipliers: '0.1,abc' must be comma-separated positive numbers"):

@@ -1,4 +1,4 @@
-"""DiffAutoML (mobilekit/search/diffautoml.py; equation numbers refer to ../shared/papers/diffautoml.txt): the
+"""DiffAutoML (mobilekit/search/methods/diffautoml.py; equation numbers refer to ../shared/papers/diffautoml.txt): the
 policy loss (eq. 2), the architecture gradient estimator (eq. 5), the look-ahead step and the hyper-gradient
 (eq. 6-7), then `--method diffautoml` end to end through the CLI: no retraining, the run-folder records, the
 ablation switches, resume."""
@@ -14,9 +14,9 @@ from torch import nn
 from mobilekit.cli import main
 from mobilekit.latency.differentiable import ExpectedLatency
 from mobilekit.latency_table import LatencyTable
-from mobilekit.search.augment_policy import AugmentPolicy, policy_loss
-from mobilekit.search.diffautoml import _gated_forward, log_prob_gates
-from mobilekit.search.hypergradient import LearnedHyperparameters, hypergradient, lookahead_validation_loss
+from mobilekit.search.methods.augment_policy import AugmentPolicy, policy_loss
+from mobilekit.search.methods.diffautoml import _gated_forward, log_prob_gates
+from mobilekit.search.methods.hypergradient import LearnedHyperparameters, hypergradient, lookahead_validation_loss
 from mobilekit.search.supernets import SampledPathNet
 from mobilekit.search.temporary_weights import lookahead_step
 from mobilekit.search.training import make_optimizer

@@ -114,7 +114,7 @@ def test_random_baseline_picks_its_best_candidate_inside_the_window(tmp_path, ta
 
 @pytest.mark.parametrize("method, count", [("random", "random_samples"), ("random-has", "trials")])
 def test_multi_trial_baselines_resume_inside_a_trial_to_the_same_result(tmp_path, table_path, target, method, count):
-    """The shared trial loop (search/proxy_trials.py): killed inside the last trial, a resumed run keeps the finished
+    """The shared trial loop (search/methods/proxy_trials.py): killed inside the last trial, a resumed run keeps the finished
     trials' results and hands over the same best network and hyper-parameters as an uninterrupted run."""
     settings = dict(method=method, steps_per_epoch=2, epochs=3, final_epochs=1, **{count: 3})
     whole = run_search(quick(table_path, target, tmp_path / "whole", **settings))

@@ -1,4 +1,4 @@
-"""SPOS (mobilekit/search/spos.py): uniform single-path one-shot supernet, then evolution inside [0.9T, T],
+"""SPOS (mobilekit/search/methods/spos.py): uniform single-path one-shot supernet, then evolution inside [0.9T, T],
 end to end through the CLI on digits; the evolution itself on a toy score."""
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from _synthetic_tables import synthetic_table
 from mobilekit.cli import main
 from mobilekit.errors import SearchError
-from mobilekit.search.spos import evolve
+from mobilekit.search.methods.spos import evolve
 
 QUICK = ["--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16", "--export", "none", "--no-progress",
          "--population", "4", "--generations", "1", "--bn-steps", "1", "--eval-samples", "64"]

@@ -114,7 +114,7 @@ def test_threshold_gradient_normalisation_keeps_or_equalises_the_kinds(latency_m
     of decision, so each kind's normalised gradients have RMS 1 whatever its latency saving."""
     from types import SimpleNamespace
 
-    from mobilekit.search.single_path import DECISION_KINDS, SinglePathPhase
+    from mobilekit.search.methods.single_path import DECISION_KINDS, SinglePathPhase
 
     net = make_net(latency_model)
     kinds = {kind: [p for n, p in net.named_parameters() if n.rsplit(".", 1)[-1] == f"t_{kind}" and p.numel()]

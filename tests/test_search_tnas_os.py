@@ -1,4 +1,4 @@
-"""TNAS-OS (mobilekit/search/tnas_os.py) end to end through the CLI on digits: the eq. 11 mixture in the
+"""TNAS-OS (mobilekit/search/methods/tnas_os.py) end to end through the CLI on digits: the eq. 11 mixture in the
 supernet's paths (epsilon rising with the sampler's refits), the proposals plot, and an exact resume."""
 
 import json

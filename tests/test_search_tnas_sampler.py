@@ -1,4 +1,4 @@
-"""The TNAS sampler (mobilekit/search/samplers/tnas.py): the transformer VAE learns a toy set (its ELBO falls),
+"""The TNAS sampler (mobilekit/search/methods/tnas_sampler.py): the transformer VAE learns a toy set (its ELBO falls),
 better architectures weigh more, proposals always lie in the latency window, an empty window is refused, and
 ask/tell moves the proposals toward the architectures told to be good; the eq. 11 mixture at its ends."""
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mobilekit.errors import SearchError
-from mobilekit.search.samplers.tnas import TNASSampler, TransformerVAE, epsilon, mixture_draw, rank_weights
+from mobilekit.search.methods.tnas_sampler import TNASSampler, TransformerVAE, epsilon, mixture_draw, rank_weights
 
 SIZES = [3, 3, 2, 3, 3, 2]                         # allowed types per position (a ragged vocabulary)
 LATENCY = torch.tensor([[1.0, 2.0, 3.0]] * 6)      # column c of any position costs c + 1 ms

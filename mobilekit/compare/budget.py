@@ -142,7 +142,7 @@ BUDGET_RULES: dict[str, Callable[[int], tuple[dict, float]]] = {
 
 
 def _diffautoml(budget_epochs: int, search_keys: Mapping[str, Any]) -> tuple[dict, float]:
-    from mobilekit.search.diffautoml import VALIDATION_SHARE
+    from mobilekit.search.methods.diffautoml import VALIDATION_SHARE
 
     if search_keys.get("hypergradient", True):
         per_epoch = (1 - VALIDATION_SHARE) * 2                 # a training and a validation batch per step

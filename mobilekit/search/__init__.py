@@ -17,9 +17,10 @@ The engine, one concept per module:
 - :mod:`.runfolder`: run-folder files, atomic ``.npz`` checkpoints, metrics JSONL.
 - :mod:`.plots`: search curves and the final architecture.
 - :mod:`.run`: :func:`run_search`, the whole pipeline behind ``mobilekit search``.
+- :mod:`.temporary_weights`: one optimiser step as a function of its hyper-parameters (updates through
+  temporary weights, ``torch.func.functional_call``), shared by AutoHAS and DiffAutoML.
 
-The searchers: :mod:`.single_path` (with the superkernel block of :mod:`.superkernel`), :mod:`.multipath`,
-:mod:`.random_search`.
+The searchers are in :mod:`.methods`, one module per method (helpers that one method uses beside it).
 """
 
 from mobilekit.search.config import SearchConfig, load_recipe, make_config

@@ -84,3 +84,10 @@ def derive_in_window(derived: Architecture, latency_model: Any, target_ms: float
     layer changes (:func:`~mobilekit.search.budget.repair_to_window`, ``score`` = the searcher's log-probability
     of a type at a position)."""
     return repair_to_window(derived, latency_model, WINDOW[0] * target_ms, WINDOW[1] * target_ms, score)
+
+
+def arch_summary(arch: Architecture) -> str:
+    """Counts of the searched choices, e.g. ``k5:7 e6:9 se:2 skip:4``."""
+    ops = arch.searchable_choices
+    return (f"k5:{sum(o.kernel == 5 for o in ops)} e6:{sum(o.expansion == 6 for o in ops)} "
+            f"se:{sum(o.se_ratio > 0 for o in ops)} skip:{sum(o.is_skip for o in ops)}")

@@ -83,12 +83,12 @@ def get_method(name: str, where: str = "settings") -> Method:
 
 
 # ---- the built-in methods: one line each -------------------------------------------------------------------------
-register("single-path", "mobilekit.search.single_path")
-register("multipath", "mobilekit.search.multipath")
-register("random", "mobilekit.search.random_search")
-register("autohas", "mobilekit.search.autohas")
-register("random-has", "mobilekit.search.joint_random")
-register("tpe", "mobilekit.search.joint_tpe")
-register("spos", "mobilekit.search.spos")
-register("tnas-os", "mobilekit.search.tnas_os")
-register("diffautoml", "mobilekit.search.diffautoml")
+register("single-path", "mobilekit.search.methods.single_path")
+register("multipath", "mobilekit.search.methods.multipath")
+register("random", "mobilekit.search.methods.random_search")
+register("autohas", "mobilekit.search.methods.autohas")
+register("random-has", "mobilekit.search.methods.joint_random")
+register("tpe", "mobilekit.search.methods.joint_tpe")
+register("spos", "mobilekit.search.methods.spos")
+register("tnas-os", "mobilekit.search.methods.tnas_os")
+register("diffautoml", "mobilekit.search.methods.diffautoml")

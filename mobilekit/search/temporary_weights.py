@@ -16,7 +16,7 @@ per weight-decay basis instead of one step per combination (what the search uses
 
 :func:`lookahead_step` is the same step as a differentiable function of the learning rate and the weight decay
 (DiffAutoML's ``theta^{t+1}(eta)``, whose validation loss gives eta its hyper-gradient; see
-:mod:`~mobilekit.search.hypergradient`).
+:mod:`~mobilekit.search.methods.hypergradient`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from mobilekit.search.engine import Engine
 from mobilekit.search.runfolder import RunFolder, pack, unpack
@@ -32,6 +32,16 @@ def batches(dataset: Dataset, batch_size: int, seed: int, epoch: int) -> list[to
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(dataset), generator=gen)
     return [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)] or [order]
+
+
+def split_for_architecture(dataset: Dataset, seed: int, share: float = 0.2) -> tuple[Dataset, Dataset]:
+    """(weight split, architecture split) of a training set, seeded."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    cut = max(2, int(len(order) * share))
+    if isinstance(dataset, TensorDataset):
+        x, y = dataset.tensors
+        return TensorDataset(x[order[cut:]], y[order[cut:]]), TensorDataset(x[order[:cut]], y[order[:cut]])
+    return Subset(dataset, order[cut:].tolist()), Subset(dataset, order[:cut].tolist())
 
 
 def load_batches(dataset: Dataset, index_batches: Sequence[torch.Tensor], workers: int = 0

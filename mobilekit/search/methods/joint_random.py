@@ -1,6 +1,6 @@
 """Random search over AutoHAS's joint space (the paper's Table 3 "RS"): per trial an architecture sampled in the
 latency window [0.95 T, T] and a learning rate and weight decay drawn log-uniformly from the range of AutoHAS's
-bases (:mod:`~mobilekit.search.joint_trials`), each trained from scratch; the best validation accuracy wins."""
+bases (:mod:`~mobilekit.search.methods.joint_trials`), each trained from scratch; the best validation accuracy wins."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 from mobilekit.search.budget import RANDOM_WINDOW, sample_in_window
-from mobilekit.search.joint_trials import Options, hyperparameter_ranges, run_trials
+from mobilekit.search.methods.joint_trials import Options, hyperparameter_ranges, run_trials
 from mobilekit.search.outcome import SearchOutcome
 from mobilekit.search.training import SearchContext
 from mobilekit.space import Architecture

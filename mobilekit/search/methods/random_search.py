@@ -11,7 +11,7 @@ from typing import Any
 from mobilekit.search.budget import RANDOM_WINDOW, sample_in_window
 from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters
-from mobilekit.search.proxy_trials import Trial, run_trials
+from mobilekit.search.methods.proxy_trials import Trial, run_trials
 from mobilekit.search.training import SearchContext
 from mobilekit.space import Architecture
 

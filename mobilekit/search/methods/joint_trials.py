@@ -4,7 +4,7 @@ the range of AutoHAS's bases, trained from scratch for ``trial_epochs``; the bes
 
 A method supplies ``propose(ctx, i, history) -> (architecture, lr, weight_decay, extra)`` (``extra``: JSON-able
 facts kept with the trial's result); :func:`run_trials` trains the trials with the loop every multi-trial
-baseline shares (:mod:`mobilekit.search.proxy_trials`: resumable inside a trial; a proposer that depends only on
+baseline shares (:mod:`mobilekit.search.methods.proxy_trials`: resumable inside a trial; a proposer that depends only on
 the history and the trial index repeats itself exactly).
 Budget: ``trials x trial_epochs`` epochs of training; with the defaults (``trial_epochs = epochs // trials``) that is
 the number of weight steps of one AutoHAS search.
@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from mobilekit.search import proxy_trials
-from mobilekit.search.autohas import multipliers
+from mobilekit.search.methods import proxy_trials
+from mobilekit.search.methods.autohas import multipliers
 from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters
-from mobilekit.search.proxy_trials import Trial
+from mobilekit.search.methods.proxy_trials import Trial
 from mobilekit.search.training import SearchContext
 from mobilekit.space import Architecture
 

@@ -16,9 +16,8 @@ from typing import Any, Callable
 import torch
 
 from mobilekit.models.torch_builder import MobileNet
-from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters
+from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary
 from mobilekit.search.runfolder import save_weights
-from mobilekit.search.single_path import arch_summary
 from mobilekit.search.training import SearchContext, TrainPhase, evaluate
 from mobilekit.space import Architecture
 

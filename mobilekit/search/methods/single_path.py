@@ -27,11 +27,11 @@ import torch.nn.functional as F
 
 from mobilekit.latency.differentiable import RELAX_MODES, Decisions, SuperkernelLatency
 from mobilekit.search.options import option
-from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, derive_in_window
+from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
 from mobilekit.search.supernets import SuperNet, extract_network
 from mobilekit.search.training import Phase, SearchContext, make_optimizer
-from mobilekit.space import Architecture, LayerType
+from mobilekit.space import LayerType
 
 LATENCY_MODEL = "superkernel"
 SUMMARY = "Single-Path NAS: one superkernel, thresholds decide kernel/expansion/SE/skip (CE + lambda log R)"
@@ -61,13 +61,6 @@ class Options:
 
 def dropout_epochs(config: Any) -> int:
     return max(1, config.epochs // 4) if config.subset_dropout_epochs is None else config.subset_dropout_epochs
-
-
-def arch_summary(arch: Architecture) -> str:
-    """Counts of the searched choices, e.g. ``k5:7 e6:9 se:2 skip:4``."""
-    ops = arch.searchable_choices
-    return (f"k5:{sum(o.kernel == 5 for o in ops)} e6:{sum(o.expansion == 6 for o in ops)} "
-            f"se:{sum(o.se_ratio > 0 for o in ops)} skip:{sum(o.is_skip for o in ops)}")
 
 
 def hard(margins: Decisions) -> Decisions:

@@ -2,7 +2,7 @@
 
 1. A :class:`~mobilekit.search.supernets.SampledPathNet` (one candidate per searchable layer, shared weights) is
    trained with one path per step drawn by a *path draw*: uniformly over all paths here (``epsilon = 0`` of
-   TNAS eq. 11); :mod:`mobilekit.search.tnas_os` plugs in the mixture with its learned sampler.
+   TNAS eq. 11); :mod:`mobilekit.search.methods.tnas_os` plugs in the mixture with its learned sampler.
 2. An evolutionary search (population, mutation, crossover) over the architectures whose table latency lies in
    [0.9 T, T] (a hard constraint), each candidate scored by the supernet's validation accuracy with its path
    fixed, after recalibrating batch norm (TNAS eq. 10 with inherited weights).
@@ -29,8 +29,7 @@ from torch.utils.data import Dataset, Subset
 from mobilekit.errors import SearchError
 from mobilekit.search.budget import WINDOW, sample_in_window
 from mobilekit.search.options import option
-from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters
-from mobilekit.search.single_path import arch_summary
+from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary
 from mobilekit.search.supernets import SampledPathNet, extract_network, weight_sharing_option
 from mobilekit.search.training import Phase, SearchContext, evaluate, make_optimizer, recalibrate_batchnorm
 from mobilekit.space import Architecture

@@ -3,7 +3,7 @@ equation numbers refer to ``../shared/papers/autohas.txt``): the architecture an
 a learning rate per stage of the schedule and the L2 weight decay -- searched together under a latency target.
 
 Encodings: the architecture logits of a :class:`~mobilekit.search.supernets.SampledPathNet` (one shared-weight
-path per step) and the hyper-parameter logits of a :class:`~mobilekit.search.hyperencoding.HyperEncoding` (bases
+path per step) and the hyper-parameter logits of a :class:`~mobilekit.search.methods.hyperencoding.HyperEncoding` (bases
 ``default x multipliers``). One search step (Algorithm 1) on a training batch and a batch of the held-out
 architecture split (20 % of the training split):
 
@@ -38,16 +38,26 @@ from torch.utils.data import Dataset
 from mobilekit.errors import ConfigError
 from mobilekit.latency.differentiable import ExpectedLatency
 from mobilekit.models.torch_builder import Skeleton
-from mobilekit.search.hyperencoding import (HyperEncoding, HyperParameter, categorical_log_prob, gumbel_one_hot,
-                                            reinforce_surrogate)
-from mobilekit.search.multipath import split_for_architecture
+from mobilekit.search.methods.hyperencoding import (
+    HyperEncoding,
+    HyperParameter,
+    categorical_log_prob,
+    gumbel_one_hot,
+    reinforce_surrogate,
+)
 from mobilekit.search.options import option
-from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, derive_in_window
+from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
-from mobilekit.search.single_path import arch_summary
 from mobilekit.search.supernets import SampledPathNet, extract_network, weight_sharing_option
 from mobilekit.search.temporary_weights import mixed_lr_step, optimizer_direction, optimizer_step
-from mobilekit.search.training import Phase, SearchContext, batches, load_batches, make_optimizer
+from mobilekit.search.training import (
+    Phase,
+    SearchContext,
+    batches,
+    load_batches,
+    make_optimizer,
+    split_for_architecture,
+)
 
 LATENCY_MODEL = "expected"
 SUMMARY = "AutoHAS: architecture + learning-rate schedule + weight decay, sampled path, temporary weights"

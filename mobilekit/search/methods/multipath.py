@@ -18,20 +18,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset
 
 from mobilekit.latency.differentiable import ExpectedLatency
 from mobilekit.search.options import option
-from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, derive_in_window
+from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
-from mobilekit.search.single_path import arch_summary
 from mobilekit.search.supernets import MultiPathNet, extract_network
-from mobilekit.search.training import Phase, SearchContext, batches, load_batches, make_optimizer
+from mobilekit.search.training import (Phase, SearchContext, batches, load_batches, make_optimizer,
+                                       split_for_architecture)
 
 LATENCY_MODEL = "expected"
 SUMMARY = "multi-path baseline (FBNet/ProxylessNAS): every candidate path, Gumbel-softmax weights, E[R] penalty"
 
-__all__ = ["MultiPathNet", "MultiPathPhase", "Options", "search", "split_for_architecture"]
+__all__ = ["MultiPathNet", "MultiPathPhase", "Options", "search"]
 
 
 @dataclass
@@ -46,16 +46,6 @@ class Options:
 
 def warmup_epochs(config: Any) -> int:
     return config.epochs // 4 if config.arch_warmup_epochs is None else config.arch_warmup_epochs
-
-
-def split_for_architecture(dataset: Dataset, seed: int, share: float = 0.2) -> tuple[Dataset, Dataset]:
-    """(weight split, architecture split) of a training set, seeded."""
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    cut = max(2, int(len(order) * share))
-    if isinstance(dataset, TensorDataset):
-        x, y = dataset.tensors
-        return TensorDataset(x[order[cut:]], y[order[cut:]]), TensorDataset(x[order[:cut]], y[order[:cut]])
-    return Subset(dataset, order[cut:].tolist()), Subset(dataset, order[:cut].tolist())
 
 
 class MultiPathPhase(Phase):

@@ -2,7 +2,7 @@
 type at every searchable position, a learning rate and a weight decay (log-uniform over the range of AutoHAS's
 bases) are suggested from the finished trials' validation accuracies; the suggested architecture is moved into
 [0.9 T, T] by the engine's repair before training (the repaired one is what is trained and reported). Each trial
-trains from scratch (:mod:`~mobilekit.search.joint_trials`).
+trains from scratch (:mod:`~mobilekit.search.methods.joint_trials`).
 
 The study is rebuilt for every trial from the finished trials (``optuna.trial.create_trial``) with a sampler seeded
 by (seed, trial), so a resumed run proposes exactly what an uninterrupted one would.
@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 
 from mobilekit.search.budget import WINDOW, repair_to_window
-from mobilekit.search.joint_trials import Options, hyperparameter_ranges, run_trials
+from mobilekit.search.methods.joint_trials import Options, hyperparameter_ranges, run_trials
 from mobilekit.search.outcome import SearchOutcome
 from mobilekit.search.training import SearchContext
 from mobilekit.space import Architecture

@@ -5,7 +5,7 @@ deliverable (no retraining: ``final_epochs`` defaults to 0 for this method).
 
 One step, on a training batch (and, with the hyper-gradient, a batch of a held-out 20 % of the train split):
 
-1. augmentation (Sec. 3.1, :mod:`~mobilekit.search.augment_policy`): one transformation (two successive
+1. augmentation (Sec. 3.1, :mod:`~mobilekit.search.methods.augment_policy`): one transformation (two successive
    operations of :mod:`mobilekit.data.augment_ops`, magnitudes uniform in [0, 10]) per image, drawn from
    ``p(tau)`` by Gumbel-max, applied to the [0, 1] pixels on the training device, then normalised;
 2. architecture (Sec. 3.2): one child drawn from ``softmax(alpha)`` per searchable layer (DSNAS-style, one path
@@ -16,7 +16,7 @@ One step, on a training batch (and, with the hyper-gradient, a batch of a held-o
    ``softmax(alpha)``;
 3. one backward pass of ``CE + lambda log E[R] + L_DA`` gives the weights' gradient, alpha's (eq. 5) and tau's
    (eq. 2, the per-image losses detached);
-4. hyper-parameters (Sec. 3.3, :mod:`~mobilekit.search.hypergradient`): the validation loss of the look-ahead
+4. hyper-parameters (Sec. 3.3, :mod:`~mobilekit.search.methods.hypergradient`): the validation loss of the look-ahead
    weights ``theta^{t+1}(eta)`` (eq. 6, the very step the optimiser then takes) is differentiated w.r.t. eta
    (the weight decay, and with ``hyper_lr`` a factor on the learning rate) and eta takes an Adam step (eq. 7);
 5. the weights take the optimiser step with this step's eta; alpha (search stage only) and tau take Adam steps.
@@ -47,17 +47,26 @@ from mobilekit.data.augment_ops import OPERATION_NAMES, check_names, denormalize
 from mobilekit.errors import ConfigError
 from mobilekit.latency.differentiable import ExpectedLatency
 from mobilekit.models.torch_builder import Skeleton
-from mobilekit.search.augment_policy import AugmentPolicy, policy_loss
 from mobilekit.search.budget import Repair
-from mobilekit.search.hypergradient import WEIGHT_DECAY_RANGE, LearnedHyperparameters, hypergradient, \
-    lookahead_validation_loss
-from mobilekit.search.multipath import split_for_architecture
+from mobilekit.search.methods.augment_policy import AugmentPolicy, policy_loss
+from mobilekit.search.methods.hypergradient import (
+    WEIGHT_DECAY_RANGE,
+    LearnedHyperparameters,
+    hypergradient,
+    lookahead_validation_loss,
+)
 from mobilekit.search.options import option
-from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, derive_in_window
+from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
-from mobilekit.search.single_path import arch_summary
 from mobilekit.search.supernets import SampledPathNet, extract_network, weight_sharing_option
-from mobilekit.search.training import Phase, SearchContext, batches, load_batches, make_optimizer
+from mobilekit.search.training import (
+    Phase,
+    SearchContext,
+    batches,
+    load_batches,
+    make_optimizer,
+    split_for_architecture,
+)
 from mobilekit.space import Architecture
 
 LATENCY_MODEL = "expected"

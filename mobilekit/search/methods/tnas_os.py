@@ -1,9 +1,9 @@
 """TNAS-OS (TNAS Sec. 4.2): one-shot search whose supernet paths come from a learned sampler.
 
-As :mod:`mobilekit.search.spos`, except that
+As :mod:`mobilekit.search.methods.spos`, except that
 
 - each training step draws its path from Gamma(alpha) = (1 - eps) U(alpha) + eps p_theta(alpha | z) (eq. 11):
-  uniform with probability 1 - eps, else a proposal of the :class:`~mobilekit.search.samplers.tnas.TNASSampler`
+  uniform with probability 1 - eps, else a proposal of the :class:`~mobilekit.search.methods.tnas_sampler.TNASSampler`
   (always inside [0.9 T, T]); eps = min(eps_max, eps_inc * refits so far), so it rises as the sampler learns;
 - every ``tell_every`` steps (default: once per epoch) the distinct paths trained since the last tell are scored by
   the supernet on a fixed validation batch (batch-statistics BN, no recalibration: cheap) and told to the sampler,
@@ -26,8 +26,8 @@ from torch import nn
 from mobilekit.search.budget import WINDOW
 from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome
-from mobilekit.search.samplers.tnas import TNASSampler, epsilon, mixture_draw
-from mobilekit.search.spos import (Options as SposOptions, OneShotPhase, PathSpace, initial_population, outcome,
+from mobilekit.search.methods.tnas_sampler import TNASSampler, epsilon, mixture_draw
+from mobilekit.search.methods.spos import (Options as SposOptions, OneShotPhase, PathSpace, initial_population, outcome,
                                    run_evolution, validation_subset)
 from mobilekit.search.supernets import SampledPathNet
 from mobilekit.search.training import SearchContext, load_batches
