@@ -1,6 +1,6 @@
 """The method registry: a method name -> the module that implements it. Nothing else in mobilekit names a method.
 
-A method module defines (see README, "Adding a searcher"):
+A method module defines (see docs/adding-a-searcher.md):
 
 ``Options``        a dataclass of the method's own settings, declared with :func:`~mobilekit.search.options.option`
                    (recipe section ``[search.<name>]``, command-line flags, validation all derive from it);
