@@ -14,7 +14,9 @@ The baseline is the regression fitted on the *full* new table (every layer measu
 cross-validated MAPE (the error it makes on layer shapes it did not see). Goal: few-shot MAPE with 20 entries
 within 1.5x of that baseline.
 
-    python bench/adapt.py [--data /work/shared/latency] [--budgets 10,20,40]
+    python bench/adapt.py [--data /work/shared/latency] [--budgets 10,20,40] [--smoke]
+
+``--smoke`` (seconds; the test suite runs it): the Pixel 1 scenario only, budget 10.
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ def main() -> int:
     parser.add_argument("--data", default="/work/shared/latency")
     parser.add_argument("--tables", default="latency_tables")
     parser.add_argument("--budgets", default="10,20,40")
+    parser.add_argument("--smoke", action="store_true", help="seconds: the Pixel 1 scenario at budget 10 only")
     args = parser.parse_args()
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = [10] if args.smoke else [int(b) for b in args.budgets.split(",")]
     print(f"{'scenario (new table from reference)':44} {'layers':>5} {'full reg.':>10}  "
           + "  ".join(f"{'k=' + str(b):>16}" for b in budgets))
     print("  few-shot: held-out MAPE (ratio to the full-table regression's CV MAPE)")
@@ -97,6 +100,8 @@ def main() -> int:
             ratios[b].append(r)
 
     add(report("Pixel 1: ProxylessNAS from Single-Path NAS", pack(spnas), pack(proxyless), budgets))
+    if args.smoke:
+        return 0
     resolution = ofa.attrs["resolution"]
     for new, ref in ((224, 160), (160, 224), (192, 176)):
         add(report(f"Note10: {new} px from {ref} px", pack(ofa.subset(resolution == ref)),

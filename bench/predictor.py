@@ -1,7 +1,10 @@
 """Predictor error divided by the device's own repeat noise, on this CPU (goal: at most 1.5).
 
     python bench/predictor.py [--device devices/onnx-host.toml] [--table T] [--samples 30] [--runs 20]
-                              [--out runs/bench-predictor]
+                              [--out runs/bench-predictor] [--smoke]
+
+``--smoke`` (seconds; the test suite runs it): the shipped ``latency_tables/onnx-host.json``, 3 networks, 3 runs,
+output in a temporary folder.
 
 Without ``--table`` a latency table of this CPU is profiled first into ``OUT/host-table.json`` (resumable; the
 model files are cached, so a second run skips the export). Then ``samples`` whole networks spread over the
@@ -43,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="timed inferences per measurement (default 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-predictor", help="output folder (default runs/bench-predictor)")
+    parser.add_argument("--smoke", action="store_true", help="seconds: the shipped table, 3 networks, 3 runs")
     args = parser.parse_args(argv)
+    if args.smoke:
+        import tempfile
+
+        args.table, args.samples, args.runs = args.table or "latency_tables/onnx-host.json", 3, 3
+        args.out = tempfile.mkdtemp(prefix="mobilekit-bench-predictor-")
 
     out = Path(args.out)
     descriptor = load_device(args.device)

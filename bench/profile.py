@@ -13,7 +13,9 @@ their ratio (1.0: the device never waited and nothing else cost time):
    the pool does not overlap the measurements unless the device is pinned (conversions would disturb them),
    so the gain is the parallel conversion.
 
-    python bench/profile.py [--resolution 64] [--positions 0-5] [--runs 20] [--repeats 2] [--run-cost 0.5]
+    python bench/profile.py [--resolution 64] [--positions 0-5] [--runs 20] [--repeats 2] [--run-cost 0.5] [--smoke]
+
+``--smoke`` (seconds; the test suite runs it): 32 px, position 0, 2 runs, no phone run cost, no serial run.
 """
 
 from __future__ import annotations
@@ -62,7 +64,11 @@ def main() -> int:
     parser.add_argument("--run-cost", type=float, default=0.5,
                         help="idle seconds the emulated phone adds to every benchmark run (default 0.5)")
     parser.add_argument("--skip-serial", action="store_true", help="leave out the serial from-scratch host run")
+    parser.add_argument("--smoke", action="store_true", help="seconds: a tiny slice, to check the script runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.resolution, args.positions, args.runs, args.warmup, args.repeats = 32, "0", 2, 1, 1
+        args.run_cost, args.skip_serial = 0.0, True
 
     from mobilekit.testing.adb_emulator import AdbDeviceEmulator
     from mobilekit.testing.benchmark_model_litert import write_benchmark_model_wrapper
