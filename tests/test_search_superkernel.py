@@ -134,3 +134,39 @@ def test_threshold_gradient_normalisation_keeps_or_equalises_the_kinds(latency_m
         assert rms["kernel"] / rms["expand"] == pytest.approx(0.1) and rms["keep"] / rms["expand"] == pytest.approx(2.0)
     else:
         assert all(value == pytest.approx(1.0) for value in rms.values())
+
+
+def _own_thresholds(layer, layer_type, value):
+    """Raise only the thresholds that ``layer_type`` turns off (from the largest type) to ``value``."""
+    g = layer.grid
+    with torch.no_grad():
+        if layer_type.is_skip:
+            layer.t_keep.fill_(value)
+            return
+        layer.t_kernel[g.kernels.index(layer_type.kernel):] = value
+        layer.t_expand[g.expansions.index(layer_type.expansion):] = value
+        layer.t_se[g.se_ratios.index(layer_type.se_ratio):] = value
+
+
+def test_every_type_is_reachable_by_its_own_thresholds_at_the_search_defaults(latency_model):
+    """Issue 19: with the search's own threshold_init, raising only a type's own thresholds (by less than
+    threshold_reach above the statistic) derives exactly that type: k3_e6 from k5_e6 by the kernel threshold
+    alone, not a skip (the old keep/expand statistics, referenced with every ring on, fell to ~0.37)."""
+    from mobilekit.search.methods.single_path import Options
+
+    opts = Options()
+    torch.manual_seed(0)
+    space = get_space(width=WIDTH, resolution=32, num_classes=10)
+    raised = 1.0 + opts.threshold_reach / 2                    # statistics start at 1
+    layers = SuperNet(space, latency_model.grid, threshold_init=opts.threshold_init).superkernels
+    candidates = [list(layer.position.candidates) for layer in layers]
+    for r in range(max(len(c) for c in candidates)):
+        net = SuperNet(space, latency_model.grid, threshold_init=opts.threshold_init)
+        wanted = {}
+        for layer, cands in zip(net.superkernels, candidates):
+            if r < len(cands):
+                wanted[layer.position.index] = cands[r]
+                _own_thresholds(layer, cands[r], raised)
+        choices = net.architecture().choices
+        for index, layer_type in wanted.items():
+            assert choices[index] == layer_type, (index, layer_type, choices[index])
