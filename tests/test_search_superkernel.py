@@ -1,5 +1,7 @@
 """The single-path superkernel: threshold decisions, equivalence with the derived network, gradients."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,3 +172,30 @@ def test_every_type_is_reachable_by_its_own_thresholds_at_the_search_defaults(la
         choices = net.architecture().choices
         for index, layer_type in wanted.items():
             assert choices[index] == layer_type, (index, layer_type, choices[index])
+
+
+def test_non_finite_threshold_gradients_are_skipped_not_folded_into_the_rms(latency_model):
+    """Issue 19 item 5: an inf threshold gradient (fp16 scaler's early steps) drops that step's threshold
+    gradients and leaves the running RMS and step count untouched; the next finite step normalises as usual."""
+    from types import SimpleNamespace
+
+    from mobilekit.search.methods.single_path import DECISION_KINDS, SinglePathPhase
+
+    net = make_net(latency_model)
+    kinds = {kind: [p for n, p in net.named_parameters() if n.rsplit(".", 1)[-1] == f"t_{kind}" and p.numel()]
+             for kind in DECISION_KINDS}
+    thresholds = [p for ps in kinds.values() for p in ps]
+    phase = SimpleNamespace(state={"grad_sq": 0.0, "grad_steps": 0}, config=SimpleNamespace(threshold_normalization="global"),
+                            thresholds=thresholds, threshold_kinds=kinds, GRAD_BETA=SinglePathPhase.GRAD_BETA)
+    phase._normalize_group = lambda key, grads: SinglePathPhase._normalize_group(phase, key, grads)
+    for p in thresholds:
+        p.grad = torch.ones_like(p)
+    thresholds[3].grad[0] = float("inf")
+    assert SinglePathPhase._normalize_threshold_grads(phase) is False
+    assert all(p.grad is None for p in thresholds)
+    assert phase.state == {"grad_sq": 0.0, "grad_steps": 0}
+    for p in thresholds:
+        p.grad = torch.full_like(p, 3.0)
+    assert SinglePathPhase._normalize_threshold_grads(phase) is True
+    assert phase.state["grad_steps"] == 1 and math.isfinite(phase.state["grad_sq"])
+    assert all(torch.allclose(p.grad, torch.ones_like(p)) for p in thresholds)

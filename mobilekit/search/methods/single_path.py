@@ -96,14 +96,23 @@ class SinglePathPhase(Phase):
         self.penalty = LatencyPenalty(target_ms, self.state, config.target_aim, config.lambda_init, config.lambda_lr,
                                       config.lambda_p)
 
-    def _normalize_threshold_grads(self) -> None:
+    def _normalize_threshold_grads(self) -> bool:
+        """Divide the threshold gradients by their running RMS; False (and no threshold step) when any of them is
+        not finite (fp16 with a gradient scaler gives inf on its early steps): the gradients are dropped so that
+        they poison neither the running RMS nor the momentum."""
+        grads = [p.grad for p in self.thresholds if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.cat([g.flatten() for g in grads])).all()):
+            for p in self.thresholds:
+                p.grad = None
+            return False
         state = self.state
         state["grad_steps"] = int(state["grad_steps"]) + 1
         if self.config.threshold_normalization == "global":
-            self._normalize_group("grad_sq", [p.grad for p in self.thresholds if p.grad is not None])
-            return
+            self._normalize_group("grad_sq", grads)
+            return True
         for kind, params in self.threshold_kinds.items():
             self._normalize_group(f"grad_sq_{kind}", [p.grad for p in params if p.grad is not None])
+        return True
 
     def _normalize_group(self, key: str, grads: list[torch.Tensor]) -> None:
         """Divide ``grads`` by the running RMS kept in ``state[key]`` (bias-corrected by the step count)."""
