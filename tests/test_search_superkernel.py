@@ -150,18 +150,23 @@ def _own_thresholds(layer, layer_type, value):
         layer.t_se[g.se_ratios.index(layer_type.se_ratio):] = value
 
 
-def test_every_type_is_reachable_by_its_own_thresholds_at_the_search_defaults(latency_model):
+@pytest.mark.parametrize("with_se", [True, False])
+def test_every_type_is_reachable_by_its_own_thresholds_at_the_search_defaults(with_se):
     """Issue 19: with the search's own threshold_init, raising only a type's own thresholds (by less than
     threshold_reach above the statistic) derives exactly that type: k3_e6 from k5_e6 by the kernel threshold
     alone, not a skip (the old keep/expand statistics, referenced with every ring on, fell to ~0.37)."""
     from mobilekit.search.methods.single_path import Options
 
     opts = Options()
+    latency_model = SuperkernelLatency(synthetic_table(width=WIDTH, with_se=with_se))   # no SE: the Pixel 1 grid
     torch.manual_seed(0)
     space = get_space(width=WIDTH, resolution=32, num_classes=10)
     raised = 1.0 + opts.threshold_reach / 2                    # statistics start at 1
     layers = SuperNet(space, latency_model.grid, threshold_init=opts.threshold_init).superkernels
-    candidates = [list(layer.position.candidates) for layer in layers]
+    g = latency_model.grid
+    candidates = [[t for t in layer.position.candidates if t.is_skip or
+                   (t.kernel in g.kernels and t.expansion in g.expansions and t.se_ratio in g.se_ratios)]
+                  for layer in layers]
     for r in range(max(len(c) for c in candidates)):
         net = SuperNet(space, latency_model.grid, threshold_init=opts.threshold_init)
         wanted = {}

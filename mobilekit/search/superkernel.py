@@ -129,9 +129,9 @@ class SuperMBConv(nn.Module):
         bounds = self.mids
         keep = per_channel[:bounds[0]].sum().reshape(1)
         expand = torch.stack([per_channel[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])]) \
-            if len(bounds) > 1 else w_eff.new_zeros(0)
+            if len(bounds) > 1 else w_sq.new_zeros(0)
         if self.se is None:
-            return keep, expand, w_eff.new_zeros(0)
+            return keep, expand, w_sq.new_zeros(0)
         per_squeeze = self.se.reduce.weight.pow(2).sum((1, 2, 3))
         sq = self.squeezes
         se = torch.stack([per_squeeze[a:b].sum() for a, b in zip(sq[:-1], sq[1:])])
