@@ -7,14 +7,19 @@ Reads the comparison's cells and each single-path run's metrics.jsonl (nothing i
   architecture's table latency) first entered [0.9 T, T], and R at the end of the search.
 
     python bench/compare_trajectories.py /work/runs/compare-p80
+    python bench/compare_trajectories.py --smoke     # seconds: one tiny search in a temporary folder
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from collections import Counter
 from pathlib import Path
+
+# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import json
+from collections import Counter
 
 
 def main(folder: str) -> None:
@@ -53,5 +58,28 @@ def main(folder: str) -> None:
               + ", ".join(f"{k} {n}" for k, n in changes.most_common(4)))
 
 
+def smoke() -> None:
+    """Seconds: one tiny single-path search (digits, 1 epoch x 4 steps) laid out as a comparison folder in a
+    temporary folder, then the report on it."""
+    import tempfile
+
+    from mobilekit.search import make_config, run_search
+
+    table = Path(__file__).resolve().parents[1] / "latency_tables" / "pixel1-spnas.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        config = make_config(table=str(table), target_ms=80.0, out=str(root / "runs" / "single-path-s0"),
+                             epochs=1, steps_per_epoch=4, batch_size=8, final_epochs=0, export=(), threads=1)
+        summary = run_search(config)
+        (root / "cells").mkdir()
+        (root / "compare.json").write_text(json.dumps({"target_ms": 80.0}))
+        (root / "cells" / "single-path-s0.json").write_text(
+            json.dumps({"method": "single-path", "seed": 0, "arch": summary["derived_arch"]}))
+        main(str(root))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/compare-p80")
+    if "--smoke" in sys.argv[1:]:
+        smoke()
+    else:
+        main(sys.argv[1] if len(sys.argv) > 1 else "runs/compare-p80")

@@ -49,18 +49,24 @@ def main() -> None:
     parser.add_argument("--final-epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds: single-path only, one seed, 1 epoch x 2 steps, 1 final epoch")
     args = parser.parse_args()
+    if args.smoke:
+        args.methods, args.seeds, args.epochs, args.steps_per_epoch, args.final_epochs, args.batch_size, \
+            args.workers = ["single-path"], 1, 1, 2, 1, 8, 1
     print(f"settings: target {args.target:g} ms on {args.table}; digits at 32x32; search {args.epochs} epochs x "
           f"{args.steps_per_epoch} steps, final training {args.final_epochs} epochs x {args.steps_per_epoch} steps "
           f"(inheriting the search weights), batch {args.batch_size}, seeds 0-{args.seeds - 1}; random: 4 "
           f"candidates x {max(1, args.epochs // 4)} proxy epochs; {args.workers} runs at a time")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
-        jobs = [(method, seed, args, tmp) for seed in range(args.seeds) for method in METHODS]
+        jobs = [(method, seed, args, tmp) for seed in range(args.seeds) for method in args.methods]
         summaries = list(pool.map(search, jobs))
-    results = {m: [s for (method, _, _, _), s in zip(jobs, summaries) if method == m] for m in METHODS}
+    results = {m: [s for (method, _, _, _), s in zip(jobs, summaries) if method == m] for m in args.methods}
     print(f"{'method':<12} {'test accuracy':>18} {'val accuracy':>18} {'predicted ms':>14} {'search s':>9}")
-    for method in METHODS:
+    for method in args.methods:
         runs = results[method]
 
         def mean_std(key: str) -> str:

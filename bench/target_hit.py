@@ -6,6 +6,7 @@ instead of the default 152 of 64) run two at a time (one torch thread each) so t
 minutes on 2 cores; pass --epochs / --steps-per-epoch / --workers for other settings.
 
     python bench/target_hit.py [--targets 60 80 100] [--seeds 5] [--epochs 8] [--steps-per-epoch 10]
+    python bench/target_hit.py --smoke      # seconds: checks the script runs
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--relax", default="sigmoid")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="seconds: one target, one seed, 1 epoch x 2 steps")
     args = parser.parse_args()
+    if args.smoke:
+        args.targets, args.seeds, args.epochs, args.steps_per_epoch, args.batch_size, args.workers = \
+            [80.0], 1, 1, 2, 8, 1
     print(f"settings: single-path ({args.relax}), table {args.table}, digits at 32x32, {args.epochs} epochs x "
           f"{args.steps_per_epoch} steps, batch {args.batch_size}, seeds 0-{args.seeds - 1}, no final training, "
           f"{args.workers} searches at a time")

@@ -178,3 +178,20 @@ def test_shipped_recipes_are_complete_and_inside_their_tables(recipe, tmp_path):
     from mobilekit.search.run import build_latency_model_for
 
     check_target(build_latency_model_for(config), config.target_ms)
+
+
+def test_single_path_warm_up_trains_weights_only_then_the_runtime_term_starts(tmp_path, table_path, target):
+    """Issue 19: the first warmup_share of the steps run with lambda = 0 and fixed thresholds (the authors'
+    build_runtime_lambda schedule); the PI-steered runtime term starts after them."""
+    from mobilekit.search.methods.single_path import warmup_steps
+
+    out = tmp_path / "run"
+    config = quick(table_path, target, out, warmup_share=0.5)
+    run_search(config)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    search = [r for r in records if "runtime_hard_ms" in r]
+    warm = warmup_steps(config, len(search))
+    assert 0 < warm < len(search)
+    assert all(r["lambda"] == 0.0 for r in search[:warm])
+    assert len({r["arch"] for r in search[:warm]}) == 1               # thresholds fixed: no decision moved
+    assert all(r["lambda"] != 0.0 for r in search[warm:])

@@ -1,5 +1,7 @@
 """The single-path superkernel: threshold decisions, equivalence with the derived network, gradients."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -134,3 +136,71 @@ def test_threshold_gradient_normalisation_keeps_or_equalises_the_kinds(latency_m
         assert rms["kernel"] / rms["expand"] == pytest.approx(0.1) and rms["keep"] / rms["expand"] == pytest.approx(2.0)
     else:
         assert all(value == pytest.approx(1.0) for value in rms.values())
+
+
+def _own_thresholds(layer, layer_type, value):
+    """Raise only the thresholds that ``layer_type`` turns off (from the largest type) to ``value``."""
+    g = layer.grid
+    with torch.no_grad():
+        if layer_type.is_skip:
+            layer.t_keep.fill_(value)
+            return
+        layer.t_kernel[g.kernels.index(layer_type.kernel):] = value
+        layer.t_expand[g.expansions.index(layer_type.expansion):] = value
+        layer.t_se[g.se_ratios.index(layer_type.se_ratio):] = value
+
+
+@pytest.mark.parametrize("with_se", [True, False])
+def test_every_type_is_reachable_by_its_own_thresholds_at_the_search_defaults(with_se):
+    """Issue 19: with the search's own threshold_init, raising only a type's own thresholds (by less than
+    threshold_reach above the statistic) derives exactly that type: k3_e6 from k5_e6 by the kernel threshold
+    alone, not a skip (the old keep/expand statistics, referenced with every ring on, fell to ~0.37)."""
+    from mobilekit.search.methods.single_path import Options
+
+    opts = Options()
+    latency_model = SuperkernelLatency(synthetic_table(width=WIDTH, with_se=with_se))   # no SE: the Pixel 1 grid
+    torch.manual_seed(0)
+    space = get_space(width=WIDTH, resolution=32, num_classes=10)
+    raised = 1.0 + opts.threshold_reach / 2                    # statistics start at 1
+    layers = SuperNet(space, latency_model.grid, threshold_init=opts.threshold_init).superkernels
+    g = latency_model.grid
+    candidates = [[t for t in layer.position.candidates if t.is_skip or
+                   (t.kernel in g.kernels and t.expansion in g.expansions and t.se_ratio in g.se_ratios)]
+                  for layer in layers]
+    for r in range(max(len(c) for c in candidates)):
+        net = SuperNet(space, latency_model.grid, threshold_init=opts.threshold_init)
+        wanted = {}
+        for layer, cands in zip(net.superkernels, candidates):
+            if r < len(cands):
+                wanted[layer.position.index] = cands[r]
+                _own_thresholds(layer, cands[r], raised)
+        choices = net.architecture().choices
+        for index, layer_type in wanted.items():
+            assert choices[index] == layer_type, (index, layer_type, choices[index])
+
+
+def test_non_finite_threshold_gradients_are_skipped_not_folded_into_the_rms(latency_model):
+    """Issue 19 item 5: an inf threshold gradient (fp16 scaler's early steps) drops that step's threshold
+    gradients and leaves the running RMS and step count untouched; the next finite step normalises as usual."""
+    from types import SimpleNamespace
+
+    from mobilekit.search.methods.single_path import DECISION_KINDS, SinglePathPhase
+
+    net = make_net(latency_model)
+    kinds = {kind: [p for n, p in net.named_parameters() if n.rsplit(".", 1)[-1] == f"t_{kind}" and p.numel()]
+             for kind in DECISION_KINDS}
+    thresholds = [p for ps in kinds.values() for p in ps]
+    phase = SimpleNamespace(state={"grad_sq": 0.0, "grad_steps": 0}, config=SimpleNamespace(threshold_normalization="global"),
+                            thresholds=thresholds, threshold_kinds=kinds, GRAD_BETA=SinglePathPhase.GRAD_BETA)
+    phase._normalize_group = lambda key, grads: SinglePathPhase._normalize_group(phase, key, grads)
+    for p in thresholds:
+        p.grad = torch.ones_like(p)
+    thresholds[3].grad[0] = float("inf")
+    assert SinglePathPhase._normalize_threshold_grads(phase) is False
+    assert all(p.grad is None for p in thresholds)
+    assert phase.state == {"grad_sq": 0.0, "grad_steps": 0}
+    for p in thresholds:
+        p.grad = torch.full_like(p, 3.0)
+    assert SinglePathPhase._normalize_threshold_grads(phase) is True
+    assert phase.state["grad_steps"] == 1 and math.isfinite(phase.state["grad_sq"])
+    assert all(torch.allclose(p.grad, torch.ones_like(p)) for p in thresholds)

@@ -119,7 +119,7 @@ def test_each_sampler_runs_a_study_and_writes_the_outputs(tmp_path, tiny, capsys
     assert states(study) == [TrialState.COMPLETE] * 2
     assert study.user_attrs["sampler"] == sampler
     best = study.best_trial
-    assert best.value == pytest.approx(reward(best.user_attrs["val_accuracy"], best.user_attrs["derived_ms"],
+    assert best.value == pytest.approx(reward(best.user_attrs["val_accuracy"], best.user_attrs["predicted_ms"],
                                               tiny["target_ms"]))
     assert Path(best.user_attrs["run_folder"], "summary.json").exists()
     # fixed-λ mode: steering off, the search keeps the sampled λ
@@ -132,7 +132,8 @@ def test_each_sampler_runs_a_study_and_writes_the_outputs(tmp_path, tiny, capsys
 
 def test_pruner_gets_eq19_per_epoch_and_stops_trials_early(tmp_path, tiny):
     # the weights' learning rate moves the batch accuracy of one-step epochs (λ would need more steps)
-    config = tiny_config(tiny, tmp_path, trials=4, sampler="random", pruner="sh",
+    # no single-path warm-up: with one-step epochs it would hold every trial's R (and its weights' pull) equal
+    config = tiny_config({**tiny, "warmup_share": 0.0}, tmp_path, trials=4, sampler="random", pruner="sh",
                          fidelity=parse_fidelity("epochs:2:4"), params=(parse_param("lr:log:1e-5:1"),))
     run_tune(config)
     trials = load(tmp_path).trials
@@ -215,3 +216,14 @@ def test_two_processes_join_one_study_in_a_journal_file(tmp_path, tiny):
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 2
     assert {Path(t.user_attrs["run_folder"]).parents[1].name for t in complete} == {"machine0", "machine1"}
+
+
+def test_eq19_scores_the_accuracy_and_latency_of_one_network():
+    """Issue 19: after a repair the derived network (before it) and the final one differ; eq. 19 takes R from the
+    final network, whose accuracy it scores, never the derived network's latency."""
+    from mobilekit.tune.objective import summary_latency_ms, summary_reward
+
+    summary = {"val_accuracy": 0.8, "target_ms": 10.0, "derived_ms": 20.0, "predicted_ms": 9.5,
+               "measured_ms": None, "repairs": [{"position": 3}]}
+    assert summary_latency_ms(summary) == 9.5
+    assert summary_reward(summary) == pytest.approx(0.8)               # the repaired network meets the target

@@ -34,9 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--grid-points", type=int, default=5, help="values per tuned range in --grid (default 5)")
     add("--objectives", default="reward",
         help="reward (eq. 19, default) or several of reward,accuracy,latency for a multi-objective study")
-    add("--latency", choices=("derived", "final", "measured"), default="derived",
-        help="R in the objectives: the searched (derived) network's table latency (default), the final "
-             "network's after repair into [0.9T, T], or its measured latency (needs a reachable device)")
+    add("--latency", choices=("final", "measured"), default="final",
+        help="R in the objectives, of the network whose accuracy is scored: the final network's table latency "
+             "(default) or its measured latency (needs a reachable device)")
     add("--out", required=True, help="output folder: study.db, trial run folders, trials.csv, best.json, plots")
     add("--storage", help="shared Optuna storage: postgresql://..., mysql://..., sqlite:///FILE, or a journal "
                           "file (journal:PATH or PATH.log) that workers on other machines join")

@@ -11,8 +11,9 @@ width, and the 1x1 projection. Smaller choices are weight subsets of it, each sw
 
 A decision is ``indicator(stat - t)`` with ``stat = ||w_subset||^2 / ||w_subset at init||^2``: the paper's squared
 group norm, divided by its value at initialisation so that one threshold scale (and learning rate) fits every
-layer; thresholds start below 1, so every subset starts on. As in the reference implementation the expansion
-and keep statistics are taken on the depthwise kernel after the kernel decision.
+layer; thresholds start below 1, so every subset starts on. As in the reference implementation (and eq. 3) the
+expansion and keep statistics are taken on the depthwise kernel after the kernel decision; their init reference
+is masked the same way, so every type of a position is reachable by moving only its own thresholds.
 
 Unlike the reference, the statistics carry no gradient: the decisions' gradients (the runtime term's and the
 cross-entropy's, through the straight-through indicator) reach the thresholds only, and the weights learn from
@@ -96,36 +97,41 @@ class SuperMBConv(nn.Module):
         self.register_buffer("centers", centers)                       # (K, k_max, k_max)
         self.register_buffer("rings", centers[1:] - centers[:-1])      # (K-1, k_max, k_max)
         with torch.no_grad():
-            keep_ref, expand_ref, se_ref = self._group_sq_norms(self._masked_kernel(torch.ones(len(grid.kernels) - 1)))
+            w0 = self.depthwise[0].weight.detach()
+            _, _, se_ref = self._group_sq_norms(w0.pow(2))
             self.register_buffer("ref_kernel", self._ring_sq_norms())
-        self.register_buffer("ref_keep", keep_ref)
-        self.register_buffer("ref_expand", expand_ref)
+        # keep/expand reference: the depthwise weight at init, squared, masked like the current weight (eq. 3 of
+        # the paper compares the kernel-masked weights; referencing them with every ring on made a kernel move a skip)
+        self.register_buffer("ref_depthwise_sq", w0.pow(2).clone())   # (mid, 1, k_max, k_max)
         self.register_buffer("ref_se", se_ref)
         self.register_buffer("_expand_sizes", _group_sizes(self.mids), persistent=False)      # (E-1,) channels
         self.register_buffer("_squeeze_sizes", _group_sizes(self.squeezes), persistent=False)  # (S-1,)
         self._decided: tuple[str, torch.Tensor] | None = None   # (relax, margins) of the last decide with grad
 
     # ---- decisions ----------------------------------------------------------------------------------------------
+    def _kernel_mask(self, kernel_inds: torch.Tensor) -> torch.Tensor:
+        """(k_max, k_max) mask: the smallest kernel's centre plus each ring whose kernel is on."""
+        return self.centers[0] + (torch.cumprod(kernel_inds, 0)[:, None, None] * self.rings).sum(0)
+
     def _masked_kernel(self, kernel_inds: torch.Tensor) -> torch.Tensor:
         """The depthwise weight (mid, 1, k_max, k_max) with the rings of the kernels that are off zeroed."""
-        w = self.depthwise[0].weight
-        mask = self.centers[0] + (torch.cumprod(kernel_inds, 0)[:, None, None] * self.rings).sum(0)
-        return w * mask
+        return self.depthwise[0].weight * self._kernel_mask(kernel_inds)
 
     def _ring_sq_norms(self) -> torch.Tensor:
         """Squared norms of the depthwise kernel's rings, (K-1,)."""
         w = self.depthwise[0].weight
         return (w.pow(2).sum((0, 1))[None] * self.rings).sum((1, 2))
 
-    def _group_sq_norms(self, w_eff: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Squared norms of the keep channels (1,), the expansion groups (E-1,) and the squeeze groups (S-1,)."""
-        per_channel = w_eff.pow(2).sum((1, 2, 3))
+    def _group_sq_norms(self, w_sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Squared norms of the keep channels (1,), the expansion groups (E-1,) and the squeeze groups (S-1,),
+        from the squared (masked) depthwise weight ``w_sq`` (mid, 1, k_max, k_max)."""
+        per_channel = w_sq.sum((1, 2, 3))
         bounds = self.mids
         keep = per_channel[:bounds[0]].sum().reshape(1)
         expand = torch.stack([per_channel[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])]) \
-            if len(bounds) > 1 else w_eff.new_zeros(0)
+            if len(bounds) > 1 else w_sq.new_zeros(0)
         if self.se is None:
-            return keep, expand, w_eff.new_zeros(0)
+            return keep, expand, w_sq.new_zeros(0)
         per_squeeze = self.se.reduce.weight.pow(2).sum((1, 2, 3))
         sq = self.squeezes
         se = torch.stack([per_squeeze[a:b].sum() for a, b in zip(sq[:-1], sq[1:])])
@@ -134,11 +140,17 @@ class SuperMBConv(nn.Module):
     @torch.no_grad()
     def statistics(self, relax: str = HARD, tau: float = 1.0) -> dict[str, torch.Tensor]:
         """Relative squared norms ``||w_subset||^2 / ||w_subset at init||^2`` of every subset (no gradient):
-        {"kernel" (K-1,), "keep" (1,), "expand" (E-1,), "se" (S-1,)}; keep/expand after the kernel decision."""
+        {"kernel" (K-1,), "keep" (1,), "expand" (E-1,), "se" (S-1,)}.
+
+        keep/expand are taken after the kernel decision (eq. 3: the channel groups of the kernel-masked weight),
+        and divided by the init weight under the same mask, so they start at 1 whichever kernel is chosen: a
+        kernel move leaves them where they were (before, the reference had every ring on, so dropping the 5x5
+        ring cut them to ~0.37 and a 5x5 -> 3x3 move became a skip)."""
         kernel = self._ring_sq_norms() / self.ref_kernel
-        w_eff = self._masked_kernel(indicator(kernel - self.t_kernel, relax, tau))
-        keep, expand, se = self._group_sq_norms(w_eff)
-        return {"kernel": kernel, "keep": keep / self.ref_keep, "expand": expand / self.ref_expand, "se": se / self.ref_se}
+        mask_sq = self._kernel_mask(indicator(kernel - self.t_kernel, relax, tau)).pow(2)
+        keep, expand, se = self._group_sq_norms(self.depthwise[0].weight.pow(2) * mask_sq)
+        keep_ref, expand_ref, _ = self._group_sq_norms(self.ref_depthwise_sq * mask_sq)
+        return {"kernel": kernel, "keep": keep / keep_ref, "expand": expand / expand_ref, "se": se / self.ref_se}
 
     def decide(self, relax: str = HARD, tau: float = 1.0) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         """Margins ``stat - t`` and indicators of this layer's decisions, plus the kernel-masked depthwise weight.

@@ -23,8 +23,8 @@ class TuneConfig:
 
     ``params``: tuned search options; ``sets``: search options fixed for every trial (``--set``);
     ``trials``: finished (complete or pruned) trials wanted in the study; ``objectives``: ``("reward",)`` (eq. 19)
-    or several of reward/accuracy/latency (multi-objective); ``latency``: which R the objectives use (derived,
-    final, measured); ``storage``: Optuna storage URL or journal file (default: SQLite in ``out``);
+    or several of reward/accuracy/latency (multi-objective); ``latency``: which R the objectives use (final,
+    measured; always the network whose accuracy is scored); ``storage``: Optuna storage URL or journal file (default: SQLite in ``out``);
     ``workers``: parallel trials (local processes, or Ray tasks with ``ray``); ``ray``: None (off), "" (a
     local Ray instance, or the one already initialised) or a cluster address; ``threads``: torch threads in all,
     split between workers; ``heartbeat_s``: RDB heartbeat period (a silent trial fails after twice that).
@@ -41,7 +41,7 @@ class TuneConfig:
     grid: bool = False
     grid_points: int = 5
     objectives: tuple[str, ...] = ("reward",)
-    latency: str = "derived"
+    latency: str = "final"
     storage: str | None = None
     study: str = "tune"
     workers: int = 1

@@ -3,9 +3,10 @@
     maximize  Acc_val(λ) · (R(λ) / R_T)^w,   w = 0 if R <= R_T, else w = -1
 
 so a network at or under the target scores its accuracy, and one over it is discounted by R_T / R. R is a
-latency in ms: by default the latency the search itself reached (the derived network, before mobilekit's
-repair into [0.9 T, T]; that is what λ steers), or the final network's predicted latency, or its measured one
-when the table's device was reachable.
+latency in ms of the same network whose accuracy is scored: the final (repaired, retrained) network's table
+latency, or its measured one when the table's device was reachable. (Before issue 19, R defaulted to the derived
+network's latency before mobilekit's repair into [0.9 T, T] while the accuracy was the repaired network's: eq. 19
+scored two networks.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from mobilekit.errors import ConfigError
 
-LATENCIES = ("derived", "final", "measured")
+LATENCIES = ("final", "measured")
 # per-step latency keys of the searchers' records, first present wins (single-path, multipath / random)
 STEP_LATENCY_KEYS = ("runtime_hard_ms", "latency_ms", "expected_ms", "runtime_ms")
 
@@ -27,10 +28,9 @@ def reward(accuracy: float, latency_ms: float, target_ms: float) -> float:
     return accuracy if latency_ms <= target_ms else accuracy * target_ms / latency_ms
 
 
-def summary_latency_ms(summary: dict[str, Any], which: str = "derived") -> float:
-    """The R of eq. 19 from a search summary: ``derived`` (``derived_ms``, falling back to ``predicted_ms``
-    when the searcher derives no separate network), ``final`` (``predicted_ms``) or ``measured``
-    (``measured_ms``).
+def summary_latency_ms(summary: dict[str, Any], which: str = "final") -> float:
+    """The R of eq. 19 from a search summary, of the network whose ``val_accuracy`` it holds: ``final``
+    (``predicted_ms``) or ``measured`` (``measured_ms``).
 
     Raises:
         ConfigError: ``which`` is unknown, or ``measured`` was asked and the run measured nothing.
@@ -42,14 +42,12 @@ def summary_latency_ms(summary: dict[str, Any], which: str = "derived") -> float
         if value is None:
             raise ConfigError("--latency measured: the run measured nothing "
                               f"({summary.get('measure_note') or 'no device'}); give --set device=DESCRIPTOR.toml "
-                              "and an export format, or use --latency derived")
+                              "and an export format, or use --latency final")
         return float(value)
-    if which == "derived" and summary.get("derived_ms") is not None:
-        return float(summary["derived_ms"])
     return float(summary["predicted_ms"])
 
 
-def summary_reward(summary: dict[str, Any], which: str = "derived") -> float:
+def summary_reward(summary: dict[str, Any], which: str = "final") -> float:
     """Eq. 19 for a finished search (validation accuracy, R per :func:`summary_latency_ms`, its target)."""
     accuracy = float(summary["val_accuracy"])
     if math.isnan(accuracy):

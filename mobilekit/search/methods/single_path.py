@@ -10,7 +10,16 @@ Weights use Adam. Thresholds use SGD with momentum on gradients divided by one r
 threshold-gradient vector: a per-parameter normaliser (Adam) would move every threshold at the same speed and
 flip decisions all at once, while this keeps their relative sizes, so a subset whose removal saves more
 latency (for the accuracy it costs) crosses its threshold first. Both optimisers step on every batch after
-the same backward pass. ``threshold_normalization = "per-decision"`` divides each kind of decision (keep, kernel,
+the same backward pass, after a warm-up.
+
+Schedule (from the authors' ``nas-search/``: ``build_runtime_lambda`` and ``build_dropout_rate`` switch at
+6255 of 10008 steps). The first ``warmup_share`` (0.6) of the steps train the weights only: lambda = 0, the
+thresholds fixed (the reference lets the cross-entropy move them too; with our normalised threshold gradients
+that would drag every threshold down before the runtime term starts), and each subset dropped with probability
+``subset_dropout`` (the reference keeps 0.6 of them). Subset dropout therefore only runs while the runtime term is
+off, so R and the forward pass never disagree on a dropped indicator. Then the PI-steered runtime term starts,
+the temperature anneals over the remaining steps, and the threshold learning rate stays constant (the reference's
+decays only mildly), so decisions can still move at the end. ``threshold_normalization = "per-decision"`` divides each kind of decision (keep, kernel,
 expansion, SE) by its own running RMS instead, so that a kind whose latency saving per layer is small (the
 kernel ring: about 1 ms on the Pixel 1 table, against 2-3 ms for expansion and skip) still moves at the speed of
 the others; the kinds keep their relative sizes within themselves.
@@ -52,15 +61,25 @@ class Options:
     threshold_reach: float = option(0.25, "a threshold stays at most this far above its statistic", gt=0)
     tau_start: float = option(1.0, "temperature of the softmax relaxation, annealed geometrically ...", gt=0)
     tau_end: float = option(0.1, "... to this", gt=0)
+    warmup_share: float = option(0.6, "share of the search steps that train the weights only (runtime term off, "
+                                 "thresholds fixed) before the decisions start", ge=0, lt=1)
     subset_dropout: float = option(0.1, "drop weight subsets with this probability ...", ge=0, lt=1)
-    subset_dropout_epochs: int | None = option(None, "... during the first epochs (default: a quarter of them)",
+    subset_dropout_epochs: int | None = option(None, "... during the first epochs (default: during the warm-up)",
                                                ge=0)
     threshold_normalization: str = option("global", "threshold gradients divided by one running RMS (global) or "
                                           "one per decision kind (per-decision)", choices=NORMALIZATIONS)
 
 
-def dropout_epochs(config: Any) -> int:
-    return max(1, config.epochs // 4) if config.subset_dropout_epochs is None else config.subset_dropout_epochs
+def warmup_steps(config: Any, total_steps: int) -> int:
+    """Steps of the warm-up (weights only), ``round(warmup_share * total_steps)``."""
+    return int(round(getattr(config, "warmup_share", 0.0) * total_steps))
+
+
+def dropout_active(config: Any, epoch: int, step: int, total_steps: int) -> bool:
+    """Subset dropout is on during the warm-up (the reference's schedule), or the first ``subset_dropout_epochs``."""
+    if config.subset_dropout_epochs is None:
+        return step < warmup_steps(config, total_steps)
+    return epoch < config.subset_dropout_epochs
 
 
 def hard(margins: Decisions) -> Decisions:
@@ -90,20 +109,29 @@ class SinglePathPhase(Phase):
         super().__init__(modules={"net": net}, optimizers={"weights": optimizer, "thresholds": threshold_opt},
                          state={"lambda": config.lambda_init, "grad_sq": 0.0, "grad_steps": 0}, **kwargs)
         self.schedule("weights", optimizer, config.lr_schedule)
-        self.schedule("thresholds", threshold_opt, "cosine")
+        self.schedule("thresholds", threshold_opt, "constant")   # decisions stay movable to the end
         self.net, self.latency_model, self.optimizer, self.threshold_opt, self.config = \
             net, latency_model, optimizer, threshold_opt, config
         self.penalty = LatencyPenalty(target_ms, self.state, config.target_aim, config.lambda_init, config.lambda_lr,
                                       config.lambda_p)
 
-    def _normalize_threshold_grads(self) -> None:
+    def _normalize_threshold_grads(self) -> bool:
+        """Divide the threshold gradients by their running RMS; False (and no threshold step) when any of them is
+        not finite (fp16 with a gradient scaler gives inf on its early steps): the gradients are dropped so that
+        they poison neither the running RMS nor the momentum."""
+        grads = [p.grad for p in self.thresholds if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.cat([g.flatten() for g in grads])).all()):
+            for p in self.thresholds:
+                p.grad = None
+            return False
         state = self.state
         state["grad_steps"] = int(state["grad_steps"]) + 1
         if self.config.threshold_normalization == "global":
-            self._normalize_group("grad_sq", [p.grad for p in self.thresholds if p.grad is not None])
-            return
+            self._normalize_group("grad_sq", grads)
+            return True
         for kind, params in self.threshold_kinds.items():
             self._normalize_group(f"grad_sq_{kind}", [p.grad for p in params if p.grad is not None])
+        return True
 
     def _normalize_group(self, key: str, grads: list[torch.Tensor]) -> None:
         """Divide ``grads`` by the running RMS kept in ``state[key]`` (bias-corrected by the step count)."""
@@ -119,14 +147,17 @@ class SinglePathPhase(Phase):
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         cfg, net = self.config, self.net
         total = self.total_steps
-        net.tau = cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** (step / max(1, total - 1))
-        net.subset_dropout = cfg.subset_dropout if epoch < dropout_epochs(cfg) else 0.0
+        warm = warmup_steps(cfg, total)
+        searching = step >= warm
+        progress = max(0, step - warm) / max(1, total - warm - 1)     # the temperature anneals after the warm-up
+        net.tau = cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** min(1.0, progress)
+        net.subset_dropout = cfg.subset_dropout if dropout_active(cfg, epoch, step, total) else 0.0
         net.train()
         results, inds, margins = net.decide()
         with torch.no_grad():
             hard_ms = float(self.latency_model(hard(margins)))
             arch = net.architecture_from(hard(margins))
-        lam = self.penalty.steer(hard_ms)
+        lam = self.penalty.steer(hard_ms) if searching else 0.0       # runtime term off during the warm-up
         with self.engine.autocast():
             logits = net.forward_decided(x, results)
             ce = F.cross_entropy(logits, y)
@@ -136,7 +167,11 @@ class SinglePathPhase(Phase):
         self.threshold_opt.zero_grad(set_to_none=True)
         optimizers = [self.optimizer, self.threshold_opt]
         self.engine.backward(loss, net.parameters(), optimizers)
-        self._normalize_threshold_grads()
+        if searching:
+            self._normalize_threshold_grads()
+        else:                                                          # warm-up: thresholds stay where they are
+            for p in self.thresholds:
+                p.grad = None
         self.engine.step(optimizers)
         net.limit_thresholds(cfg.threshold_reach)
         record = {
