@@ -21,30 +21,41 @@ from mobilekit.search.training import make_optimizer, make_schedule
 
 
 # ---- eq. 6-8: Gumbel-softmax, hard forward, soft backward -----------------------------------------------------------
-def test_gumbel_one_hot_is_one_hot_forward_with_the_gradient_of_eq_7():
+def test_gumbel_one_hot_is_one_hot_forward_with_the_gradient_of_the_log_probability_form():
     logits = torch.tensor([0.3, -1.0, 2.0, 0.5], requires_grad=True)
     weights = torch.tensor([1.0, -2.0, 3.0, 0.5])
     hard = gumbel_one_hot(logits, tau=10.0, generator=torch.Generator().manual_seed(7))
     assert sorted(hard.tolist()) == [0.0, 0.0, 0.0, 1.0]
     (hard * weights).sum().backward()
-    # eq. 7-8 written out with the same noise: P^ = softmax(P~), P_bar = softmax((P^ + o) / tau)
+    # GDAS written out with the same noise: P_bar = softmax((log_softmax(P~) + o) / tau)
     ref_logits = logits.detach().clone().requires_grad_(True)
     u = torch.rand(4, generator=torch.Generator().manual_seed(7))
-    soft = F.softmax((F.softmax(ref_logits, -1) - torch.log(-torch.log(u))) / 10.0, -1)
+    soft = F.softmax((F.log_softmax(ref_logits, -1) - torch.log(-torch.log(u))) / 10.0, -1)
     assert int(soft.argmax()) == int(hard.argmax())
     (soft * weights).sum().backward()
     assert torch.allclose(logits.grad, ref_logits.grad, atol=1e-7)
 
 
-def test_gumbel_choices_follow_the_softmax_of_the_probabilities_and_skip_masked_entries():
-    # Gumbel-max: argmax(P^ + o) ~ Categorical(softmax(P^)) whatever tau (eq. 7 perturbs the probabilities)
+def test_gumbel_choices_follow_the_softmax_of_the_encodings_and_skip_masked_entries():
+    # Gumbel-max on log-probabilities: argmax(log P^ + o) ~ Categorical(P^) whatever tau
     logits = torch.tensor([[2.0, 0.0, -1.0, float("-inf")]]).expand(20000, 4)
     hard = gumbel_one_hot(logits, tau=10.0, generator=torch.Generator().manual_seed(0))
     freq = hard.mean(0)
-    expected = F.softmax(F.softmax(torch.tensor([2.0, 0.0, -1.0]), -1), -1)
+    expected = F.softmax(torch.tensor([2.0, 0.0, -1.0]), -1)
     assert freq[3] == 0
     # binomial standard error at n = 20000 is <= 0.0036; 4 of them
     assert torch.allclose(freq[:3], expected, atol=4 * 0.0036)
+
+
+@pytest.mark.parametrize("m", [4, 9])
+def test_a_clearly_leading_encoding_is_drawn_over_90_percent_of_the_time_at_small_tau(m):
+    logits = torch.zeros(5000, m)
+    logits[:, 0] = 5.0  # P^ of the leader: e^5 / (e^5 + m - 1) >= 0.94
+    hard = gumbel_one_hot(logits, tau=0.5, generator=torch.Generator().manual_seed(1))
+    assert hard[:, 0].mean() > 0.9
+    # eq. 7 as printed perturbs the probabilities: the leader is capped at e / (e + m - 1) (47.5 % of 4, 25 % of 9)
+    printed = gumbel_one_hot(logits, tau=0.5, generator=torch.Generator().manual_seed(1), form="printed")
+    assert printed[:, 0].mean() < math.e / (math.e + m - 1) + 0.03
 
 
 # ---- bases and eq. 10 ---------------------------------------------------------------------------------------------

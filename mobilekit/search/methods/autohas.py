@@ -72,6 +72,9 @@ class Options:
     estimator: str = option("gumbel", "encoding gradient: Gumbel-softmax straight-through (eq. 6-8) or REINFORCE",
                             choices=("gumbel", "reinforce"))
     tau: float = option(10.0, "Gumbel-softmax temperature (the paper's 10)", gt=0)
+    gumbel_form: str = option("log", "where the Gumbel noise goes: log-probabilities (GDAS; the choice is drawn "
+                              "from softmax of the encodings) or the probabilities as eq. 7 is printed (the "
+                              "top choice is then drawn at most e/(e+m-1) of the time)", choices=("log", "printed"))
     encoding_lr: float = option(0.002, "Adam learning rate of the encodings (the paper's 0.002)", gt=0)
     lr_stages: int = option(4, "learning-rate encodings over the schedule (one per stage)", ge=1)
     multipliers: tuple[str, ...] = option(("0.1", "0.25", "0.5", "0.75", "1", "2.5", "5", "7.5", "10"),
@@ -168,7 +171,7 @@ class AutoHASPhase(Phase):
         net.train()
         # 1. sample an architecture, activate its path, training gradient of its weights
         if cfg.estimator == "gumbel":
-            arch_onehot = gumbel_one_hot(self._arch_logits(), cfg.tau)
+            arch_onehot = gumbel_one_hot(self._arch_logits(), cfg.tau, form=cfg.gumbel_form)
             chosen = arch_onehot.detach().argmax(-1)
         else:
             chosen = torch.multinomial(net.probs().detach().cpu(), 1).squeeze(1).to(net.alpha.device)
@@ -188,7 +191,8 @@ class AutoHASPhase(Phase):
         wd_probs = enc.probs("weight_decay")
         if cfg.estimator == "gumbel":
             gates = arch_onehot[torch.arange(len(chosen)), chosen]
-            p_lr, p_wd = enc.sample("lr", stage, cfg.tau), enc.sample("weight_decay", 0, cfg.tau)
+            p_lr = enc.sample("lr", stage, cfg.tau, form=cfg.gumbel_form)
+            p_wd = enc.sample("weight_decay", 0, cfg.tau, form=cfg.gumbel_form)
             mixed = mixed_lr_step(lambda wd: optimizer_direction(self.weights_opt, params, grads, wd), params,
                                   lr_bases, wd_bases, p_lr, p_wd)
             val_ce = self._val_loss(names, mixed, vx, vy, gates)
