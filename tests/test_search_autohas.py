@@ -217,14 +217,15 @@ def test_autohas_runs_end_to_end_and_the_final_training_uses_the_searched_schedu
     searched = json.loads((out / "hyperparameters.json").read_text())
     hp = summary["final_hyperparameters"]
     assert hp["source"] == "autohas search" and hp["lr_stages"] == searched["lr_stages"] and len(hp["lr_stages"]) == 2
-    assert searched["bases"]["lr"] == pytest.approx([0.0015, 0.003, 0.006])           # default lr 3e-3 x (0.5, 1, 2)
-    assert 0.0015 <= hp["lr_stages"][0] <= 0.006 and 5e-5 <= hp["weight_decay"] <= 2e-4
+    assert searched["bases"]["lr"] == pytest.approx([0.025, 0.05, 0.1])     # momentum SGD's default lr 0.05 x (0.5, 1, 2)
+    assert 0.025 <= hp["lr_stages"][0] <= 0.1 and 5e-5 <= hp["weight_decay"] <= 2e-4
+    assert hp["optimizer"] == "sgd"                                           # the deliverable trains as searched
     assert (out / "hyperparameters.png").stat().st_size > 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     search = [r for r in records if r["phase"] == "search"]
     assert [r["lr_stage"] for r in search] == [0, 1]
     assert search[1]["lr_stages"][0] == search[0]["lr_stages"][0]      # a stage moves only while it is in use
-    assert all(0.0015 <= r["lr"] <= 0.006 and math.isfinite(r["val_ce"]) for r in search)
+    assert all(0.025 <= r["lr"] <= 0.1 and math.isfinite(r["val_ce"]) for r in search)
     final = [r["lr"] for r in records if r["phase"] == "final"]
     assert final == pytest.approx(hp["lr_stages"])                  # 2 final steps, one per searched stage
 
@@ -307,6 +308,18 @@ def test_the_lr_affine_mixture_equals_the_cartesian_mixture_in_value_and_gradien
     assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(slow, fast))
     assert torch.allclose(slow_lr, fast_lr, rtol=1e-5, atol=1e-8) and torch.allclose(slow_wd, fast_wd, rtol=1e-5, atol=1e-8)
     assert fast_lr.abs().max() > 0 and fast_wd.abs().max() > 0
+
+
+def test_momentum_sgd_is_the_default_weight_optimiser_and_adamw_takes_the_recipe_lr_and_a_decoupled_decay():
+    from types import SimpleNamespace
+
+    from mobilekit.search.methods.autohas import Options, weight_settings
+
+    assert Options().weight_optimizer == "sgd"
+    cfg = SimpleNamespace(weight_optimizer="sgd", weight_lr=None, wd_default=None, lr=3e-3)
+    assert weight_settings(cfg) == ("sgd", 0.05, 1e-4)
+    assert weight_settings(SimpleNamespace(**cfg.__dict__ | {"weight_optimizer": "adamw"})) == ("adamw", 3e-3, 0.05)
+    assert weight_settings(SimpleNamespace(**cfg.__dict__ | {"weight_lr": 0.2, "wd_default": 5e-4})) == ("sgd", 0.2, 5e-4)
 
 
 def test_multipliers_that_are_not_positive_numbers_are_one_config_error():

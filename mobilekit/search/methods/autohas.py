@@ -60,6 +60,11 @@ from mobilekit.search.training import (
 )
 
 LATENCY_MODEL = "expected"
+WEIGHT_OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+# Defaults per weight optimiser: (learning rate, weight decay). Under SGD the L2 term adds wd * W to the
+# gradient, so 1e-5..1e-3 (the bases of 1e-4) span "none" to "strong" (the paper's 1.5e-4 and 8.4e-4, A.2); under
+# AdamW the decay is lr * wd * W per step, so its bases sit around 0.05.
+WEIGHT_DEFAULTS: dict[str, tuple[float, float]] = {"sgd": (0.05, 1e-4), "adamw": (float("nan"), 0.05)}
 SUMMARY = "AutoHAS: architecture + learning-rate schedule + weight decay, sampled path, temporary weights"
 HYPERPARAMETERS_JSON = "hyperparameters.json"
 HYPERPARAMETERS_PNG = "hyperparameters.png"
@@ -79,7 +84,13 @@ class Options:
     lr_stages: int = option(4, "learning-rate encodings over the schedule (one per stage)", ge=1)
     multipliers: tuple[str, ...] = option(("0.1", "0.25", "0.5", "0.75", "1", "2.5", "5", "7.5", "10"),
                                           "bases = default x these multipliers (comma-separated)")
-    wd_default: float = option(1e-4, "weight decay the weight-decay bases multiply", gt=0)
+    weight_optimizer: str = option("sgd", "optimiser of the weights during the search and of the deliverable: "
+                                   "Nesterov momentum-0.9 SGD with L2 weight decay (the paper's appendix A.2) or "
+                                   "AdamW (decoupled weight decay)", choices=WEIGHT_OPTIMIZERS)
+    weight_lr: float | None = option(None, "default learning rate the lr bases multiply (default: 0.05 for sgd, "
+                                     "--lr for adamw)", gt=0)
+    wd_default: float | None = option(None, "weight decay the weight-decay bases multiply (default: 1e-4 for sgd, "
+                                      "0.05 for adamw, where it is decoupled and scaled by the lr)", gt=0)
     encoding_start: str = option("default", "initial encodings: derive the defaults (eq. 10) or uniform (derive "
                                  "the mean of the bases)", choices=("default", "uniform"))
     weight_sharing: str = weight_sharing_option()
@@ -98,13 +109,25 @@ def multipliers(options: Any) -> tuple[float, ...]:
     return values
 
 
+def weight_settings(config: Any) -> tuple[str, float, float]:
+    """(optimiser name, default lr, default weight decay) of the searched weights: ``weight_optimizer`` with
+    ``weight_lr`` / ``wd_default``, or their per-optimiser defaults (:data:`WEIGHT_DEFAULTS`; AdamW's lr is
+    ``--lr``)."""
+    name = config.weight_optimizer
+    lr, wd = WEIGHT_DEFAULTS[name]
+    lr = config.weight_lr if config.weight_lr is not None else (config.lr if name == "adamw" else lr)
+    wd = config.wd_default if config.wd_default is not None else wd
+    return name, float(lr), float(wd)
+
+
 def hyperparameter_space(config: Any) -> list[HyperParameter]:
     """The searched hyper-parameters: ``lr`` (``lr_stages`` encodings, bases ``config.lr x multipliers``) and
     ``weight_decay`` (bases ``wd_default x multipliers``), starting at the defaults unless ``encoding_start`` is
     "uniform"."""
     m, at_default = multipliers(config.method_options), config.encoding_start == "default"
-    return [HyperParameter.continuous("lr", config.lr, m, stages=config.lr_stages, start_at_default=at_default),
-            HyperParameter.continuous("weight_decay", config.wd_default, m, start_at_default=at_default)]
+    _, lr, wd = weight_settings(config)
+    return [HyperParameter.continuous("lr", lr, m, stages=config.lr_stages, start_at_default=at_default),
+            HyperParameter.continuous("weight_decay", wd, m, start_at_default=at_default)]
 
 
 class _GatedPath(nn.Module):
@@ -137,7 +160,8 @@ class AutoHASPhase(Phase):
             engine.place(net)
             encoding.to(engine.device)
             latency_model.to(engine.device)
-        weights_opt = make_optimizer(config.optimizer, net.weight_parameters(), config.lr, config.weight_decay)
+        name, lr, wd = weight_settings(config)
+        weights_opt = make_optimizer(name, net.weight_parameters(), lr, wd)
         encoding_opt = torch.optim.Adam([net.alpha, *encoding.parameters()], lr=config.encoding_lr)
         super().__init__(modules={"net": net, "encoding": encoding},
                          optimizers={"weights": weights_opt, "encoding": encoding_opt},
@@ -236,7 +260,7 @@ def searched_hyperparameters(encoding: HyperEncoding, config: Any) -> TrainingHy
     derived = encoding.derive_all()
     stages = derived["lr"] if isinstance(derived["lr"], list) else [derived["lr"]]
     return TrainingHyperparameters(lr=stages[0], lr_schedule="constant", weight_decay=derived["weight_decay"],
-                                   optimizer=config.optimizer, augment=config.augment, source="autohas search",
+                                   optimizer=config.weight_optimizer, augment=config.augment, source="autohas search",
                                    lr_stages=tuple(stages))
 
 
