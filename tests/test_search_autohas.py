@@ -191,6 +191,21 @@ def test_a_staged_learning_rate_is_piecewise_constant_over_equal_shares():
     assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.01, 0.01])
 
 
+@pytest.mark.parametrize("name", ["cosine", "linear", "constant"])
+def test_a_staged_learning_rate_rides_on_the_schedule_the_search_used(name):
+    from mobilekit.search.training import schedule_factor
+
+    plain_opt, staged_opt = (torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1) for _ in range(2))
+    plain, staged = make_schedule(name, plain_opt, 8), make_schedule(name, staged_opt, 8, (1.0, 0.5))
+    for step in range(8):
+        base = plain_opt.param_groups[0]["lr"]
+        assert base == pytest.approx(0.1 * schedule_factor(name, step, 8))    # the factor torch's scheduler applies
+        assert staged_opt.param_groups[0]["lr"] == pytest.approx(base * (1.0 if step < 4 else 0.5))
+        for opt, sch in ((plain_opt, plain), (staged_opt, staged)):
+            opt.step()
+            sch.step()
+
+
 def test_staged_hyperparameters_survive_json_and_plain_ones_read_as_before():
     hp = TrainingHyperparameters(lr=0.02, lr_schedule="constant", weight_decay=1e-4, lr_stages=(0.02, 0.01))
     again = TrainingHyperparameters(**json.loads(json.dumps(hp.to_dict())))
@@ -225,9 +240,15 @@ def test_autohas_runs_end_to_end_and_the_final_training_uses_the_searched_schedu
     search = [r for r in records if r["phase"] == "search"]
     assert [r["lr_stage"] for r in search] == [0, 1]
     assert search[1]["lr_stages"][0] == search[0]["lr_stages"][0]      # a stage moves only while it is in use
-    assert all(0.025 <= r["lr"] <= 0.1 and math.isfinite(r["val_ce"]) for r in search)
+    # the bases sit around the cosine schedule at each step: factor 1 at step 0, (1 + cos(pi / 2)) / 2 at step 1 of 2
+    # (lr_stages is recorded after the step's encoding update, which moves a value by well under 1 %)
+    assert search[0]["lr"] == pytest.approx(search[0]["lr_stages"][0], rel=1e-2)
+    assert search[1]["lr"] == pytest.approx(0.5 * search[1]["lr_stages"][1], rel=1e-2)
+    assert all(math.isfinite(r["val_ce"]) for r in search)
+    # the deliverable trains with the searched schedule: each stage's value on top of the cosine schedule
+    assert hp["lr_schedule"] == "cosine"
     final = [r["lr"] for r in records if r["phase"] == "final"]
-    assert final == pytest.approx(hp["lr_stages"])                  # 2 final steps, one per searched stage
+    assert final == pytest.approx([hp["lr_stages"][0], 0.5 * hp["lr_stages"][1]])    # 2 final steps
 
 
 def test_an_interrupted_reinforce_search_resumes_to_the_same_result(tmp_path, monkeypatch):

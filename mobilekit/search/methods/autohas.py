@@ -56,6 +56,7 @@ from mobilekit.search.training import (
     batches,
     load_batches,
     make_optimizer,
+    schedule_factor,
     split_for_architecture,
 )
 
@@ -191,7 +192,11 @@ class AutoHASPhase(Phase):
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         cfg, net, enc = self.config, self.net, self.encoding
         stage = enc.specs["lr"].stage_of(step, self.total_steps)
-        lr_bases, wd_bases = enc.specs["lr"].bases, enc.specs["weight_decay"].bases
+        # the lr bases sit around the default schedule at this step (the paper: "around the default learning rate
+        # at each step"): B_i(t) = schedule(t) x lr x m_i
+        sched = schedule_factor(cfg.lr_schedule, step, self.total_steps)
+        lr_bases = tuple(b * sched for b in enc.specs["lr"].bases)
+        wd_bases = enc.specs["weight_decay"].bases
         net.train()
         # 1. sample an architecture, activate its path, training gradient of its weights
         if cfg.estimator == "gumbel":
@@ -237,7 +242,7 @@ class AutoHASPhase(Phase):
         self.encoding_opt.zero_grad(set_to_none=True)
         self.engine.backward(loss, [net.alpha, *enc.parameters()], [self.encoding_opt])
         # 3. the shared weights: one step with the derived hyper-parameters (eq. 9, 10)
-        lr_now, wd_now = enc.derive("lr", stage), enc.derive("weight_decay")
+        lr_now, wd_now = enc.derive("lr", stage) * sched, enc.derive("weight_decay")
         for group in self.weights_opt.param_groups:
             group["lr"], group["weight_decay"] = lr_now, wd_now
         self.engine.step([self.weights_opt, self.encoding_opt])
@@ -256,10 +261,11 @@ class AutoHASPhase(Phase):
 
 
 def searched_hyperparameters(encoding: HyperEncoding, config: Any) -> TrainingHyperparameters:
-    """Eq. 10 applied to the encodings: the per-stage learning rates and the weight decay for the final training."""
+    """Eq. 10 applied to the encodings: the per-stage learning rates (peak values, applied on top of the
+    ``lr_schedule`` the search used, so the deliverable trains with the searched schedule) and the weight decay."""
     derived = encoding.derive_all()
     stages = derived["lr"] if isinstance(derived["lr"], list) else [derived["lr"]]
-    return TrainingHyperparameters(lr=stages[0], lr_schedule="constant", weight_decay=derived["weight_decay"],
+    return TrainingHyperparameters(lr=stages[0], lr_schedule=config.lr_schedule, weight_decay=derived["weight_decay"],
                                    optimizer=config.weight_optimizer, augment=config.augment, source="autohas search",
                                    lr_stages=tuple(stages))
 
