@@ -216,7 +216,10 @@ class AutoHASPhase(Phase):
         # 2. encodings through the temporary weights (eq. 4-5)
         vx, vy = self._arch_batch(step)
         expected_ms = self.latency_model(net.probs())
-        lam = self.penalty.steer(float(expected_ms.detach()))
+        # lambda is steered on the latency of what is delivered (the argmax architecture, as single-path does),
+        # not on E[R] under softmax(alpha): the two differ when the encodings are spread out
+        delivered_ms = self.latency_model.lookup_ms(net.architecture())
+        lam = self.penalty.steer(delivered_ms)
         wd_probs = enc.probs("weight_decay")
         if cfg.estimator == "gumbel":
             gates = arch_onehot[torch.arange(len(chosen)), chosen]
@@ -247,7 +250,7 @@ class AutoHASPhase(Phase):
             group["lr"], group["weight_decay"] = lr_now, wd_now
         self.engine.step([self.weights_opt, self.encoding_opt])
         arch = net.architecture()
-        hard_ms = self.latency_model.lookup_ms(arch)
+        hard_ms = self.latency_model.lookup_ms(arch)   # after this step's update (the steering used the one before)
         record = {
             "ce": ce.item(), "val_ce": float(val_ce.detach()), "accuracy": float((logits.argmax(1) == y).float().mean()),
             "runtime_ms": float(expected_ms.detach()), "runtime_hard_ms": hard_ms, "lambda": lam, "lr": lr_now,
