@@ -354,3 +354,31 @@ def test_multipliers_that_are_not_positive_numbers_are_one_config_error():
         multipliers(SimpleNamespace(multipliers=("0.1", "abc")))
     with pytest.raises(ConfigError, match="must be positive"):
         multipliers(SimpleNamespace(multipliers=("0", "1")))
+
+
+def test_the_weight_and_validation_splits_of_the_search_are_disjoint_and_cover_the_training_set():
+    from torch.utils.data import Subset, TensorDataset
+
+    from mobilekit.search.training import split_for_architecture
+
+    ids = torch.arange(50, dtype=torch.float32)
+    weights, val = split_for_architecture(TensorDataset(ids.view(50, 1), torch.zeros(50)), seed=3)
+    a, b = set(weights.tensors[0].view(-1).tolist()), set(val.tensors[0].view(-1).tolist())
+    assert not a & b and a | b == set(ids.tolist()) and len(b) == 10
+    weights, val = split_for_architecture(Subset(TensorDataset(ids), list(range(50))), seed=3)
+    assert not set(weights.indices) & set(val.indices) and len(weights) + len(val) == 50
+
+
+def test_the_straight_through_gradient_reaching_alpha_is_larger_at_the_default_arch_tau():
+    # d P_bar[chosen] / d alpha scales as P(1 - P) / tau: the default architecture temperature (1) lets the
+    # validation loss compete with the latency term, the paper's 10 gives ~1/10 of it (see docs/methods/autohas.md)
+    from mobilekit.search.methods.autohas import Options
+
+    def gate_grad(tau: float) -> float:
+        alpha = torch.zeros(200, 9, requires_grad=True)
+        hard = gumbel_one_hot(alpha, tau, generator=torch.Generator().manual_seed(0))
+        (hard * hard.detach()).sum().backward()                       # d gate / d alpha for the chosen op
+        return float(alpha.grad.abs().mean())
+
+    assert Options().arch_tau == 1.0 and Options().tau == 10.0
+    assert gate_grad(Options().arch_tau) > 5 * gate_grad(10.0)
