@@ -382,3 +382,22 @@ def test_the_straight_through_gradient_reaching_alpha_is_larger_at_the_default_a
 
     assert Options().arch_tau == 1.0 and Options().tau == 10.0
     assert gate_grad(Options().arch_tau) > 5 * gate_grad(10.0)
+
+
+def test_with_no_latency_term_the_straight_through_gradient_moves_alpha_to_the_clearly_better_op():
+    # lambda = 0: the encoding loss is the validation loss of the sampled op through its gate (eq. 6-8); op 0 has
+    # the lowest loss, so alpha (3 layers x 4 ops, starting uniform) must come to prefer it in every layer
+    from mobilekit.search.methods.autohas import Options
+
+    torch.manual_seed(0)
+    alpha = torch.zeros(3, 4, requires_grad=True)
+    opt = torch.optim.Adam([alpha], lr=0.05)
+    op_loss = torch.tensor([0.2, 1.0, 1.2, 0.9])
+    for _ in range(150):
+        hard = gumbel_one_hot(alpha, Options().arch_tau)
+        loss = (hard * op_loss).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    probs = F.softmax(alpha.detach(), -1)
+    assert (probs.argmax(-1) == 0).all() and (probs[:, 0] > 0.6).all()
