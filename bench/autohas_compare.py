@@ -37,7 +37,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--smoke", action="store_true", help="seconds: 1 epoch of 2 steps, batch 16, 1 seed")
     args = parser.parse_args()
+    if args.smoke:
+        args.epochs, args.steps_per_epoch, args.batch_size = 1, 2, 16
+        if hasattr(args, "seeds"):
+            args.seeds, args.final_epochs, args.trials, args.methods = "0", 1, 1, "autohas,single-path"
 
     from mobilekit.search import make_config
     from mobilekit.search.run import run_search

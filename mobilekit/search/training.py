@@ -10,6 +10,7 @@ the same order and skips straight to its step.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -96,18 +97,34 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0) -> t
     return OPTIMIZERS[name](list(params), lr, weight_decay)
 
 
+def schedule_factor(name: str, step: int, total_steps: int) -> float:
+    """The multiplier of the base lr at ``step`` of ``total_steps`` under schedule ``name`` (what the
+    :data:`SCHEDULES` schedulers apply: cosine ``(1 + cos(pi t / T)) / 2``, linear ``1 - t / T``, constant 1)."""
+    total = max(1, total_steps)
+    t = min(max(step, 0), total)
+    if name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t / total))
+    if name == "linear":
+        return 1.0 - t / total
+    if name == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {name!r}; use one of {tuple(SCHEDULES)}")
+
+
 def make_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int,
                   stage_factors: Sequence[float] = ()) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-step ``torch.optim.lr_scheduler`` schedule over ``total_steps`` (:data:`SCHEDULES`). With
-    ``stage_factors`` (S multipliers of the base lr, e.g. searched by AutoHAS; ``name`` must then be "constant")
-    a piecewise-constant ``LambdaLR``: ``stage_factors[s]`` over the steps ``[s T / S, (s + 1) T / S)``."""
+    ``stage_factors`` (S multipliers of the base lr, e.g. searched by AutoHAS) a ``LambdaLR`` applying
+    ``stage_factors[s]`` over the steps ``[s T / S, (s + 1) T / S)`` on top of schedule ``name``
+    (:func:`schedule_factor`): piecewise constant with "constant", stage-scaled cosine with "cosine"."""
     if not stage_factors:
         return SCHEDULES[name](optimizer, total_steps)
-    if name != "constant":
-        raise ValueError(f"a staged learning rate is piecewise constant; got schedule {name!r} with stages")
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; use one of {tuple(SCHEDULES)}")
     factors, total = tuple(stage_factors), max(1, total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: factors[min(len(factors) - 1, step * len(factors) // total)])
+        optimizer, lambda step: factors[min(len(factors) - 1, step * len(factors) // total)]
+        * schedule_factor(name, step, total))
 
 
 # ---- evaluation ------------------------------------------------------------------------------------------------------

@@ -56,10 +56,16 @@ from mobilekit.search.training import (
     batches,
     load_batches,
     make_optimizer,
+    schedule_factor,
     split_for_architecture,
 )
 
 LATENCY_MODEL = "expected"
+WEIGHT_OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+# Defaults per weight optimiser: (learning rate, weight decay). Under SGD the L2 term adds wd * W to the
+# gradient, so 1e-5..1e-3 (the bases of 1e-4) span "none" to "strong" (the paper's 1.5e-4 and 8.4e-4, A.2); under
+# AdamW the decay is lr * wd * W per step, so its bases sit around 0.05.
+WEIGHT_DEFAULTS: dict[str, tuple[float, float]] = {"sgd": (0.05, 1e-4), "adamw": (float("nan"), 0.05)}
 SUMMARY = "AutoHAS: architecture + learning-rate schedule + weight decay, sampled path, temporary weights"
 HYPERPARAMETERS_JSON = "hyperparameters.json"
 HYPERPARAMETERS_PNG = "hyperparameters.png"
@@ -71,12 +77,24 @@ class Options:
 
     estimator: str = option("gumbel", "encoding gradient: Gumbel-softmax straight-through (eq. 6-8) or REINFORCE",
                             choices=("gumbel", "reinforce"))
-    tau: float = option(10.0, "Gumbel-softmax temperature (the paper's 10)", gt=0)
+    tau: float = option(10.0, "Gumbel-softmax temperature of the hyper-parameter encodings (the paper's 10)", gt=0)
+    arch_tau: float = option(1.0, "Gumbel-softmax temperature of the architecture encodings: the straight-through "
+                             "gradient reaching alpha scales as P(1-P)/tau, so at the paper's 10 the validation "
+                             "loss moves alpha ~13x less than the latency term (measured), at 1 ~2.7x more", gt=0)
+    gumbel_form: str = option("log", "where the Gumbel noise goes: log-probabilities (GDAS; the choice is drawn "
+                              "from softmax of the encodings) or the probabilities as eq. 7 is printed (the "
+                              "top choice is then drawn at most e/(e+m-1) of the time)", choices=("log", "printed"))
     encoding_lr: float = option(0.002, "Adam learning rate of the encodings (the paper's 0.002)", gt=0)
     lr_stages: int = option(4, "learning-rate encodings over the schedule (one per stage)", ge=1)
     multipliers: tuple[str, ...] = option(("0.1", "0.25", "0.5", "0.75", "1", "2.5", "5", "7.5", "10"),
                                           "bases = default x these multipliers (comma-separated)")
-    wd_default: float = option(1e-4, "weight decay the weight-decay bases multiply", gt=0)
+    weight_optimizer: str = option("sgd", "optimiser of the weights during the search and of the deliverable: "
+                                   "Nesterov momentum-0.9 SGD with L2 weight decay (the paper's appendix A.2) or "
+                                   "AdamW (decoupled weight decay)", choices=WEIGHT_OPTIMIZERS)
+    weight_lr: float | None = option(None, "default learning rate the lr bases multiply (default: 0.05 for sgd, "
+                                     "--lr for adamw)", gt=0)
+    wd_default: float | None = option(None, "weight decay the weight-decay bases multiply (default: 1e-4 for sgd, "
+                                      "0.05 for adamw, where it is decoupled and scaled by the lr)", gt=0)
     encoding_start: str = option("default", "initial encodings: derive the defaults (eq. 10) or uniform (derive "
                                  "the mean of the bases)", choices=("default", "uniform"))
     weight_sharing: str = weight_sharing_option()
@@ -95,13 +113,25 @@ def multipliers(options: Any) -> tuple[float, ...]:
     return values
 
 
+def weight_settings(config: Any) -> tuple[str, float, float]:
+    """(optimiser name, default lr, default weight decay) of the searched weights: ``weight_optimizer`` with
+    ``weight_lr`` / ``wd_default``, or their per-optimiser defaults (:data:`WEIGHT_DEFAULTS`; AdamW's lr is
+    ``--lr``)."""
+    name = config.weight_optimizer
+    lr, wd = WEIGHT_DEFAULTS[name]
+    lr = config.weight_lr if config.weight_lr is not None else (config.lr if name == "adamw" else lr)
+    wd = config.wd_default if config.wd_default is not None else wd
+    return name, float(lr), float(wd)
+
+
 def hyperparameter_space(config: Any) -> list[HyperParameter]:
     """The searched hyper-parameters: ``lr`` (``lr_stages`` encodings, bases ``config.lr x multipliers``) and
     ``weight_decay`` (bases ``wd_default x multipliers``), starting at the defaults unless ``encoding_start`` is
     "uniform"."""
     m, at_default = multipliers(config.method_options), config.encoding_start == "default"
-    return [HyperParameter.continuous("lr", config.lr, m, stages=config.lr_stages, start_at_default=at_default),
-            HyperParameter.continuous("weight_decay", config.wd_default, m, start_at_default=at_default)]
+    _, lr, wd = weight_settings(config)
+    return [HyperParameter.continuous("lr", lr, m, stages=config.lr_stages, start_at_default=at_default),
+            HyperParameter.continuous("weight_decay", wd, m, start_at_default=at_default)]
 
 
 class _GatedPath(nn.Module):
@@ -134,7 +164,8 @@ class AutoHASPhase(Phase):
             engine.place(net)
             encoding.to(engine.device)
             latency_model.to(engine.device)
-        weights_opt = make_optimizer(config.optimizer, net.weight_parameters(), config.lr, config.weight_decay)
+        name, lr, wd = weight_settings(config)
+        weights_opt = make_optimizer(name, net.weight_parameters(), lr, wd)
         encoding_opt = torch.optim.Adam([net.alpha, *encoding.parameters()], lr=config.encoding_lr)
         super().__init__(modules={"net": net, "encoding": encoding},
                          optimizers={"weights": weights_opt, "encoding": encoding_opt},
@@ -164,11 +195,15 @@ class AutoHASPhase(Phase):
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         cfg, net, enc = self.config, self.net, self.encoding
         stage = enc.specs["lr"].stage_of(step, self.total_steps)
-        lr_bases, wd_bases = enc.specs["lr"].bases, enc.specs["weight_decay"].bases
+        # the lr bases sit around the default schedule at this step (the paper: "around the default learning rate
+        # at each step"): B_i(t) = schedule(t) x lr x m_i
+        sched = schedule_factor(cfg.lr_schedule, step, self.total_steps)
+        lr_bases = tuple(b * sched for b in enc.specs["lr"].bases)
+        wd_bases = enc.specs["weight_decay"].bases
         net.train()
         # 1. sample an architecture, activate its path, training gradient of its weights
         if cfg.estimator == "gumbel":
-            arch_onehot = gumbel_one_hot(self._arch_logits(), cfg.tau)
+            arch_onehot = gumbel_one_hot(self._arch_logits(), cfg.arch_tau, form=cfg.gumbel_form)
             chosen = arch_onehot.detach().argmax(-1)
         else:
             chosen = torch.multinomial(net.probs().detach().cpu(), 1).squeeze(1).to(net.alpha.device)
@@ -184,11 +219,15 @@ class AutoHASPhase(Phase):
         # 2. encodings through the temporary weights (eq. 4-5)
         vx, vy = self._arch_batch(step)
         expected_ms = self.latency_model(net.probs())
-        lam = self.penalty.steer(float(expected_ms.detach()))
+        # lambda is steered on the latency of what is delivered (the argmax architecture, as single-path does),
+        # not on E[R] under softmax(alpha): the two differ when the encodings are spread out
+        delivered_ms = self.latency_model.lookup_ms(net.architecture())
+        lam = self.penalty.steer(delivered_ms)
         wd_probs = enc.probs("weight_decay")
         if cfg.estimator == "gumbel":
             gates = arch_onehot[torch.arange(len(chosen)), chosen]
-            p_lr, p_wd = enc.sample("lr", stage, cfg.tau), enc.sample("weight_decay", 0, cfg.tau)
+            p_lr = enc.sample("lr", stage, cfg.tau, form=cfg.gumbel_form)
+            p_wd = enc.sample("weight_decay", 0, cfg.tau, form=cfg.gumbel_form)
             mixed = mixed_lr_step(lambda wd: optimizer_direction(self.weights_opt, params, grads, wd), params,
                                   lr_bases, wd_bases, p_lr, p_wd)
             val_ce = self._val_loss(names, mixed, vx, vy, gates)
@@ -209,12 +248,12 @@ class AutoHASPhase(Phase):
         self.encoding_opt.zero_grad(set_to_none=True)
         self.engine.backward(loss, [net.alpha, *enc.parameters()], [self.encoding_opt])
         # 3. the shared weights: one step with the derived hyper-parameters (eq. 9, 10)
-        lr_now, wd_now = enc.derive("lr", stage), enc.derive("weight_decay")
+        lr_now, wd_now = enc.derive("lr", stage) * sched, enc.derive("weight_decay")
         for group in self.weights_opt.param_groups:
             group["lr"], group["weight_decay"] = lr_now, wd_now
         self.engine.step([self.weights_opt, self.encoding_opt])
         arch = net.architecture()
-        hard_ms = self.latency_model.lookup_ms(arch)
+        hard_ms = self.latency_model.lookup_ms(arch)   # after this step's update (the steering used the one before)
         record = {
             "ce": ce.item(), "val_ce": float(val_ce.detach()), "accuracy": float((logits.argmax(1) == y).float().mean()),
             "runtime_ms": float(expected_ms.detach()), "runtime_hard_ms": hard_ms, "lambda": lam, "lr": lr_now,
@@ -228,11 +267,12 @@ class AutoHASPhase(Phase):
 
 
 def searched_hyperparameters(encoding: HyperEncoding, config: Any) -> TrainingHyperparameters:
-    """Eq. 10 applied to the encodings: the per-stage learning rates and the weight decay for the final training."""
+    """Eq. 10 applied to the encodings: the per-stage learning rates (peak values, applied on top of the
+    ``lr_schedule`` the search used, so the deliverable trains with the searched schedule) and the weight decay."""
     derived = encoding.derive_all()
     stages = derived["lr"] if isinstance(derived["lr"], list) else [derived["lr"]]
-    return TrainingHyperparameters(lr=stages[0], lr_schedule="constant", weight_decay=derived["weight_decay"],
-                                   optimizer=config.optimizer, augment=config.augment, source="autohas search",
+    return TrainingHyperparameters(lr=stages[0], lr_schedule=config.lr_schedule, weight_decay=derived["weight_decay"],
+                                   optimizer=config.weight_optimizer, augment=config.augment, source="autohas search",
                                    lr_stages=tuple(stages))
 
 

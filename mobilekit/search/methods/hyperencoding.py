@@ -5,8 +5,12 @@ A hyper-parameter is a set of bases B_1..B_m: a continuous one (learning rate, w
 ``default x multipliers`` (:data:`DEFAULT_MULTIPLIERS`, the paper's vision setting), a categorical one (e.g. the
 optimiser) has its choices as bases. Each has relaxed logits P~ (m,), an ``nn.Parameter``:
 
-* eq. 7: ``P^ = softmax(P~)`` and ``P_bar = softmax((P^ + o) / tau)`` with Gumbel(0, 1) noise ``o`` (eq. 8) --
-  note that the noise is added to the *probabilities* P^, not to log-probabilities;
+* eq. 7: ``P^ = softmax(P~)`` and ``P_bar = softmax((log P^ + o) / tau)`` with Gumbel(0, 1) noise ``o`` (eq. 8).
+  Difference from the paper: eq. 7 as printed adds the noise to the *probabilities*, ``softmax((P^ + o) / tau)``;
+  then ``argmax(P^ + o)`` is drawn from ``softmax(P^)`` whatever tau, so the top choice is never drawn more than
+  ``e / (e + m - 1)`` of the time (47.5 % of 4 candidates, 25 % of 9 bases) and the search never focuses. GDAS, on
+  which AutoHAS builds, adds the noise to log-probabilities, so the choice is drawn from ``P^`` itself; eq. 7 is
+  read as a typo. The printed form stays available as ``form="printed"`` (``--gumbel-form printed``);
 * eq. 6: the forward pass uses ``P = one_hot(argmax P_bar)``, the backward pass the gradient of ``P_bar``
   (straight-through; :func:`gumbel_one_hot`);
 * eq. 10 (derivation): a continuous hyper-parameter is ``sum_i P^_i B_i``, a categorical one (and an
@@ -28,17 +32,25 @@ from torch import nn
 DEFAULT_MULTIPLIERS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 
-def gumbel_one_hot(logits: torch.Tensor, tau: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Eq. 6-8 over the last dim: ``P~`` (..., m) -> hard one-hot ``P`` (..., m) whose gradient is that of
-    ``P_bar = softmax((softmax(P~) + o) / tau)``. Entries of ``logits`` at ``-inf`` are never chosen.
+GUMBEL_FORMS: tuple[str, ...] = ("log", "printed")
 
-    Same as ``F.gumbel_softmax(softmax(P~), tau, hard=True)``, with Gumbel noise from ``generator`` (so a resumed
-    search draws the same noise).
+
+def gumbel_one_hot(logits: torch.Tensor, tau: float, generator: torch.Generator | None = None,
+                   form: str = "log") -> torch.Tensor:
+    """Eq. 6-8 over the last dim: ``P~`` (..., m) -> hard one-hot ``P`` (..., m) whose gradient is that of
+    ``P_bar = softmax((log_softmax(P~) + o) / tau)`` (``form="log"``, GDAS; the choice is drawn from
+    ``softmax(P~)``) or of ``softmax((softmax(P~) + o) / tau)`` (``form="printed"``, eq. 7 as printed; the choice
+    is drawn from ``softmax(softmax(P~))``). Entries of ``logits`` at ``-inf`` are never chosen.
+
+    ``form="log"`` is ``F.gumbel_softmax(log_softmax(P~), tau, hard=True)``, with Gumbel noise from ``generator``
+    (so a resumed search draws the same noise).
     """
-    probs = F.softmax(logits, dim=-1)
-    u = torch.rand(probs.shape, generator=generator, dtype=probs.dtype).to(probs.device)
+    if form not in GUMBEL_FORMS:
+        raise ValueError(f"gumbel form {form!r}: use one of {GUMBEL_FORMS}")
+    base = F.log_softmax(logits, dim=-1) if form == "log" else F.softmax(logits, dim=-1)
+    u = torch.rand(base.shape, generator=generator, dtype=base.dtype).to(base.device)
     noise = -torch.log(-torch.log(u.clamp_min(1e-20)))
-    perturbed = (probs + noise).masked_fill(torch.isneginf(logits), float("-inf"))
+    perturbed = (base + noise).masked_fill(torch.isneginf(logits), float("-inf"))
     soft = F.softmax(perturbed / tau, dim=-1)
     hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
     return hard - soft.detach() + soft
@@ -114,9 +126,11 @@ class HyperEncoding(nn.Module):
         """``P^ = softmax(P~)`` (m,) of one stage (eq. 7)."""
         return F.softmax(self.row(name, stage), dim=-1)
 
-    def sample(self, name: str, stage: int, tau: float, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A hard one-hot ``P`` (m,) with straight-through gradient (eq. 6-8)."""
-        return gumbel_one_hot(self.row(name, stage), tau, generator)
+    def sample(self, name: str, stage: int, tau: float, generator: torch.Generator | None = None,
+               form: str = "log") -> torch.Tensor:
+        """A hard one-hot ``P`` (m,) with straight-through gradient (eq. 6-8; ``form`` as in
+        :func:`gumbel_one_hot`)."""
+        return gumbel_one_hot(self.row(name, stage), tau, generator, form)
 
     def value(self, name: str, weights: torch.Tensor) -> Any:
         """``sum_i w_i B_i`` (a differentiable scalar) for a continuous hyper-parameter (eq. 3), the basis of the
