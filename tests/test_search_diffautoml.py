@@ -270,6 +270,48 @@ def test_eq_7_hypergradient_matches_a_finite_difference_of_the_validation_loss(n
     assert all(p.grad is not None and torch.equal(p.grad, g) for p, g in zip(params, grads))   # untouched
 
 
+def _eta_after(steps, noise, true_scale, wd_start, n_train):
+    """Weight decay after ``steps`` DiffAutoML steps on a linear regression y = x w* + noise (40 inputs): the
+    weights take the default optimiser's step (SGD, momentum 0.9) with eta's weight decay, eta the hyper-gradient
+    of the validation loss through that step (eq. 6-7) with the searcher's Adam (``eta_lr``, ``ETA_BETAS``)."""
+    gen = torch.Generator().manual_seed(0)
+    w_true = true_scale * torch.randn(40, 1, generator=gen)
+    def data(n):
+        x = torch.randn(n, 40, generator=gen)
+        return x, x @ w_true + noise * torch.randn(n, 1, generator=gen)
+    (x, y), (vx, vy) = data(n_train), data(256)
+    torch.manual_seed(0)
+    model = nn.Linear(40, 1, bias=False)
+    eta = LearnedHyperparameters(wd_start)
+    weights_opt = make_optimizer(diffautoml.THETA_OPTIMIZER, model.parameters(), 0.02, wd_start)
+    eta_opt = torch.optim.Adam(eta.learned(), lr=diffautoml.Options().eta_lr, betas=diffautoml.ETA_BETAS)
+    names, params = [n for n, _ in model.named_parameters()], list(model.parameters())
+    for _ in range(steps):
+        weights_opt.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        val = lookahead_validation_loss(model, weights_opt, names, params, [p.grad for p in params], 0.02,
+                                        eta.weight_decay(), lambda out: F.mse_loss(out, vy), (vx,))
+        eta_opt.zero_grad()
+        for p, g in zip(eta.learned(), hypergradient(eta, val)):
+            p.grad = g
+        for group in weights_opt.param_groups:
+            group["weight_decay"] = float(eta.weight_decay().detach())
+        weights_opt.step()
+        eta_opt.step()
+        eta.clamp_()
+    return float(eta.weight_decay().detach())
+
+
+def test_eta_moves_up_where_a_larger_weight_decay_lowers_the_validation_loss():
+    """20 noisy training points for 40 weights, a small true signal: fitting the noise hurts, decay helps."""
+    assert _eta_after(150, noise=1.0, true_scale=0.05, wd_start=1e-4, n_train=20) > 10 * 1e-4
+
+
+def test_eta_moves_down_where_a_smaller_weight_decay_lowers_the_validation_loss():
+    """Plenty of clean training points, a large true signal: decay only pulls the weights off the answer."""
+    assert _eta_after(150, noise=0.0, true_scale=1.0, wd_start=1e-2, n_train=400) < 0.2 * 1e-2
+
+
 # ---- end to end ---------------------------------------------------------------------------------------------------------
 QUICK = ["--data", "digits", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16", "--threads", "1",
          "--no-progress"]
@@ -352,7 +394,8 @@ def test_a_final_training_when_asked_uses_the_learned_weight_decay_and_lr_factor
     learned = json.loads((out / "hyperparameters.json").read_text())
     final = json.loads((out / "summary.json").read_text())["final_hyperparameters"]
     assert learned["lr_factor"] != 1.0 and final["source"] == "diffautoml search"
-    assert final["lr"] == pytest.approx(3e-3 * learned["lr_factor"]) and final["weight_decay"] == learned["weight_decay"]
+    assert final["lr"] == pytest.approx(0.5 * 16 / 1024 * learned["lr_factor"])       # Appendix A, scaled
+    assert final["weight_decay"] == learned["weight_decay"]
     assert len(json.loads((out / "augment_policy.json").read_text())["probabilities"]) == 16      # 4 x 4 pairs
     assert [r["phase"] for r in _records(out)] == ["search", "search", "final", "final"]
 

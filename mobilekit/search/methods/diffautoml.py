@@ -38,7 +38,7 @@ operation's over the run, the final top transformations) and ``hyperparameters.j
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,8 @@ HYPERPARAMETERS_JSON = "hyperparameters.json"
 HYPERPARAMETERS_PNG = "hyperparameters.png"
 VALIDATION_SHARE = 0.2               # of the train split held out for the hyper-gradient's validation batches
 DEFAULT_WEIGHT_DECAY = 1e-4          # start of every variant unless --wd-init / --weight-decay say
+THETA_OPTIMIZER, THETA_LR, THETA_BATCH = "sgd", 0.5, 1024   # theta: SGD, lr 0.5 at batch 1024 (Appendix A)
+ARCH_MOMENTUM, ARCH_WEIGHT_DECAY = 0.9, 5e-4                # alpha: SGD, momentum 0.9, weight decay 5e-4
 POLICY_MOMENTUM = 0.9                # tau: SGD with momentum 0.9 and weight decay 5e-4 (Appendix A)
 POLICY_WEIGHT_DECAY = 5e-4
 ETA_BETAS = (0.9, 0.9)               # Adam of log eta: a short second-moment memory (see hypergradient.py)
@@ -96,7 +98,9 @@ class Options:
     hyper_lr: bool = option(False, "with the hyper-gradient, also learn a factor (0.1-10) on the learning rate")
     search_share: float = option(0.5, "share of the steps in the search stage (alpha learned); the rest is the "
                                       "tuning stage (architecture fixed, the rest still learning)", gt=0, le=1)
-    arch_lr: float = option(0.01, "Adam learning rate of the architecture logits alpha", gt=0)
+    arch_lr: float = option(0.01, "learning rate of the architecture logits alpha (SGD, momentum 0.9, weight decay "
+                                  "5e-4 as in the paper's Appendix A; see docs/methods/diffautoml.md for the scale)",
+                            gt=0)
     policy_lr: float = option(0.2, "learning rate of the policy logits tau (SGD, momentum 0.9, weight decay 5e-4 as "
                                    "in the paper's Appendix A; see docs/methods/diffautoml.md for the scale)", gt=0)
     policy_entropy: float = option(1.0, "entropy weight beta (nats) of the policy loss: the policy tends to "
@@ -122,6 +126,14 @@ class Options:
         except (ValueError, TypeError):
             raise ConfigError(f"policy_ops: {self.policy_ops!r} must be distinct operation names among "
                               f"{','.join(OPERATION_NAMES)}") from None
+
+
+def common_defaults(given: Mapping[str, Any]) -> dict[str, Any]:
+    """DiffAutoML's own defaults for the weights' optimiser (Appendix A) where the user gave none: SGD (momentum
+    0.9, :data:`mobilekit.search.training.OPTIMIZERS`' "sgd"), cosine schedule, lr 0.5 at the paper's batch of
+    1024 scaled linearly to ours (``0.5 * batch_size / 1024``: 0.031 at the default 64)."""
+    batch = int(given.get("batch_size", 64))
+    return {"optimizer": THETA_OPTIMIZER, "lr_schedule": "cosine", "lr": THETA_LR * batch / THETA_BATCH}
 
 
 def start_weight_decay(config: Any) -> float:
@@ -164,7 +176,8 @@ class DiffAutoMLPhase(Phase):
         options = config.method_options
         weight_decay = float(eta.weight_decay().detach()) if options.hypergradient else start_weight_decay(config)
         weights_opt = make_optimizer(config.optimizer, net.weight_parameters(), config.lr, weight_decay)
-        arch_opt = torch.optim.Adam(net.architecture_parameters(), lr=options.arch_lr)
+        arch_opt = torch.optim.SGD(net.architecture_parameters(), lr=options.arch_lr, momentum=ARCH_MOMENTUM,
+                                   weight_decay=ARCH_WEIGHT_DECAY)
         policy_opt = torch.optim.SGD(policy.parameters(), lr=options.policy_lr, momentum=POLICY_MOMENTUM,
                                      weight_decay=POLICY_WEIGHT_DECAY)
         eta_opt = torch.optim.Adam(eta.learned(), lr=options.eta_lr, betas=ETA_BETAS)
