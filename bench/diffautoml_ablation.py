@@ -2,7 +2,8 @@
 method, without the augmentation search, without the hyper-gradient, and with both off (DSNAS-style NAS with the
 latency penalty only). Every variant's deliverable is its own network (no retraining); the table gives its test
 accuracy, predicted latency and what it learned. The variants without the hyper-gradient keep the weight decay
-where the hyper-gradient starts (1e-4).
+where the hyper-gradient starts (1e-4, ``wd_init`` for every variant). ``--smoke``: a few steps on digits in a
+temporary folder (seconds), to check the script runs.
 
     python bench/diffautoml_ablation.py [--data digits] [--budget 16] [--seeds 1] [--target-ms 80]
         [--table latency_tables/pixel1-spnas.json] [--out runs/diffautoml-ablation]
@@ -28,8 +29,8 @@ WD_INIT = 1e-4          # where the hyper-gradient starts; the variants without 
 VARIANTS = {
     "full": {"wd_init": WD_INIT},
     "no augmentation search": {"augment_search": False, "wd_init": WD_INIT},
-    "no hyper-gradient": {"hypergradient": False, "weight_decay": WD_INIT},
-    "both off (NAS only)": {"augment_search": False, "hypergradient": False, "weight_decay": WD_INIT},
+    "no hyper-gradient": {"hypergradient": False, "wd_init": WD_INIT},
+    "both off (NAS only)": {"augment_search": False, "hypergradient": False, "wd_init": WD_INIT},
 }
 
 
@@ -42,7 +43,15 @@ def main() -> None:
     parser.add_argument("--table", default="latency_tables/pixel1-spnas.json")
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--out", default="runs/diffautoml-ablation")
+    parser.add_argument("--smoke", action="store_true", help="a few steps on digits in a temporary folder")
     args = parser.parse_args()
+    smoke: dict = {}
+    if args.smoke:
+        import tempfile
+
+        args.data, args.budget, args.seeds, args.train_subset = "digits", 2, 1, 64
+        args.out = tempfile.mkdtemp(prefix="diffautoml-ablation-smoke-")
+        smoke = {"steps_per_epoch": 2, "batch_size": 16}
     rows = []
     for name, keys in VARIANTS.items():
         budget_keys, facts = method_settings("diffautoml", args.budget, 0.5, keys)
@@ -50,7 +59,7 @@ def main() -> None:
             out = Path(args.out) / f"{name.split(' (')[0].replace(' ', '-')}-s{seed}"
             config = make_config(None, method="diffautoml", table=args.table, target_ms=args.target_ms,
                                  data=args.data, train_subset=args.train_subset, seed=seed, out=str(out),
-                                 export="none", threads=1, resume=True, **budget_keys, **keys)
+                                 export="none", threads=1, resume=True, **{**budget_keys, **smoke}, **keys)
             summary = run_search(config, progress=False)      # a finished run is read back, a killed one resumed
             rows.append((name, budget_keys["epochs"], facts["images_epochs"], summary))
     print(f"data {args.data}, target {args.target_ms:g} ms ({args.table}), budget {args.budget} passes, "

@@ -15,6 +15,7 @@ from mobilekit.cli import main
 from mobilekit.latency.differentiable import ExpectedLatency
 from mobilekit.latency_table import LatencyTable
 from mobilekit.search.methods.augment_policy import AugmentPolicy, policy_loss
+from mobilekit.search.methods import diffautoml
 from mobilekit.search.methods.diffautoml import _gated_forward, log_prob_gates
 from mobilekit.search.methods.hypergradient import LearnedHyperparameters, hypergradient, lookahead_validation_loss
 from mobilekit.search.supernets import SampledPathNet
@@ -26,48 +27,105 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- eq. 2: the augmentation policy -----------------------------------------------------------------------------------
-def test_eq_2_gradient_is_minus_the_loss_weighted_probability_gradients():
+def test_eq_2_gradients_of_both_estimators_and_the_entropy_term():
     policy = AugmentPolicy(("Identity", "Rotate"))
     with torch.no_grad():
         policy.logits.copy_(torch.tensor([0.3, -0.2, 0.1, 0.5]))
     chosen, losses = torch.tensor([0, 3, 3, 1]), torch.tensor([0.5, 2.0, 1.0, 0.7])
     p = F.softmax(policy.logits.detach(), -1)
-    jacobian = torch.diag(p) - torch.outer(p, p)          # d p_i / d tau_j
+    jacobian = torch.diag(p) - torch.outer(p, p)          # d p_i / d tau_j; d log p_i / d tau_j = jacobian[i] / p_i
+    entropy_grad = -(jacobian @ (torch.log(p) + 1))       # d H / d tau
     for baseline, centred in ((False, losses), (True, losses - losses.mean())):
-        policy.logits.grad = None
-        policy_loss(policy.probs(), chosen, losses, baseline).backward()
-        expected = -sum(l * jacobian[c] for c, l in zip(chosen.tolist(), centred.tolist())) / 4
-        assert torch.allclose(policy.logits.grad, expected, atol=1e-7)
+        for estimator, weight in (("eq2", torch.ones(4)), ("score", 1 / p[chosen])):   # per image
+            policy.logits.grad = None
+            policy_loss(policy.logits, chosen, losses, baseline, 0.3, estimator).backward()
+            expected = -sum(l * w * jacobian[c] for c, l, w in zip(chosen.tolist(), centred.tolist(),
+                                                                       weight.tolist())) / 4
+            expected = expected - 0.3 * entropy_grad
+            assert torch.allclose(policy.logits.grad, expected, atol=1e-6)
 
 
 def test_eq_2_a_transformation_with_higher_training_loss_gains_probability():
-    policy = AugmentPolicy(("Identity", "Rotate"))                 # 4 transformations, uniform at the start
-    chosen = torch.tensor([0, 0, 3, 3])                           # as many images of each
-    losses = torch.tensor([0.2, 0.4, 1.5, 1.9])                   # transformation 3 gives the harder images
-    opt = torch.optim.SGD(policy.parameters(), lr=1.0)
-    policy_loss(policy.probs(), chosen, losses).backward()
-    opt.step()
-    p = policy.probs().detach()
-    assert p[3] > 0.25 > p[0] and p[1] == pytest.approx(p[2])     # the untouched ones stay level
+    for estimator in ("score", "eq2"):
+        policy = AugmentPolicy(("Identity", "Rotate"))                 # 4 transformations, uniform at the start
+        chosen = torch.tensor([0, 0, 3, 3])                           # as many images of each
+        losses = torch.tensor([0.2, 0.4, 1.5, 1.9])                   # transformation 3 gives the harder images
+        opt = torch.optim.SGD(policy.parameters(), lr=1.0)
+        policy_loss(policy.logits, chosen, losses, estimator=estimator).backward()
+        opt.step()
+        p = policy.probs().detach()
+        assert p[3] > 0.25 > p[0] and p[1] == pytest.approx(p[2])     # the untouched ones stay level
 
 
-def _policy_after(steps, baseline):
-    """The policy after Adam steps (lr 0.05) on eq. 2 with losses that do not depend on the transformation."""
+HARD = torch.arange(0, 196, 20)[:10]          # 10 of the 196 transformations add +1 nat to the training loss
+
+
+def _policy_after(steps, opt_of, **loss_kwargs):
+    """The policy after ``steps`` steps of 64 images, losses 2 (+1 for the HARD transformations) + N(0, 0.5)."""
     torch.manual_seed(0)
     policy = AugmentPolicy()
-    opt = torch.optim.Adam(policy.parameters(), lr=0.05)
+    opt = opt_of(policy.parameters())
     gen = torch.Generator().manual_seed(1)
+    extra = torch.zeros(196)
+    extra[HARD] = 1.0
     for _ in range(steps):
         chosen = policy.sample(64, gen)
         opt.zero_grad()
-        policy_loss(policy.probs(), chosen, 2 + 0.5 * torch.randn(64, generator=gen), baseline).backward()
+        policy_loss(policy.logits, chosen, 2 + extra[chosen] + 0.5 * torch.randn(64, generator=gen),
+                    **loss_kwargs).backward()
         opt.step()
     return policy.probs().detach()
 
 
-def test_eq_2_as_printed_runs_away_with_one_transformation_and_the_baseline_stops_it():
-    assert _policy_after(300, baseline=False).max() > 0.9           # 196 transformations, no loss differences
-    assert _policy_after(300, baseline=True).max() < 0.1
+def _old_default(params):
+    return torch.optim.Adam(params, lr=0.05)
+
+
+def _default(params):
+    return torch.optim.SGD(params, lr=diffautoml.Options().policy_lr, momentum=diffautoml.POLICY_MOMENTUM,
+                           weight_decay=diffautoml.POLICY_WEIGHT_DECAY)
+
+
+def test_eq_2_as_printed_with_adam_collapses_onto_one_hard_pair():
+    """The issue's reproduction: the former defaults (eq. 2 as printed, Adam 0.05, baseline) put 99 % of the mass
+    on the 10 hard transformations after 300 steps, almost all of it on one of them."""
+    p = _policy_after(300, _old_default, estimator="eq2")
+    assert p[HARD].sum() > 0.95 and p.max() > 0.9
+
+
+def test_the_default_policy_learns_the_hard_transformations_but_cannot_collapse():
+    """At the defaults (score estimator, entropy 1 nat, SGD momentum 0.9, weight decay 5e-4) the policy tends to
+    p ~ exp(L): the hard ones each get e / (186 + 10 e) = 1.27 % (uniform: 0.51 %), 12.7 % together."""
+    options = diffautoml.Options()
+    p = _policy_after(300, _default, entropy=options.policy_entropy, estimator=options.policy_estimator)
+    assert p.max() < 0.025                                          # no pair above 2.5 % (collapse: 97 %)
+    assert 0.09 < p[HARD].sum() < 0.16                              # the Gibbs share, 12.7 %, within noise
+    easy = torch.ones(196, dtype=torch.bool)
+    easy[HARD] = False
+    assert p[HARD].min() > p[easy].max() * 0.9 and p[HARD].mean() > 2 * p[easy].mean()   # the hard ones favoured
+
+
+def test_without_loss_differences_the_default_policy_stays_near_uniform():
+    options = diffautoml.Options()
+    torch.manual_seed(0)
+    policy = AugmentPolicy()
+    opt = _default(policy.parameters())
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(300):
+        chosen = policy.sample(64, gen)
+        opt.zero_grad()
+        policy_loss(policy.logits, chosen, 2 + 0.5 * torch.randn(64, generator=gen),
+                    entropy=options.policy_entropy).backward()
+        opt.step()
+    assert policy.probs().max() < 2.5 / 196
+
+
+def test_the_paper_s_own_learning_rate_freezes_the_policy():
+    """Appendix A's SGD lr 1e-5 on eq. 2 summed over a batch is 1e-5 * 64 on our mean: nothing moves (why the
+    default learning rate is larger; the entropy term is what keeps it from collapsing)."""
+    p = _policy_after(300, lambda ps: torch.optim.SGD(ps, lr=64e-5, momentum=0.9, weight_decay=5e-4),
+                      estimator="eq2")
+    assert abs(float(p[HARD].sum()) - 10 / 196) < 1e-3
 
 
 def test_transformations_are_drawn_from_the_policy():
@@ -212,6 +270,48 @@ def test_eq_7_hypergradient_matches_a_finite_difference_of_the_validation_loss(n
     assert all(p.grad is not None and torch.equal(p.grad, g) for p, g in zip(params, grads))   # untouched
 
 
+def _eta_after(steps, noise, true_scale, wd_start, n_train):
+    """Weight decay after ``steps`` DiffAutoML steps on a linear regression y = x w* + noise (40 inputs): the
+    weights take the default optimiser's step (SGD, momentum 0.9) with eta's weight decay, eta the hyper-gradient
+    of the validation loss through that step (eq. 6-7) with the searcher's Adam (``eta_lr``, ``ETA_BETAS``)."""
+    gen = torch.Generator().manual_seed(0)
+    w_true = true_scale * torch.randn(40, 1, generator=gen)
+    def data(n):
+        x = torch.randn(n, 40, generator=gen)
+        return x, x @ w_true + noise * torch.randn(n, 1, generator=gen)
+    (x, y), (vx, vy) = data(n_train), data(256)
+    torch.manual_seed(0)
+    model = nn.Linear(40, 1, bias=False)
+    eta = LearnedHyperparameters(wd_start)
+    weights_opt = make_optimizer(diffautoml.THETA_OPTIMIZER, model.parameters(), 0.02, wd_start)
+    eta_opt = torch.optim.Adam(eta.learned(), lr=diffautoml.Options().eta_lr, betas=diffautoml.ETA_BETAS)
+    names, params = [n for n, _ in model.named_parameters()], list(model.parameters())
+    for _ in range(steps):
+        weights_opt.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        val = lookahead_validation_loss(model, weights_opt, names, params, [p.grad for p in params], 0.02,
+                                        eta.weight_decay(), lambda out: F.mse_loss(out, vy), (vx,))
+        eta_opt.zero_grad()
+        for p, g in zip(eta.learned(), hypergradient(eta, val)):
+            p.grad = g
+        for group in weights_opt.param_groups:
+            group["weight_decay"] = float(eta.weight_decay().detach())
+        weights_opt.step()
+        eta_opt.step()
+        eta.clamp_()
+    return float(eta.weight_decay().detach())
+
+
+def test_eta_moves_up_where_a_larger_weight_decay_lowers_the_validation_loss():
+    """20 noisy training points for 40 weights, a small true signal: fitting the noise hurts, decay helps."""
+    assert _eta_after(150, noise=1.0, true_scale=0.05, wd_start=1e-4, n_train=20) > 10 * 1e-4
+
+
+def test_eta_moves_down_where_a_smaller_weight_decay_lowers_the_validation_loss():
+    """Plenty of clean training points, a large true signal: decay only pulls the weights off the answer."""
+    assert _eta_after(150, noise=0.0, true_scale=1.0, wd_start=1e-2, n_train=400) < 0.2 * 1e-2
+
+
 # ---- end to end ---------------------------------------------------------------------------------------------------------
 QUICK = ["--data", "digits", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16", "--threads", "1",
          "--no-progress"]
@@ -271,6 +371,21 @@ def test_both_switches_off_is_nas_only_at_the_given_weight_decay(tmp_path, table
     assert not (out / "augment_policy.json").exists()
 
 
+def test_every_ablation_variant_starts_from_the_same_weight_decay(table_path, target):
+    from mobilekit.search import make_config
+
+    def start(**keys):
+        config = make_config(None, method="diffautoml", table=str(table_path), target_ms=target, out="unused",
+                             **keys)
+        return diffautoml.start_weight_decay(config)
+
+    variants = ({}, {"augment_search": False}, {"hypergradient": False},
+                {"augment_search": False, "hypergradient": False})
+    assert {start(**v) for v in variants} == {diffautoml.DEFAULT_WEIGHT_DECAY}
+    assert {start(weight_decay=5e-4, **v) for v in variants} == {5e-4}
+    assert {start(weight_decay=5e-4, wd_init=2e-3, **v) for v in variants} == {2e-3}
+
+
 def test_a_final_training_when_asked_uses_the_learned_weight_decay_and_lr_factor(tmp_path, table_path, target):
     out = tmp_path / "run"
     code = main(_args(out, table_path, target, "--epochs", "1", "--final-epochs", "1", "--hyper-lr",
@@ -279,7 +394,8 @@ def test_a_final_training_when_asked_uses_the_learned_weight_decay_and_lr_factor
     learned = json.loads((out / "hyperparameters.json").read_text())
     final = json.loads((out / "summary.json").read_text())["final_hyperparameters"]
     assert learned["lr_factor"] != 1.0 and final["source"] == "diffautoml search"
-    assert final["lr"] == pytest.approx(3e-3 * learned["lr_factor"]) and final["weight_decay"] == learned["weight_decay"]
+    assert final["lr"] == pytest.approx(0.5 * 16 / 1024 * learned["lr_factor"])       # Appendix A, scaled
+    assert final["weight_decay"] == learned["weight_decay"]
     assert len(json.loads((out / "augment_policy.json").read_text())["probabilities"]) == 16      # 4 x 4 pairs
     assert [r["phase"] for r in _records(out)] == ["search", "search", "final", "final"]
 

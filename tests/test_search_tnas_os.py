@@ -23,7 +23,7 @@ def full_run(tmp_path_factory, table_path, target):
     """One uninterrupted run with eps_inc 1: uniform paths in epoch 0, sampler paths after the first refit."""
     out = tmp_path_factory.mktemp("tnas") / "run"
     args = ["search", "--table", str(table_path), "--target-ms", str(target), "--out", str(out), *QUICK,
-            "--eps-inc", "1.0"]
+            "--eps-inc", "1.0", "--tell-every", "2"]
     assert main(args) == 0
     return args, out
 
@@ -39,6 +39,18 @@ def test_tnas_os_mixes_uniform_and_sampler_paths_as_epsilon_rises(full_run, targ
     # the sampler only proposes paths inside the window
     assert all(0.9 * target <= r["runtime_hard_ms"] <= target for r in search if r["path"] == "sampler")
     assert summary["evolution_seeds_from_sampler"] >= 1
+
+
+def test_the_default_schedule_peaks_by_mid_search_whatever_its_length():
+    from mobilekit.search.methods.tnas_os import DEFAULT_REFITS, schedule
+    from mobilekit.search.methods.tnas_sampler import epsilon
+
+    for total in (40, 400, 4000):
+        every, inc = schedule(total, None, None, 0.8)
+        refits_by_mid = (total // 2) // every
+        assert every == total // DEFAULT_REFITS and epsilon(refits_by_mid, inc, 0.8) == pytest.approx(0.8)
+        assert epsilon(refits_by_mid - 1, inc, 0.8) < 0.8
+    assert schedule(4, None, None, 1.0) == (1, 0.5) and schedule(400, 10, 0.1, 1.0) == (10, 0.1)
 
 
 def test_tnas_os_writes_the_proposals_over_the_search(full_run, target):

@@ -173,8 +173,9 @@ def _build(data: dict[str, Any], source: str, origins: dict[str, str]) -> Search
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     config = SearchConfig.__new__(SearchConfig)
+    method_defaults = method.common_defaults(common_values)
     for f in common_fields():
-        setattr(config, f.name, common_values.get(f.name, f.default))
+        setattr(config, f.name, common_values.get(f.name, method_defaults.get(f.name, f.default)))
     config.method_options = options
     config.validate(origins, source)
     return config

@@ -10,7 +10,9 @@ A method module defines (see docs/adding-a-searcher.md):
 ``search(ctx)``    :class:`~mobilekit.search.training.SearchContext` -> :class:`~mobilekit.search.outcome.SearchOutcome`.
 
 and optionally ``FINAL_EPOCHS``: the method's default for ``--final-epochs`` (e.g. 0 for an end-to-end method
-whose search network is the deliverable); without it the default is ``--epochs``.
+whose search network is the deliverable); without it the default is ``--epochs``; and optionally
+``common_defaults(given)``: the method's own defaults for common options the user did not give (``given``: the
+common options they did give, e.g. to scale a learning rate with ``batch_size``).
 
 Modules are imported when a search runs or its flags are parsed, so ``mobilekit --version`` stays light.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from mobilekit.errors import ConfigError
 
@@ -59,6 +61,13 @@ class Method:
     def final_epochs_default(self) -> int | None:
         """The method's own default for ``final_epochs`` (None: the common default, ``epochs``)."""
         return getattr(self.load(), "FINAL_EPOCHS", None)
+
+
+    def common_defaults(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The method's own defaults for common options the user did not give (``given``: those they did), from
+        its optional ``common_defaults(given)`` (e.g. DiffAutoML's paper optimiser and batch-scaled lr)."""
+        own = getattr(self.load(), "common_defaults", None)
+        return {} if own is None else dict(own(given))
 
 
 METHODS: dict[str, Method] = {}

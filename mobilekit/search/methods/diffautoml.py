@@ -26,8 +26,9 @@ is fixed -- the argmax of alpha, moved into [0.9 T, T] by the engine's repair --
 tau and eta still learning (tuning stage). The network at the end of the tuning stage is the deliverable.
 
 Ablation switches: ``augment_search`` off trains on the batches as they come (no searched augmentation);
-``hypergradient`` off keeps ``--weight-decay`` (and ``--lr``'s schedule) fixed and trains on the whole train
-split (no validation batches); both off is DSNAS-style NAS with the latency penalty only.
+``hypergradient`` off keeps the starting weight decay (:func:`start_weight_decay`, the same as the full method's
+start, so that the variants differ in the switched component only) and ``--lr``'s schedule fixed and trains on
+the whole train split (no validation batches); both off is DSNAS-style NAS with the latency penalty only.
 
 The run folder gets ``augment_policy.json`` / ``augment_policy.png`` (the transformation probabilities: each
 operation's over the run, the final top transformations) and ``hyperparameters.json`` / ``hyperparameters.png``
@@ -37,7 +38,7 @@ operation's over the run, the final top transformations) and ``hyperparameters.j
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ from mobilekit.errors import ConfigError
 from mobilekit.latency.differentiable import ExpectedLatency
 from mobilekit.models.torch_builder import Skeleton
 from mobilekit.search.budget import Repair
-from mobilekit.search.methods.augment_policy import AugmentPolicy, policy_loss
+from mobilekit.search.methods.augment_policy import ESTIMATORS, AugmentPolicy, policy_loss
 from mobilekit.search.methods.hypergradient import (
     WEIGHT_DECAY_RANGE,
     LearnedHyperparameters,
@@ -77,6 +78,11 @@ POLICY_PNG = "augment_policy.png"
 HYPERPARAMETERS_JSON = "hyperparameters.json"
 HYPERPARAMETERS_PNG = "hyperparameters.png"
 VALIDATION_SHARE = 0.2               # of the train split held out for the hyper-gradient's validation batches
+DEFAULT_WEIGHT_DECAY = 1e-4          # start of every variant unless --wd-init / --weight-decay say
+THETA_OPTIMIZER, THETA_LR, THETA_BATCH = "sgd", 0.5, 1024   # theta: SGD, lr 0.5 at batch 1024 (Appendix A)
+ARCH_MOMENTUM, ARCH_WEIGHT_DECAY = 0.9, 5e-4                # alpha: SGD, momentum 0.9, weight decay 5e-4
+POLICY_MOMENTUM = 0.9                # tau: SGD with momentum 0.9 and weight decay 5e-4 (Appendix A)
+POLICY_WEIGHT_DECAY = 5e-4
 ETA_BETAS = (0.9, 0.9)               # Adam of log eta: a short second-moment memory (see hypergradient.py)
 
 
@@ -92,14 +98,22 @@ class Options:
     hyper_lr: bool = option(False, "with the hyper-gradient, also learn a factor (0.1-10) on the learning rate")
     search_share: float = option(0.5, "share of the steps in the search stage (alpha learned); the rest is the "
                                       "tuning stage (architecture fixed, the rest still learning)", gt=0, le=1)
-    arch_lr: float = option(0.01, "Adam learning rate of the architecture logits alpha", gt=0)
-    policy_lr: float = option(0.05, "Adam learning rate of the policy logits tau", gt=0)
-    policy_baseline: bool = option(True, "subtract the batch's mean loss in eq. 2, so that only loss differences "
-                                         "move the policy (off: eq. 2 as printed, which also favours whichever "
-                                         "transformation is already ahead)")
+    arch_lr: float = option(0.01, "learning rate of the architecture logits alpha (SGD, momentum 0.9, weight decay "
+                                  "5e-4 as in the paper's Appendix A; see docs/methods/diffautoml.md for the scale)",
+                            gt=0)
+    policy_lr: float = option(0.2, "learning rate of the policy logits tau (SGD, momentum 0.9, weight decay 5e-4 as "
+                                   "in the paper's Appendix A; see docs/methods/diffautoml.md for the scale)", gt=0)
+    policy_entropy: float = option(1.0, "entropy weight beta (nats) of the policy loss: the policy tends to "
+                                        "p ~ exp(L / beta), so no transformation runs away; 0: none", ge=0)
+    policy_estimator: str = option("score", "policy gradient: score (eq. 2 with the importance weight of the draw, "
+                                            "unbiased for E_p[L]) or eq2 (as printed, which favours whichever "
+                                            "transformation is ahead)", choices=ESTIMATORS)
+    policy_baseline: bool = option(True, "subtract the batch's mean loss in the policy loss (lower variance; for "
+                                         "eq2, only loss differences then move the policy)")
     eta_lr: float = option(0.05, "Adam learning rate (beta of eq. 7) of log weight decay / log lr factor", gt=0)
-    wd_init: float = option(1e-4, "weight decay the hyper-gradient starts from", ge=WEIGHT_DECAY_RANGE[0],
-                            le=WEIGHT_DECAY_RANGE[1])
+    wd_init: float | None = option(None, "weight decay at the start of every variant (the hyper-gradient's start; "
+                                         "with --no-hypergradient it stays there); default: --weight-decay when "
+                                         "positive, else 1e-4", ge=WEIGHT_DECAY_RANGE[0], le=WEIGHT_DECAY_RANGE[1])
     policy_ops: tuple[str, ...] = option(OPERATION_NAMES, "augmentation operations, comma-separated (the paper's "
                                                           "14 by default; its Appendix C also uses ShearX,ShearY,"
                                                           "TranslateX,TranslateY)")
@@ -112,6 +126,25 @@ class Options:
         except (ValueError, TypeError):
             raise ConfigError(f"policy_ops: {self.policy_ops!r} must be distinct operation names among "
                               f"{','.join(OPERATION_NAMES)}") from None
+
+
+def common_defaults(given: Mapping[str, Any]) -> dict[str, Any]:
+    """DiffAutoML's own defaults for the weights' optimiser (Appendix A) where the user gave none: SGD (momentum
+    0.9, :data:`mobilekit.search.training.OPTIMIZERS`' "sgd"), cosine schedule, lr 0.5 at the paper's batch of
+    1024 scaled linearly to ours (``0.5 * batch_size / 1024``: 0.031 at the default 64)."""
+    batch = int(given.get("batch_size", 64))
+    return {"optimizer": THETA_OPTIMIZER, "lr_schedule": "cosine", "lr": THETA_LR * batch / THETA_BATCH}
+
+
+def start_weight_decay(config: Any) -> float:
+    """The weight decay every variant starts from (so that the ablation switches change one component only):
+    ``wd_init`` when given, else ``--weight-decay`` when positive, else :data:`DEFAULT_WEIGHT_DECAY`. With the
+    hyper-gradient it is eta's start (eq. 7 works in log space, so it must be positive); without, the weight decay
+    of the whole run."""
+    options = config.method_options
+    if options.wd_init is not None:
+        return float(options.wd_init)
+    return float(config.weight_decay) if config.weight_decay > 0 else DEFAULT_WEIGHT_DECAY
 
 
 def _gated_forward(net: SampledPathNet, x: torch.Tensor, gates: torch.Tensor | None) -> torch.Tensor:
@@ -141,10 +174,12 @@ class DiffAutoMLPhase(Phase):
             eta.to(engine.device)
             latency_model.to(engine.device)
         options = config.method_options
-        weight_decay = float(eta.weight_decay().detach()) if options.hypergradient else config.weight_decay
+        weight_decay = float(eta.weight_decay().detach()) if options.hypergradient else start_weight_decay(config)
         weights_opt = make_optimizer(config.optimizer, net.weight_parameters(), config.lr, weight_decay)
-        arch_opt = torch.optim.Adam(net.architecture_parameters(), lr=options.arch_lr)
-        policy_opt = torch.optim.Adam(policy.parameters(), lr=options.policy_lr)
+        arch_opt = torch.optim.SGD(net.architecture_parameters(), lr=options.arch_lr, momentum=ARCH_MOMENTUM,
+                                   weight_decay=ARCH_WEIGHT_DECAY)
+        policy_opt = torch.optim.SGD(policy.parameters(), lr=options.policy_lr, momentum=POLICY_MOMENTUM,
+                                     weight_decay=POLICY_WEIGHT_DECAY)
         eta_opt = torch.optim.Adam(eta.learned(), lr=options.eta_lr, betas=ETA_BETAS)
         super().__init__(modules={"net": net, "policy": policy, "eta": eta},
                          optimizers={"weights": weights_opt, "arch": arch_opt, "policy": policy_opt, "eta": eta_opt},
@@ -231,7 +266,8 @@ class DiffAutoMLPhase(Phase):
         else:
             runtime_ms = self.latency_model.lookup_ms(self._fixed)
         if transformations is not None:
-            loss = loss + policy_loss(self.policy.probs(), transformations, sample_losses, options.policy_baseline)
+            loss = loss + policy_loss(self.policy.logits, transformations, sample_losses, options.policy_baseline,
+                                      options.policy_entropy, options.policy_estimator)
         stepped = [self.weights_opt] + ([self.arch_opt] if searching else []) + \
             ([self.policy_opt] if transformations is not None else [])
         self.engine.backward(loss, [*net.parameters(), *self.policy.parameters()], stepped)
@@ -362,7 +398,7 @@ def search(ctx: SearchContext) -> SearchOutcome:
     torch.manual_seed(cfg.seed)
     net = SampledPathNet(ctx.train_space, latency_model.candidates, sharing=cfg.weight_sharing)
     policy = AugmentPolicy(options.policy_ops)
-    eta = LearnedHyperparameters(options.wd_init, learn_lr=options.hyper_lr and options.hypergradient)
+    eta = LearnedHyperparameters(start_weight_decay(cfg), learn_lr=options.hyper_lr and options.hypergradient)
     if options.hypergradient:
         weight_data, val_data = split_for_architecture(ctx.splits.train, cfg.seed, VALIDATION_SHARE)
     else:
@@ -374,7 +410,7 @@ def search(ctx: SearchContext) -> SearchOutcome:
     arch = phase.fix_architecture()                # decided at the stage boundary (or now, with no tuning stage)
     derived = Architecture.from_string(net.space, phase.state["derived_arch"])
     records = [r for r in ctx.run.records() if r.get("phase") == "search"] if ctx.engine.is_writer else []
-    final_wd = float(eta.weight_decay().detach()) if options.hypergradient else cfg.weight_decay
+    final_wd = float(eta.weight_decay().detach()) if options.hypergradient else start_weight_decay(cfg)
     lr_factor = float(eta.log_lr_factor.detach().exp()) if eta.learn_lr else 1.0
     hyperparameters = TrainingHyperparameters(lr=cfg.lr * lr_factor, lr_schedule=cfg.lr_schedule, weight_decay=final_wd,
                                               optimizer=cfg.optimizer, augment=cfg.augment,

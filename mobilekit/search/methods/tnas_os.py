@@ -4,8 +4,10 @@ As :mod:`mobilekit.search.methods.spos`, except that
 
 - each training step draws its path from Gamma(alpha) = (1 - eps) U(alpha) + eps p_theta(alpha | z) (eq. 11):
   uniform with probability 1 - eps, else a proposal of the :class:`~mobilekit.search.methods.tnas_sampler.TNASSampler`
-  (always inside [0.9 T, T]); eps = min(eps_max, eps_inc * refits so far), so it rises as the sampler learns;
-- every ``tell_every`` steps (default: once per epoch) the distinct paths trained since the last tell are scored by
+  (always inside [0.9 T, T]); eps = min(eps_max, eps_inc * refits so far), so it rises as the sampler learns (by default reaching
+  eps_max by mid-search, whatever the search length);
+- every ``tell_every`` steps (default: :data:`DEFAULT_REFITS` refits over the search, :func:`schedule`) the
+  distinct paths trained since the last tell are scored by
   the supernet on a fixed validation batch (batch-statistics BN, no recalibration: cheap) and told to the sampler,
   which refits its weighted ELBO (eq. 2); a few fresh proposals are scored too and kept for the plot
   ``tnas_proposals.png`` (latency vs supernet accuracy per tell) and ``tnas_proposals.json``;
@@ -36,15 +38,27 @@ LATENCY_MODEL = "expected"
 SUMMARY = "TNAS-OS: one-shot supernet with paths from a learned transformer-VAE sampler (eq. 11), then evolution"
 PROPOSALS_FILE = "tnas_proposals.json"
 PROPOSALS_PLOT = "tnas_proposals.png"
+DEFAULT_REFITS = 8          # sampler refits over a search by default (eps at its maximum after the 4th: mid-search)
+
+
+def schedule(total_steps: int, tell_every: int | None, eps_inc: float | None, eps_max: float) -> tuple[int, float]:
+    """(steps between refits, epsilon's increment per refit) for a search of ``total_steps`` steps: by default
+    :data:`DEFAULT_REFITS` refits, epsilon reaching ``eps_max`` at the last refit of the first half."""
+    every = tell_every or max(1, total_steps // DEFAULT_REFITS)
+    inc = eps_inc if eps_inc is not None else eps_max / max(1, (total_steps // 2) // every)
+    return every, inc
 
 
 @dataclass
 class Options(SposOptions):
     """TNAS-OS settings (recipe section ``[search.tnas-os]``); the evolution settings are those of spos."""
 
-    eps_inc: float = option(0.1, "epsilon of eq. 11 grows by this per sampler refit", ge=0, le=1)
+    eps_inc: float | None = option(None, "epsilon of eq. 11 grows by this per sampler refit (default: eps_max over "
+                                         "the refits of the first half of the search, so it peaks by mid-search)",
+                                   ge=0, le=1)
     eps_max: float = option(1.0, "... up to this", ge=0, le=1)
-    tell_every: int | None = option(None, "steps between sampler refits (default: once per epoch)", ge=1)
+    tell_every: int | None = option(None, f"steps between sampler refits (default: the search's steps / "
+                                          f"{DEFAULT_REFITS}, whatever its length)", ge=1)
     tell_paths: int = option(16, "recently trained distinct paths scored and told to the sampler per refit", ge=1)
     tell_batch: int = option(256, "validation images of the fixed batch that scores told paths", ge=1)
     sampler_fit_steps: int = option(20, "Adam steps of the sampler's weighted ELBO per refit", ge=1)
@@ -81,10 +95,15 @@ class SamplerTeacher:
         val = validation_subset(ctx.splits.val, cfg.tell_batch, cfg.seed + 1)
         x, y = next(iter(load_batches(val, [torch.arange(min(len(val), cfg.tell_batch))], 0)))
         self.x, self.y = x.to(ctx.engine.device), y.to(ctx.engine.device)
+        self.every, self.eps_inc = 1, cfg.eps_inc or 0.0     # set by :meth:`plan` once the search length is known
+
+    def plan(self, total_steps: int) -> None:
+        cfg = self.ctx.config
+        self.every, self.eps_inc = schedule(total_steps, cfg.tell_every, cfg.eps_inc, cfg.eps_max)
 
     def draw(self, step: int, generator: torch.Generator) -> tuple[list[int], str]:
         cfg = self.ctx.config
-        eps = epsilon(self.sampler.fits_, cfg.eps_inc, cfg.eps_max)
+        eps = epsilon(self.sampler.fits_, self.eps_inc, cfg.eps_max)
         return mixture_draw(eps, lambda: self.paths.uniform(generator),
                             lambda: self.sampler.ask(1, seed=cfg.seed * 1_000_003 + step)[0], generator)
 
@@ -96,8 +115,8 @@ class SamplerTeacher:
             recent.remove(active)
         recent.append(active)
         del recent[:-cfg.tell_paths]
-        every = cfg.tell_every or phase.batches_per_epoch
-        record: dict[str, Any] = {"epsilon": epsilon(self.sampler.fits_, cfg.eps_inc, cfg.eps_max)}
+        every = self.every
+        record: dict[str, Any] = {"epsilon": epsilon(self.sampler.fits_, self.eps_inc, cfg.eps_max)}
         if (step + 1) % every:
             return record
         told = list(recent)
@@ -155,6 +174,7 @@ def train_supernet(ctx: SearchContext) -> tuple[SampledPathNet, PathSpace, OneSh
     phase = OneShotPhase(net=net, paths=paths, draw=teacher.draw, after_step=teacher.after_step, config=cfg,
                          extra_modules={"sampler": sampler.model_}, extra_optimizers={"sampler": sampler.optimizer_},
                          **ctx.phase_kwargs("search"))
+    teacher.plan(phase.total_steps)
     start = phase.restore(ctx.checkpoint)
     sampler.load_state(phase.state.get("sampler", {}))
     phase.run_loop(start)
@@ -178,7 +198,9 @@ def search(ctx: SearchContext) -> SearchOutcome:
         if proposals:
             plot_proposals(proposals, cfg.target_ms, ctx.run.path(PROPOSALS_PLOT))
     sources = [r.get("path") for r in ctx.run.records() if r.get("phase") == "search"]
-    details = {"epsilon_final": epsilon(sampler.fits_, cfg.eps_inc, cfg.eps_max), "sampler_fits": sampler.fits_,
+    every, inc = schedule(phase.total_steps, cfg.tell_every, cfg.eps_inc, cfg.eps_max)
+    details = {"epsilon_final": epsilon(sampler.fits_, inc, cfg.eps_max), "sampler_fits": sampler.fits_,
+               "tell_every": every, "eps_inc": inc,
                "sampler_paths_share": (sources.count("sampler") / len(sources)) if sources else None,
                "evolution_seeds_from_sampler": from_sampler}
     return outcome(ctx, net, paths, phase, ranked, evolution_s, details)
