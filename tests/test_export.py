@@ -158,3 +158,30 @@ def test_random_architectures_build_and_run():
     for _ in range(5):
         model = build_torch_model(sample_architecture(space, rng)).eval()
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_cli_export_from_a_run_folder_writes_the_trained_normalisation_and_class_names(tmp_path, capsys):
+    """issue 22: export without --data wrote mean 0 / std 1; a run folder's bundle.json carries what was trained."""
+    import json
+
+    space = get_space(**SMALL)
+    arch = reference_architecture(space)
+    run = tmp_path / "run"
+    run.mkdir()
+    arch.save(run / "arch.json")
+    torch.save(random_model(arch, seed=4).state_dict(), run / "weights.pt")
+    names = [f"class-{i}" for i in range(space.num_classes)]
+    bundle = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6], "class_names": names,
+              "deploy_resolution": space.resolution}
+    (run / "bundle.json").write_text(json.dumps(bundle))
+    code = main(["export", "--run", str(run), "--format", "onnx", "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert info["mean"] == bundle["mean"] and info["std"] == bundle["std"] and info["class_names"] == names
+    assert "bilinear" in info["preprocessing"] and info["resolution"] == space.resolution
+
+
+def test_cli_export_run_folder_without_bundle_is_one_line(tmp_path, capsys):
+    code = main(["export", "--run", str(tmp_path), "--format", "onnx", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "bundle.json" in err

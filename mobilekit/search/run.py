@@ -241,6 +241,8 @@ def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, l
     if not engine.is_writer:
         return summary
     save_weights(model, run.path("weights.pt"))
+    run.write_json("bundle.json", run_bundle(arch.with_space(deploy_space), config, splits, table_space.resolution,
+                                             device_name))
     _plots(run, arch, latency_model, config, summary)
     summary.update(export_and_measure(model, deploy_space, config, table, splits, run, say, predicted))
     run.write_json("summary.json", summary)
@@ -266,6 +268,20 @@ def _plots(run: RunFolder, arch: Architecture, latency_model, config: SearchConf
                       title=f"{arch.to_string()[:60]}...  predicted {summary['predicted_ms']:.1f} ms")
 
 
+def run_bundle(deploy_arch: Architecture, config: SearchConfig, splits, deploy_resolution: int,
+               device_name: str) -> dict[str, Any]:
+    """What ``mobilekit export --run RUN_FOLDER`` needs besides ``arch.json`` and ``weights.pt``: the training
+    normalisation (mean / std per RGB channel on the [0, 1] scale), class names in output-index order, the
+    resolutions (pixels), the preprocessing recipe, and the table / device the latency was predicted for."""
+    from mobilekit.export.pipeline import PREPROCESSING
+
+    return {"arch": "arch.json", "weights": "weights.pt", "architecture": deploy_arch.to_dict(),
+            "train_resolution": config.train_resolution, "deploy_resolution": deploy_resolution,
+            "mean": list(map(float, splits.mean)), "std": list(map(float, splits.std)),
+            "class_names": list(splits.class_names), "num_classes": splits.num_classes, "data": splits.name,
+            "preprocessing": PREPROCESSING, "table": str(config.table), "table_device": device_name}
+
+
 def export_and_measure(model: MobileNet, deploy_space, config: SearchConfig, table: LatencyTable, splits,
                        run: RunFolder, say: Log, predicted_ms: float) -> dict[str, Any]:
     """Export to ``config.export`` formats at the deployment resolution, then measure on the table's device
@@ -284,7 +300,7 @@ def export_and_measure(model: MobileNet, deploy_space, config: SearchConfig, tab
     try:
         report = export_model(deploy_model.eval(), run.path("exported"), formats=formats,
                               representative=splits.sample_images(32), deploy_resolution=deploy_space.resolution,
-                              mean=splits.mean, std=splits.std)
+                              mean=splits.mean, std=splits.std, class_names=splits.class_names)
     except ExportError as exc:
         out["export_error"] = str(exc)
         out["measure_note"] = "export failed"
