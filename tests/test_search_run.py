@@ -39,6 +39,12 @@ def test_single_path_run_writes_every_run_folder_file(tmp_path, table_path, targ
     assert stored["train_resolution"] == 64 and stored["deploy_resolution"] == 224
     assert 0.9 * target <= stored["predicted_ms"] <= target
     assert stored["export_checks"]["onnx"]
+    # issue 22: the run bundle carries what export needs; the exported model.json names the classes in order
+    bundle = json.loads((out / "bundle.json").read_text())
+    model_json = json.loads((out / "exported" / "model.json").read_text())
+    assert bundle["class_names"] == model_json["class_names"] and len(bundle["class_names"]) == stored["num_classes"]
+    assert bundle["mean"] == model_json["mean"] and bundle["std"] == model_json["std"]
+    assert bundle["train_resolution"] == 64 and bundle["deploy_resolution"] == 224
 
 
 def test_exported_model_is_measured_on_a_reachable_device(tmp_path, table_path, target):
