@@ -95,6 +95,12 @@ def test_model_json_describes_every_file(exported):
     assert info["files"]["tflite"]["layout"] == "NHWC"
     assert info["files"]["tflite-int8"]["input_dtype"] == "int8"
     assert info["mobilekit_version"]
+    # issue 22: the int8 file's quantisation parameters, as LiteRT reports them, so a caller can quantise inputs
+    q = info["files"]["tflite-int8"]["quantization"]
+    details = load_model_file(report.files["tflite-int8"]).input
+    assert q["input"]["dtype"] == "int8" and q["input"]["scale"] == pytest.approx(float(details["quantization"][0]))
+    assert q["input"]["zero_point"] == int(details["quantization"][1]) and q["output"]["scale"] > 0
+    assert "quantization" not in info["files"]["tflite"]
 
 
 def test_export_at_a_deployment_resolution_keeps_the_weights(tmp_path):

@@ -31,6 +31,7 @@ class ExportReport:
     files: dict[str, Path] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)
     parity: dict[str, ParityResult] = field(default_factory=dict)
+    quantization: dict[str, dict] = field(default_factory=dict)
     model_json: Path | None = None
 
 
@@ -99,8 +100,20 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
             os.replace(path, failed)
             raise ExportError(f"{failed}: {result.line()}; the file was kept for inspection but must not be deployed")
         report.files[fmt], report.checks[fmt], report.parity[fmt] = path, result.line(), result
+        if isinstance(exported, TfliteModel) and exported.quantized:
+            report.quantization[fmt] = quantization_parameters(exported)
     report.model_json = write_model_json(out_dir, model, report, mean, std, class_names)
     return report
+
+
+def quantization_parameters(model: TfliteModel) -> dict:
+    """Input and output scale / zero point of an int8 TFLite file: ``real = scale * (q - zero_point)``; feed
+    ``q = round(normalized / scale + zero_point)`` clipped to the dtype's range."""
+    def one(details: dict) -> dict:
+        scale, zero = details["quantization"]
+        return {"dtype": np.dtype(details["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+
+    return {"input": one(model.input), "output": one(model.output)}
 
 
 def _samples(representative: np.ndarray | None, input_nchw: tuple[int, ...], count: int, seed: int) -> np.ndarray:
@@ -143,6 +156,8 @@ def write_model_json(out_dir: Path, model: MobileNet, report: ExportReport, mean
             "output": f"(1, {space.num_classes}) logits",
             "check": report.checks[fmt],
         }
+        if fmt in report.quantization:
+            files[fmt]["quantization"] = report.quantization[fmt]
     info = {
         "architecture": model.arch.to_dict(),
         "resolution": space.resolution,
