@@ -320,9 +320,36 @@ def export_and_measure(model: MobileNet, deploy_space, config: SearchConfig, tab
     if measured is not None:
         say(f"measured {measured:.2f} ms on {device_name} (predicted {predicted_ms:.2f} ms, target "
             f"{config.target_ms:g} ms)")
+        out.update(latency_gap_check(predicted_ms, measured, int(table.space.get("num_classes", 1000)),
+                                     deploy_space.num_classes, device_name, table.device.get("name", "?")))
+        if out["latency_warning"]:
+            say(f"warning: {out['latency_warning']}")
     elif note:
         say(f"not measured: {note}")
     return out
+
+
+LATENCY_GAP_WARN = 0.15     # relative |measured - predicted| / predicted above which the run warns
+
+
+def latency_gap_check(predicted_ms: float, measured_ms: float, table_classes: int, network_classes: int,
+                      measured_on: str, table_device: str) -> dict[str, Any]:
+    """``{"latency_gap": (measured - predicted) / predicted, "latency_warning": one line or None}``: a warning
+    when the measured latency (ms) is more than 15 % off the table's prediction, naming the likely cause (the
+    table's head measured for another class count, another device, or per-layer sums missing fused effects)."""
+    gap = (measured_ms - predicted_ms) / predicted_ms if predicted_ms > 0 else float("inf")
+    if abs(gap) <= LATENCY_GAP_WARN:
+        return {"latency_gap": round(gap, 4), "latency_warning": None}
+    causes = []
+    if table_classes != network_classes:
+        causes.append(f"the table's classifier was measured with {table_classes} classes and this network has "
+                      f"{network_classes}")
+    if measured_on != table_device:
+        causes.append(f"measured on {measured_on!r}, the table is for {table_device!r}")
+    causes.append("a sum of per-layer latencies misses whole-network effects (fusion, caching, thread start-up)")
+    return {"latency_gap": round(gap, 4),
+            "latency_warning": f"measured {measured_ms:.3f} ms is {gap:+.0%} off the predicted {predicted_ms:.3f} ms; "
+                               f"likely: {'; '.join(causes)}"}
 
 
 def table_precision(table: LatencyTable) -> str:
