@@ -37,6 +37,7 @@ def test_single_path_run_writes_every_run_folder_file(tmp_path, table_path, targ
     assert stored["method"] == "single-path" and stored["measured_ms"] is None
     assert "not reachable" in stored["measure_note"]
     assert stored["train_resolution"] == 64 and stored["deploy_resolution"] == 224
+    assert stored["accuracy_is_proxy"] and stored["accuracy_note"].startswith("proxy")   # issue 22: called a proxy
     assert 0.9 * target <= stored["predicted_ms"] <= target
     assert stored["export_checks"]["onnx"]
     # issue 22: the run bundle carries what export needs; the exported model.json names the classes in order

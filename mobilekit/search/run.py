@@ -224,6 +224,11 @@ def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, l
         "resolution_note": (f"trained at {config.train_resolution}x{config.train_resolution}; latency predicted "
                             f"from the table at {table_space.resolution}x{table_space.resolution}; exported files "
                             f"take {table_space.resolution}x{table_space.resolution}"),
+        "accuracy_is_proxy": config.train_resolution != table_space.resolution,
+        "accuracy_note": (None if config.train_resolution == table_space.resolution else
+                          f"proxy: val/test accuracy of the network at {config.train_resolution}x"
+                          f"{config.train_resolution}, not of the exported {table_space.resolution}x"
+                          f"{table_space.resolution} files"),
         "num_classes": splits.num_classes,
         "relax": getattr(config.method_options, "relax", None),
         "epochs": config.epochs,
