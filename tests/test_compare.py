@@ -247,3 +247,22 @@ def test_cell_held_by_a_live_worker_is_left_to_it_and_a_dead_ones_is_taken_over(
         live.kill()
     assert [r["seed"] for r in report["rows"]] == [1]
     assert (cells / "random-s0.lock").exists() and not (cells / "random-s1.lock").exists()
+
+
+def test_compare_on_folder_data_retrains_end_to_end(tmp_path, table_path, target):
+    """issue 22: ``compare --data folder:DIR`` crashed in the retraining ('ImageFolderSplit' has no 'tensors')."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for c, name in enumerate(("cat", "dog", "owl")):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            pixels = np.full((12, 12, 3), 40 + 80 * c, dtype=np.uint8) + rng.integers(0, 20, (12, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    settings = tiny(table_path, target, tmp_path / "out", data=f"folder:{root}", seeds=1, train_subset=None,
+                    methods=("random",), batch_size=4)
+    report = run_comparison(settings)
+    rows = [r for r in report["rows"] if r["method"] in ("random", "random-protocol")]
+    assert {r["method"] for r in rows} == {"random", "random-protocol"}
+    assert all(0 <= r["retrain_test_accuracy"] <= 1 for r in rows)

@@ -95,6 +95,12 @@ def test_model_json_describes_every_file(exported):
     assert info["files"]["tflite"]["layout"] == "NHWC"
     assert info["files"]["tflite-int8"]["input_dtype"] == "int8"
     assert info["mobilekit_version"]
+    # issue 22: the int8 file's quantisation parameters, as LiteRT reports them, so a caller can quantise inputs
+    q = info["files"]["tflite-int8"]["quantization"]
+    details = load_model_file(report.files["tflite-int8"]).input
+    assert q["input"]["dtype"] == "int8" and q["input"]["scale"] == pytest.approx(float(details["quantization"][0]))
+    assert q["input"]["zero_point"] == int(details["quantization"][1]) and q["output"]["scale"] > 0
+    assert "quantization" not in info["files"]["tflite"]
 
 
 def test_export_at_a_deployment_resolution_keeps_the_weights(tmp_path):
@@ -158,3 +164,30 @@ def test_random_architectures_build_and_run():
     for _ in range(5):
         model = build_torch_model(sample_architecture(space, rng)).eval()
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_cli_export_from_a_run_folder_writes_the_trained_normalisation_and_class_names(tmp_path, capsys):
+    """issue 22: export without --data wrote mean 0 / std 1; a run folder's bundle.json carries what was trained."""
+    import json
+
+    space = get_space(**SMALL)
+    arch = reference_architecture(space)
+    run = tmp_path / "run"
+    run.mkdir()
+    arch.save(run / "arch.json")
+    torch.save(random_model(arch, seed=4).state_dict(), run / "weights.pt")
+    names = [f"class-{i}" for i in range(space.num_classes)]
+    bundle = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6], "class_names": names,
+              "deploy_resolution": space.resolution}
+    (run / "bundle.json").write_text(json.dumps(bundle))
+    code = main(["export", "--run", str(run), "--format", "onnx", "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert info["mean"] == bundle["mean"] and info["std"] == bundle["std"] and info["class_names"] == names
+    assert "bilinear" in info["preprocessing"] and info["resolution"] == space.resolution
+
+
+def test_cli_export_run_folder_without_bundle_is_one_line(tmp_path, capsys):
+    code = main(["export", "--run", str(tmp_path), "--format", "onnx", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "bundle.json" in err

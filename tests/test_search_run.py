@@ -37,8 +37,15 @@ def test_single_path_run_writes_every_run_folder_file(tmp_path, table_path, targ
     assert stored["method"] == "single-path" and stored["measured_ms"] is None
     assert "not reachable" in stored["measure_note"]
     assert stored["train_resolution"] == 64 and stored["deploy_resolution"] == 224
+    assert stored["accuracy_is_proxy"] and stored["accuracy_note"].startswith("proxy")   # issue 22: called a proxy
     assert 0.9 * target <= stored["predicted_ms"] <= target
     assert stored["export_checks"]["onnx"]
+    # issue 22: the run bundle carries what export needs; the exported model.json names the classes in order
+    bundle = json.loads((out / "bundle.json").read_text())
+    model_json = json.loads((out / "exported" / "model.json").read_text())
+    assert bundle["class_names"] == model_json["class_names"] and len(bundle["class_names"]) == stored["num_classes"]
+    assert bundle["mean"] == model_json["mean"] and bundle["std"] == model_json["std"]
+    assert bundle["train_resolution"] == 64 and bundle["deploy_resolution"] == 224
 
 
 def test_exported_model_is_measured_on_a_reachable_device(tmp_path, table_path, target):
@@ -46,6 +53,20 @@ def test_exported_model_is_measured_on_a_reachable_device(tmp_path, table_path, 
                                final_epochs=0, device=str(REPO / "devices" / "onnx-host.toml"), measure_runs=3))
     assert summary["measured_on"] == "onnx-host"
     assert summary["measured_ms"] > 0 and summary["measure_note"] is None
+    gap = (summary["measured_ms"] - summary["predicted_ms"]) / summary["predicted_ms"]
+    assert summary["latency_gap"] == pytest.approx(gap, abs=1e-4)       # issue 22: both kept, gap flagged
+    assert (summary["latency_warning"] is not None) == (abs(gap) > 0.15)
+
+
+def test_latency_gap_over_15_percent_is_a_warning_naming_the_head_class_count():
+    from mobilekit.search.run import latency_gap_check
+
+    quiet = latency_gap_check(0.148, 0.160, 1000, 3, "host", "host")
+    assert quiet["latency_warning"] is None and quiet["latency_gap"] == pytest.approx(0.0811, abs=1e-4)
+    loud = latency_gap_check(0.148, 0.080, 1000, 3, "host", "host")
+    assert loud["latency_gap"] == pytest.approx(-0.4595, abs=1e-4)
+    assert "-46%" in loud["latency_warning"] and "1000 classes" in loud["latency_warning"]
+    assert "1000 classes" not in latency_gap_check(1.0, 2.0, 10, 10, "host", "host")["latency_warning"]
 
 
 def test_run_folder_metrics_weights_and_architecture_agree(tmp_path, table_path, target):

@@ -151,9 +151,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"target {summary['target_ms']:g} ms | predicted {summary['predicted_ms']:.2f} ms | measured "
           + (f"{measured:.2f} ms on {summary.get('measured_on')}" if measured is not None else
              f"- ({summary.get('measure_note')})"))
-    print(f"val accuracy {summary['val_accuracy']:.4f} | test accuracy {summary['test_accuracy']:.4f} | "
+    proxy = " (PROXY: trained at another resolution than the exported files)" if summary.get("accuracy_is_proxy") else ""
+    print(f"val accuracy {summary['val_accuracy']:.4f} | test accuracy {summary['test_accuracy']:.4f}{proxy} | "
           f"search {summary['search_s']:.0f} s | {summary['resolution_note']}")
-    print(f"run folder: {config.out} (summary.json, arch.json, metrics.jsonl, search.png, architecture.png, weights.pt)")
+    if summary.get("latency_warning"):
+        print(f"warning: {summary['latency_warning']}")
+    print(f"run folder: {config.out} (summary.json, arch.json, weights.pt, bundle.json, metrics.jsonl, search.png, "
+          "architecture.png)")
     if summary.get("export_error"):
         print(f"mobilekit search: export failed: {summary['export_error']}", file=sys.stderr)
         return 1

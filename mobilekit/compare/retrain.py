@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
+
+from mobilekit.search.training import load_batches
 
 from mobilekit.models.torch_builder import MobileNet
 from mobilekit.space import Architecture
@@ -37,24 +39,24 @@ class Recipe:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, dataset: TensorDataset, batch_size: int = 500) -> float:
-    """Top-1 accuracy of ``model`` in eval mode on (images (N, 3, R, R), labels (N,))."""
+def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 500) -> float:
+    """Top-1 accuracy of ``model`` in eval mode on a data set of (image (3, R, R), label) pairs: a
+    ``TensorDataset`` or a streamed one such as ``folder:`` data's ``ImageFolderSplit``."""
     model.eval()
-    images, labels = dataset.tensors
-    correct = sum(int((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum())
-                  for i in range(0, len(images), batch_size))
-    return correct / max(1, len(images))
+    order = torch.arange(len(dataset))
+    index = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    correct = sum(int((model(images).argmax(1) == labels).sum()) for images, labels in load_batches(dataset, index))
+    return correct / max(1, len(dataset))
 
 
-def retrain(arch: Architecture, train: TensorDataset, recipe: Recipe, seed: int,
-            evaluate_on: dict[str, TensorDataset] | None = None) -> dict:
+def retrain(arch: Architecture, train: Dataset, recipe: Recipe, seed: int,
+            evaluate_on: dict[str, Dataset] | None = None) -> dict:
     """Train ``arch`` (in the training space: its resolution and classes match ``train``) from scratch with
     ``recipe``; returns ``{"train_s": seconds of training, "last_loss": cross-entropy of the last batch,
     "<name>_accuracy": ... for each of evaluate_on}``."""
     torch.manual_seed(seed)
     model = MobileNet(arch)
-    images, labels = train.tensors
-    per_epoch = max(1, len(images) // recipe.batch_size)
+    per_epoch = max(1, len(train) // recipe.batch_size)
     if recipe.steps_per_epoch is not None:
         per_epoch = min(per_epoch, recipe.steps_per_epoch)
     total = recipe.epochs * per_epoch
@@ -65,10 +67,10 @@ def retrain(arch: Architecture, train: TensorDataset, recipe: Recipe, seed: int,
     started = time.perf_counter()
     model.train()
     for _ in range(recipe.epochs):
-        order = torch.randperm(len(images), generator=generator)
-        for step in range(per_epoch):
-            batch = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-            loss = F.cross_entropy(model(images[batch]), labels[batch])
+        order = torch.randperm(len(train), generator=generator)
+        index = [order[step * recipe.batch_size:(step + 1) * recipe.batch_size] for step in range(per_epoch)]
+        for images, labels in load_batches(train, index):    # slices a TensorDataset, streams folder: data
+            loss = F.cross_entropy(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

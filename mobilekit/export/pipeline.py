@@ -31,6 +31,7 @@ class ExportReport:
     files: dict[str, Path] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)
     parity: dict[str, ParityResult] = field(default_factory=dict)
+    quantization: dict[str, dict] = field(default_factory=dict)
     model_json: Path | None = None
 
 
@@ -50,7 +51,8 @@ def at_resolution(model: MobileNet, resolution: int) -> MobileNet:
 def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] = ("onnx", "tflite"),
                  representative: np.ndarray | None = None, deploy_resolution: int | None = None,
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
-                 num_samples: int = 8, seed: int = 0, min_int8_agreement: float = 0.0) -> ExportReport:
+                 num_samples: int = 8, seed: int = 0, min_int8_agreement: float = 0.0,
+                 class_names: Sequence[str] | None = None) -> ExportReport:
     """Export ``model`` to each of ``formats`` in ``out_dir`` and verify each file against PyTorch.
 
     Args:
@@ -59,6 +61,7 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
             deployment resolution if needed.
         deploy_resolution: input resolution of the files (default: the architecture's own).
         mean, std: per-channel normalization the model expects, recorded in ``model.json``.
+        class_names: the name of each output index in order (recorded in ``model.json``); None when unknown.
 
     Raises:
         ExportError: a conversion failed or a float file differs from PyTorch by more than 1e-4 (the file is
@@ -97,8 +100,20 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
             os.replace(path, failed)
             raise ExportError(f"{failed}: {result.line()}; the file was kept for inspection but must not be deployed")
         report.files[fmt], report.checks[fmt], report.parity[fmt] = path, result.line(), result
-    report.model_json = write_model_json(out_dir, model, report, mean, std)
+        if isinstance(exported, TfliteModel) and exported.quantized:
+            report.quantization[fmt] = quantization_parameters(exported)
+    report.model_json = write_model_json(out_dir, model, report, mean, std, class_names)
     return report
+
+
+def quantization_parameters(model: TfliteModel) -> dict:
+    """Input and output scale / zero point of an int8 TFLite file: ``real = scale * (q - zero_point)``; feed
+    ``q = round(normalized / scale + zero_point)`` clipped to the dtype's range."""
+    def one(details: dict) -> dict:
+        scale, zero = details["quantization"]
+        return {"dtype": np.dtype(details["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+
+    return {"input": one(model.input), "output": one(model.output)}
 
 
 def _samples(representative: np.ndarray | None, input_nchw: tuple[int, ...], count: int, seed: int) -> np.ndarray:
@@ -113,9 +128,18 @@ def _samples(representative: np.ndarray | None, input_nchw: tuple[int, ...], cou
     return data
 
 
+PREPROCESSING = ("open the image, convert it to RGB (gray images are repeated on the 3 channels), resize it to "
+                 "resolution x resolution with bilinear filtering (Pillow Image.BILINEAR), scale pixels to [0, 1] "
+                 "(divide by 255), subtract mean and divide by std per channel (RGB order)")
+
+
 def write_model_json(out_dir: Path, model: MobileNet, report: ExportReport, mean: Sequence[float],
-                     std: Sequence[float]) -> Path:
-    """Describe the files beside them: architecture, input shape and layout, normalization, checks, version."""
+                     std: Sequence[float], class_names: Sequence[str] | None = None) -> Path:
+    """Describe the files beside them: architecture, input shape and layout, normalization, the preprocessing
+    recipe, class names (output index order), checks, version."""
+    if class_names is not None and len(class_names) != model.arch.space.num_classes:
+        raise ExportError(f"{len(class_names)} class names for a network with {model.arch.space.num_classes} "
+                          "outputs; pass the data the weights were trained on")
     space = model.arch.space
     path = out_dir / "model.json"
     info = json.loads(path.read_text()) if path.exists() else {}
@@ -132,12 +156,16 @@ def write_model_json(out_dir: Path, model: MobileNet, report: ExportReport, mean
             "output": f"(1, {space.num_classes}) logits",
             "check": report.checks[fmt],
         }
+        if fmt in report.quantization:
+            files[fmt]["quantization"] = report.quantization[fmt]
     info = {
         "architecture": model.arch.to_dict(),
         "resolution": space.resolution,
         "num_classes": space.num_classes,
         "mean": list(map(float, mean)),
         "std": list(map(float, std)),
+        "preprocessing": PREPROCESSING,
+        "class_names": list(class_names) if class_names is not None else None,
         "files": files,
         "mobilekit_version": __version__,
     }

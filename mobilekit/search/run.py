@@ -224,6 +224,11 @@ def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, l
         "resolution_note": (f"trained at {config.train_resolution}x{config.train_resolution}; latency predicted "
                             f"from the table at {table_space.resolution}x{table_space.resolution}; exported files "
                             f"take {table_space.resolution}x{table_space.resolution}"),
+        "accuracy_is_proxy": config.train_resolution != table_space.resolution,
+        "accuracy_note": (None if config.train_resolution == table_space.resolution else
+                          f"proxy: val/test accuracy of the network at {config.train_resolution}x"
+                          f"{config.train_resolution}, not of the exported {table_space.resolution}x"
+                          f"{table_space.resolution} files"),
         "num_classes": splits.num_classes,
         "relax": getattr(config.method_options, "relax", None),
         "epochs": config.epochs,
@@ -241,6 +246,8 @@ def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, l
     if not engine.is_writer:
         return summary
     save_weights(model, run.path("weights.pt"))
+    run.write_json("bundle.json", run_bundle(arch.with_space(deploy_space), config, splits, table_space.resolution,
+                                             device_name))
     _plots(run, arch, latency_model, config, summary)
     summary.update(export_and_measure(model, deploy_space, config, table, splits, run, say, predicted))
     run.write_json("summary.json", summary)
@@ -266,6 +273,20 @@ def _plots(run: RunFolder, arch: Architecture, latency_model, config: SearchConf
                       title=f"{arch.to_string()[:60]}...  predicted {summary['predicted_ms']:.1f} ms")
 
 
+def run_bundle(deploy_arch: Architecture, config: SearchConfig, splits, deploy_resolution: int,
+               device_name: str) -> dict[str, Any]:
+    """What ``mobilekit export --run RUN_FOLDER`` needs besides ``arch.json`` and ``weights.pt``: the training
+    normalisation (mean / std per RGB channel on the [0, 1] scale), class names in output-index order, the
+    resolutions (pixels), the preprocessing recipe, and the table / device the latency was predicted for."""
+    from mobilekit.export.pipeline import PREPROCESSING
+
+    return {"arch": "arch.json", "weights": "weights.pt", "architecture": deploy_arch.to_dict(),
+            "train_resolution": config.train_resolution, "deploy_resolution": deploy_resolution,
+            "mean": list(map(float, splits.mean)), "std": list(map(float, splits.std)),
+            "class_names": list(splits.class_names), "num_classes": splits.num_classes, "data": splits.name,
+            "preprocessing": PREPROCESSING, "table": str(config.table), "table_device": device_name}
+
+
 def export_and_measure(model: MobileNet, deploy_space, config: SearchConfig, table: LatencyTable, splits,
                        run: RunFolder, say: Log, predicted_ms: float) -> dict[str, Any]:
     """Export to ``config.export`` formats at the deployment resolution, then measure on the table's device
@@ -284,7 +305,7 @@ def export_and_measure(model: MobileNet, deploy_space, config: SearchConfig, tab
     try:
         report = export_model(deploy_model.eval(), run.path("exported"), formats=formats,
                               representative=splits.sample_images(32), deploy_resolution=deploy_space.resolution,
-                              mean=splits.mean, std=splits.std)
+                              mean=splits.mean, std=splits.std, class_names=splits.class_names)
     except ExportError as exc:
         out["export_error"] = str(exc)
         out["measure_note"] = "export failed"
@@ -304,9 +325,36 @@ def export_and_measure(model: MobileNet, deploy_space, config: SearchConfig, tab
     if measured is not None:
         say(f"measured {measured:.2f} ms on {device_name} (predicted {predicted_ms:.2f} ms, target "
             f"{config.target_ms:g} ms)")
+        out.update(latency_gap_check(predicted_ms, measured, int(table.space.get("num_classes", 1000)),
+                                     deploy_space.num_classes, device_name, table.device.get("name", "?")))
+        if out["latency_warning"]:
+            say(f"warning: {out['latency_warning']}")
     elif note:
         say(f"not measured: {note}")
     return out
+
+
+LATENCY_GAP_WARN = 0.15     # relative |measured - predicted| / predicted above which the run warns
+
+
+def latency_gap_check(predicted_ms: float, measured_ms: float, table_classes: int, network_classes: int,
+                      measured_on: str, table_device: str) -> dict[str, Any]:
+    """``{"latency_gap": (measured - predicted) / predicted, "latency_warning": one line or None}``: a warning
+    when the measured latency (ms) is more than 15 % off the table's prediction, naming the likely cause (the
+    table's head measured for another class count, another device, or per-layer sums missing fused effects)."""
+    gap = (measured_ms - predicted_ms) / predicted_ms if predicted_ms > 0 else float("inf")
+    if abs(gap) <= LATENCY_GAP_WARN:
+        return {"latency_gap": round(gap, 4), "latency_warning": None}
+    causes = []
+    if table_classes != network_classes:
+        causes.append(f"the table's classifier was measured with {table_classes} classes and this network has "
+                      f"{network_classes}")
+    if measured_on != table_device:
+        causes.append(f"measured on {measured_on!r}, the table is for {table_device!r}")
+    causes.append("a sum of per-layer latencies misses whole-network effects (fusion, caching, thread start-up)")
+    return {"latency_gap": round(gap, 4),
+            "latency_warning": f"measured {measured_ms:.3f} ms is {gap:+.0%} off the predicted {predicted_ms:.3f} ms; "
+                               f"likely: {'; '.join(causes)}"}
 
 
 def table_precision(table: LatencyTable) -> str:

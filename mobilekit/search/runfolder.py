@@ -6,7 +6,9 @@ Layout (``runs/NAME/``)::
     metrics.jsonl      one JSON object per step: phase, step, epoch, ce, runtime_ms, lambda, accuracy, arch ...
     checkpoint.npz     the latest resumable state (written atomically: temp file + rename)
     arch.json          the derived architecture (Architecture.save)
-    weights.pt         the trained network's state_dict (torch.save; ``mobilekit export --weights`` reads it)
+    weights.pt         the trained network's state_dict (torch.save; ``mobilekit export --run`` reads it)
+    bundle.json        what the deliverable needs besides them: mean / std, class names in output order,
+                       train / deploy resolution, preprocessing recipe, table and device (``run.run_bundle``)
     search.png         CE and R over the search (Single-Path NAS Fig. 5), architecture.png the final network
     exported/          ONNX / TFLite files and their parity checks
     summary.json       method, target_ms, predicted_ms, measured_ms, val/test accuracy, search_s, ...
