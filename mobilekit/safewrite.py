@@ -118,6 +118,13 @@ def write_with(path: str | Path, writer: Callable[[Path], Any], suffix: str = ".
     return Path(path)
 
 
+def save_figure(fig: Any, path: str | Path, **savefig_kwargs: Any) -> Path:
+    """``fig.savefig`` through :func:`write_with`; the format follows ``path``'s extension (PNG without one)."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    savefig_kwargs.setdefault("format", fmt)
+    return write_with(path, lambda tmp: fig.savefig(tmp, **savefig_kwargs), suffix=f".{fmt}")
+
+
 def append_line(path: str | Path, line: str) -> None:
     """Append one line to ``path`` (created if absent), never through a symlink (``O_NOFOLLOW``); for logs that
     grow one record at a time (``metrics.jsonl``)."""

@@ -62,3 +62,31 @@ def test_refuses_non_regular_target_and_failed_writer_leaves_no_temp(tmp_path: P
     with pytest.raises(RuntimeError):
         safewrite.write_with(tmp_path / "plot.png", boom, suffix=".png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.json"]
+
+
+def test_figure_and_onnx_export_refuse_a_planted_symlink(tmp_path: Path) -> None:
+    import torch
+    from matplotlib.figure import Figure
+
+    from mobilekit.errors import MobilekitError
+    from mobilekit.export.onnx_export import export_onnx
+
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plot.png").symlink_to(victim)
+    (out / "model.onnx").symlink_to(victim)
+    (out / ".model.onnx.tmp.onnx").symlink_to(victim)  # the old fixed temp name
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [0, 1])
+    with pytest.raises(MobilekitError, match="symlink"):
+        safewrite.save_figure(fig, out / "plot.png", dpi=50)
+    with pytest.raises(MobilekitError, match="symlink"):
+        export_onnx(torch.nn.Conv2d(1, 1, 1), out / "model.onnx", (1, 1, 4, 4), exporter="torchscript")
+    assert victim.read_bytes() == b"precious"
+    export_onnx(torch.nn.Conv2d(1, 1, 1), out / "fresh.onnx", (1, 1, 4, 4), exporter="torchscript")
+    safewrite.save_figure(fig, out / "fresh.png", dpi=50)
+    assert (out / "fresh.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "fresh.onnx").stat().st_size > 0
+    assert victim.read_bytes() == b"precious"

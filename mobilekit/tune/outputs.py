@@ -127,6 +127,6 @@ def plot_history(series: dict[str, list[float]], path: str | Path, title: str = 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    safewrite.save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
