@@ -90,3 +90,14 @@ def test_figure_and_onnx_export_refuse_a_planted_symlink(tmp_path: Path) -> None
     assert (out / "fresh.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "fresh.onnx").stat().st_size > 0
     assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "with space", "x" * 65])
+def test_device_name_that_would_leave_the_table_folder_is_refused(name: str) -> None:
+    from mobilekit.errors import ConfigError
+    from mobilekit.profile.devices import parse_device
+
+    with pytest.raises(ConfigError, match="names the latency table file") as info:
+        parse_device({"name": name}, source="devices/x.toml")
+    assert "\n" not in str(info.value)
+    assert parse_device({"name": "pixel1-v2.b_c"}, source="devices/x.toml").name == "pixel1-v2.b_c"
