@@ -101,3 +101,13 @@ def test_device_name_that_would_leave_the_table_folder_is_refused(name: str) -> 
         parse_device({"name": name}, source="devices/x.toml")
     assert "\n" not in str(info.value)
     assert parse_device({"name": "pixel1-v2.b_c"}, source="devices/x.toml").name == "pixel1-v2.b_c"
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "99999999999999999999"])
+def test_out_of_range_search_seed_is_one_line_and_writes_nothing(tmp_path: Path, seed: str) -> None:
+    from cli_helpers import PIXEL1_TABLE, assert_one_line_failure, run_cli
+
+    code, _, err = run_cli(["search", "--table", str(PIXEL1_TABLE), "--target-ms", "5", "--out",
+                            str(tmp_path / "run"), f"--seed={seed}"])
+    assert_one_line_failure(code, err, "--seed")
+    assert not (tmp_path / "run").exists()
