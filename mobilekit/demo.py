@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from mobilekit import safewrite
 from mobilekit.errors import MobilekitError
 
 DEVICE = Path(__file__).resolve().parents[1] / "devices" / "onnx-host.toml"
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  predictor error on whole networks: {latency['mape_pct']:.1f} % ({latency['best_predictor']}), "
           f"{latency['noise_ratio']:.2f} x this CPU's repeat noise")
     print(f"  files: {out / 'search'}/ (summary.json, arch.json, plots, model.onnx, model.tflite, model.json)")
-    (out / "demo-summary.json").write_text(json.dumps({"latency": latency, "search": result}, indent=2, default=str))
+    safewrite.write_text(out / "demo-summary.json",
+                         json.dumps({"latency": latency, "search": result}, indent=2, default=str) + "\n")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs in {out}/")
     return 0
 

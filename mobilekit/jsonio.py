@@ -16,18 +16,9 @@ def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2, **dum
     removes its temp file. Creates the folder."""
     target = Path(path)
     text = json.dumps(data, indent=indent, **dumps_kwargs) + "\n"  # first: data that cannot be JSON changes no file
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(target.parent)
+    from mobilekit.safewrite import write_text  # secure temp, no symlink, atomic rename (one mechanism)
+
+    write_text(target, text)
     return target
 
 

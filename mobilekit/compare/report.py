@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mobilekit import safewrite
 from mobilekit.compare.settings import PROTOCOL, CompareSettings
 from mobilekit.jsonio import write_json_atomic
 
@@ -132,10 +132,10 @@ def plot(settings: CompareSettings, rows: list[dict[str, Any]], path: Path) -> P
     fig.suptitle(f"target {settings.target_ms:g} ms, budget {settings.budget_epochs} epochs, "
                  f"{Path(settings.table).name}", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        safewrite.write_with(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"), suffix=".png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -161,6 +161,4 @@ def write_report(settings: CompareSettings, rows: list[dict[str, Any]]) -> dict[
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    safewrite.write_text(path, text)

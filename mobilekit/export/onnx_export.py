@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import torch
 
+from mobilekit import safewrite
 from mobilekit.errors import ExportError
 
 ONNX_OPSET = 18
@@ -34,31 +34,30 @@ def export_onnx(module: torch.nn.Module, path: str | Path, input_shape: tuple[in
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     example = (torch.zeros(input_shape),)
-    tmp = path.with_name(f".{path.name}.tmp.onnx")
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with safewrite.atomic_path(path, suffix=".onnx") as tmp:  # secure temp, no symlink, atomic rename
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            try:
+                if exporter == "dynamo":
+                    torch.onnx.export(module, example, str(tmp), dynamo=True, external_data=False, opset_version=ONNX_OPSET,
+                                      input_names=["input"], output_names=["output"], verbose=False)
+                elif exporter == "torchscript":
+                    torch.onnx.export(module, example, str(tmp), dynamo=False, opset_version=17,
+                                      input_names=["input"], output_names=["output"])
+                else:
+                    raise ExportError(f"unknown ONNX exporter {exporter!r}: use 'dynamo' or 'torchscript'")
+            except ExportError:
+                raise
+            except Exception as exc:
+                raise ExportError(f"{path}: ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        side_file = tmp.with_name(tmp.name + ".data")
+        if side_file.exists():  # never ship a model that needs a side file: fold the weights in
+            model = onnx.load(str(tmp), load_external_data=True)
+            onnx.save_model(model, str(tmp), save_as_external_data=False)
+            side_file.unlink()
         try:
-            if exporter == "dynamo":
-                torch.onnx.export(module, example, str(tmp), dynamo=True, external_data=False, opset_version=ONNX_OPSET,
-                                  input_names=["input"], output_names=["output"], verbose=False)
-            elif exporter == "torchscript":
-                torch.onnx.export(module, example, str(tmp), dynamo=False, opset_version=17,
-                                  input_names=["input"], output_names=["output"])
-            else:
-                raise ExportError(f"unknown ONNX exporter {exporter!r}: use 'dynamo' or 'torchscript'")
-        except ExportError:
-            raise
+            onnx.checker.check_model(str(tmp), full_check=True)
         except Exception as exc:
-            raise ExportError(f"{path}: ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    side_file = tmp.with_name(tmp.name + ".data")
-    if side_file.exists():  # never ship a model that needs a side file: fold the weights in
-        model = onnx.load(str(tmp), load_external_data=True)
-        onnx.save_model(model, str(tmp), save_as_external_data=False)
-        side_file.unlink()
-    try:
-        onnx.checker.check_model(str(tmp), full_check=True)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"{path}: exported ONNX model fails onnx.checker ({str(exc).splitlines()[0][:200]})") from None
-    os.replace(tmp, path)
+            tmp.unlink(missing_ok=True)
+            raise ExportError(f"{path}: exported ONNX model fails onnx.checker ({str(exc).splitlines()[0][:200]})") from None
     return path

@@ -15,6 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
+from mobilekit import safewrite
 from mobilekit.errors import ExportError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -47,9 +48,7 @@ def export_tflite(keras_model, path: str | Path, int8: bool = False,
             flatbuffer = converter.convert()
         except Exception as exc:
             raise ExportError(f"{path}: TFLite conversion failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(flatbuffer)
-    os.replace(tmp, path)
+    safewrite.write_bytes(path, flatbuffer)
     return path
 
 

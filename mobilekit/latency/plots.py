@@ -7,6 +7,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from mobilekit import safewrite
+
 MARKERS = ("o", "s", "^", "D", "v")
 
 
@@ -51,5 +53,5 @@ def scatter_plot(path: str | Path, measured_ms: Sequence[float], predictions: Ma
     fig.tight_layout()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target)
+    safewrite.save_figure(fig, target)
     return target

@@ -26,6 +26,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from mobilekit import safewrite
 from mobilekit.errors import TableError
 from mobilekit.export.torch_threads import one_torch_thread
 from mobilekit.latency.lookup import LookupPredictor
@@ -293,7 +294,7 @@ def write_report(report: ValidationReport, out_dir: Path, regressor: LayerLatenc
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
     csv_path = out_dir / "validation.csv"
-    with csv_path.open("w", newline="") as handle:
+    with safewrite.atomic_open(csv_path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(report.rows[0]))
         writer.writeheader()
         writer.writerows(report.rows)
@@ -316,7 +317,7 @@ def write_report(report: ValidationReport, out_dir: Path, regressor: LayerLatenc
     data = report.to_dict()
     data["files"] = files
     data.pop("rows")
-    summary.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    safewrite.write_text(summary, json.dumps(data, indent=1, default=str) + "\n")
     return files
 
 

@@ -22,6 +22,7 @@ gives the embedded default (:data:`HOST_TOML`, the same as the shipped ``devices
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -175,6 +176,9 @@ def parse_device(data: dict[str, Any], source: str = "device descriptor", path: 
     values: dict[str, Any] = dict(data)
     if not values["name"].strip():
         raise fail("name")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", values["name"]):  # it names a file: no '/', '..', spaces
+        raise fail("name", "; it names the latency table file: use letters, digits, '.', '_' and '-' "
+                           "(at most 64, starting with a letter or digit), e.g. name = \"pixel1\"")
     if values.get("transport", "host") not in TRANSPORTS:
         raise fail("transport")
     if values.get("runtime", "tflite") not in RUNTIMES:

@@ -47,7 +47,7 @@ class SearchConfig:
                                             "network is the deliverable", ge=0)
     final_init: str = option("inherit", "start the final training from the search weights or from scratch",
                              choices=("inherit", "scratch"))
-    seed: int = option(0, "random seed")
+    seed: int = option(0, "random seed (0 to 2**32-1: numpy and torch both accept it)", ge=0, le=2**32 - 1)
     train_resolution: int = option(32, "training input resolution (the network downsamples by 32)", ge=32)
     batch_size: int = option(64, "global batch size (split across distributed processes)", ge=2)
     steps_per_epoch: int | None = option(None, "cap on batches per epoch, for quick tries", ge=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mobilekit import safewrite
 from mobilekit.space import Architecture
 
 
@@ -48,7 +49,7 @@ def plot_search(records: list[dict[str, Any]], target_ms: float, path: str | Pat
     fig.suptitle(title or "search")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    safewrite.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -84,6 +85,6 @@ def plot_architecture(arch: Architecture, layer_ms: list[float | None], path: st
     ax.legend(handles=handles, loc="upper left", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    safewrite.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

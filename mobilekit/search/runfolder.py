@@ -20,7 +20,6 @@ never unpickles anything.
 from __future__ import annotations
 
 import json
-import os
 import random
 import zipfile
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilekit import safewrite
 from mobilekit.errors import SearchError
 
 META_KEY = "__meta__"
@@ -37,13 +37,8 @@ META_KEY = "__meta__"
 
 # ---- npz state files ----------------------------------------------------------------------------------------------
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with safewrite.atomic_open(path, "wb") as handle:
         np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def save_state(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
@@ -73,9 +68,8 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     """A model's ``state_dict`` with ``torch.save`` (what ``mobilekit export --weights`` reads, with
     ``weights_only=True``), written atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    with safewrite.atomic_open(path, "wb") as handle:
+        torch.save(model.state_dict(), handle)
     return path
 
 
@@ -162,10 +156,7 @@ class RunFolder:
 
     def write_json(self, name: str, data: Any) -> Path:
         path = self.path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
+        safewrite.write_text(path, json.dumps(data, indent=2, default=str) + "\n")
         return path
 
     def read_json(self, name: str) -> Any:
@@ -173,8 +164,7 @@ class RunFolder:
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one metrics record (a line of JSON)."""
-        with open(self.metrics, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        safewrite.append_line(self.metrics, json.dumps(record))
 
     def records(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():
@@ -184,9 +174,7 @@ class RunFolder:
     def truncate_metrics(self, keep: int) -> None:
         """Keep the first ``keep`` records (those written before the checkpoint a resumed run starts from)."""
         records = self.records()[:keep]
-        tmp = self.metrics.with_name(f".{self.metrics.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        os.replace(tmp, self.metrics)
+        safewrite.write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in records))
 
     def save_checkpoint(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         meta = dict(meta, records=len(self.records()))

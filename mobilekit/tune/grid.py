@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from mobilekit import safewrite
 from mobilekit.tune.params import ParamSpec
 from mobilekit.tune.pruners import Fidelity
 
@@ -72,6 +73,6 @@ def plot_grid(study: optuna.Study, param: str, path: str | Path, title: str = ""
     ax.set_title(title or f"eq. 19 over {param} x epochs")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    safewrite.save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path

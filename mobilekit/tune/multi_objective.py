@@ -9,6 +9,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from mobilekit import safewrite
+
 
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The non-dominated complete trials, sorted by their first objective."""
@@ -35,6 +37,6 @@ def plot_pareto(study: optuna.Study, objectives: tuple[str, ...], path: str | Pa
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    safewrite.save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
+from mobilekit import safewrite
 from mobilekit.jsonio import write_json_atomic
 
 SAMPLER_ATTR = "sampler"
@@ -41,8 +41,7 @@ def write_trials_csv(study: optuna.Study, objectives: tuple[str, ...], path: str
     attrs = sorted({name for t in trials for name in t.user_attrs})
     header = ["number", "state", *objectives, *(f"param_{p}" for p in params), *attrs, "duration_s", "started"]
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as handle:
+    with safewrite.atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for t in trials:
@@ -51,7 +50,6 @@ def write_trials_csv(study: optuna.Study, objectives: tuple[str, ...], path: str
                              *(_cell(t.user_attrs.get(a)) for a in attrs),
                              "" if t.duration is None else round(t.duration.total_seconds(), 2),
                              "" if t.datetime_start is None else t.datetime_start.isoformat(timespec="seconds")])
-    os.replace(tmp, path)
     return path
 
 
@@ -129,6 +127,6 @@ def plot_history(series: dict[str, list[float]], path: str | Path, title: str = 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    safewrite.save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path

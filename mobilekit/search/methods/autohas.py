@@ -35,6 +35,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import Dataset
 
+from mobilekit import safewrite
 from mobilekit.errors import ConfigError
 from mobilekit.latency.differentiable import ExpectedLatency
 from mobilekit.models.torch_builder import Skeleton
@@ -296,7 +297,7 @@ def plot_hyperparameters(records: list[dict[str, Any]], path: Any, title: str = 
     ax_lr.legend(loc="upper right", fontsize=8)
     fig.suptitle(title or "AutoHAS hyper-parameters")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    safewrite.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

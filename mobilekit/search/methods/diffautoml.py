@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from mobilekit import safewrite
 from mobilekit.data.augment_ops import OPERATION_NAMES, check_names, denormalize, normalize
 from mobilekit.errors import ConfigError
 from mobilekit.latency.differentiable import ExpectedLatency
@@ -365,7 +366,7 @@ def plot_policy(records: list[dict[str, Any]], summary: dict[str, Any], path: An
     ax_top.legend(fontsize=7)
     fig.suptitle(title or "DiffAutoML augmentation policy")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    safewrite.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -386,7 +387,7 @@ def plot_hyperparameters(records: list[dict[str, Any]], path: Any, title: str = 
     ax_lr.set_xlabel("step")
     fig.suptitle(title or "DiffAutoML hyper-parameters")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    safewrite.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from mobilekit import safewrite
 from mobilekit.search.budget import WINDOW
 from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome
@@ -158,7 +159,7 @@ def plot_proposals(proposals: list[dict], target_ms: float, path) -> None:
     ax.set_title("TNAS sampler proposals over the search")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    safewrite.save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
