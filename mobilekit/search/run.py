@@ -249,9 +249,9 @@ def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, l
 
 
 def _progress_bar():
-    from tqdm.auto import tqdm
+    from mobilekit.progress import progress_display
 
-    return tqdm(total=0, dynamic_ncols=True, leave=True)
+    return progress_display()
 
 
 def _plots(run: RunFolder, arch: Architecture, latency_model, config: SearchConfig, summary: dict[str, Any]) -> None:

@@ -208,7 +208,7 @@ class Phase:
     state: dict[str, Any] = field(default_factory=dict)
     steps_per_epoch: int | None = None
     checkpoint_every: int = 20
-    progress: Any = None                       # a tqdm bar (or None)
+    progress: Any = None                       # a tqdm bar, mobilekit.progress.EpochLines, or None
     on_step: Callable[[dict[str, Any]], None] | None = None
     elapsed_s: float = 0.0
     engine: Engine = field(default_factory=Engine)
@@ -277,6 +277,8 @@ class Phase:
                     self.progress.update(1)
                 if self.on_step is not None:
                     self.on_step(record)
+                if step % per_epoch == 0 and hasattr(self.progress, "end_epoch"):
+                    self.progress.end_epoch(step // per_epoch, self.epochs)
                 if step % self.checkpoint_every == 0 or step % per_epoch == 0 or step == self.total_steps:
                     self.save(step, extra_meta)
 

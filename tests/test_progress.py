@@ -1,0 +1,33 @@
+"""Progress display: a bar only on a terminal, one plain line per epoch in redirected output (no ``\\r``)."""
+
+import contextlib
+import io
+
+from mobilekit.progress import EpochLines, progress_display
+from mobilekit.search import make_config, run_search
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_bar_is_shown_only_on_a_terminal():
+    assert isinstance(progress_display(io.StringIO()), EpochLines)
+    bar = progress_display(_Terminal())
+    assert not isinstance(bar, EpochLines) and hasattr(bar, "set_postfix_str")
+    bar.close()
+
+
+def test_redirected_search_writes_one_line_per_epoch_and_no_carriage_return(tmp_path, table_path, target):
+    config = make_config(table=str(table_path), target_ms=target, out=str(tmp_path / "run"), data="digits",
+                         epochs=2, steps_per_epoch=3, batch_size=16, final_epochs=1, export=())
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        run_search(config, progress=True, log=print)
+    text = err.getvalue()
+    assert "\r" not in text and "\x1b[" not in text
+    lines = text.splitlines()
+    assert [line.split(":")[0] for line in lines if " epoch " in line] == [
+        "search epoch 1/2", "search epoch 2/2", "final epoch 1/1"], text
+    assert all("CE " in line for line in lines if line.startswith("search epoch"))
