@@ -31,3 +31,20 @@ def test_redirected_search_writes_one_line_per_epoch_and_no_carriage_return(tmp_
     assert [line.split(":")[0] for line in lines if " epoch " in line] == [
         "search epoch 1/2", "search epoch 2/2", "final epoch 1/1"], text
     assert all("CE " in line for line in lines if line.startswith("search epoch"))
+    assert all("val acc " in line for line in lines if " epoch " in line), text
+
+
+def test_every_epoch_records_its_validation_accuracy(tmp_path, table_path, target):
+    """metrics.jsonl: the last record of each epoch (search and final training) carries val_accuracy in [0, 1];
+    no other record does; the search plot is drawn with the curve."""
+    import json
+
+    out = tmp_path / "run"
+    config = make_config(table=str(table_path), target_ms=target, out=str(out), data="digits", epochs=2,
+                         steps_per_epoch=3, batch_size=16, final_epochs=1, export=())
+    run_search(config)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    validated = [(r["phase"], r["epoch"], r["step"]) for r in records if "val_accuracy" in r]
+    assert validated == [("search", 0, 2), ("search", 1, 5), ("final", 0, 2)]
+    assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in records if "val_accuracy" in r)
+    assert (out / "search.png").stat().st_size > 0
