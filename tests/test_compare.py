@@ -247,3 +247,15 @@ def test_cell_held_by_a_live_worker_is_left_to_it_and_a_dead_ones_is_taken_over(
         live.kill()
     assert [r["seed"] for r in report["rows"]] == [1]
     assert (cells / "random-s0.lock").exists() and not (cells / "random-s1.lock").exists()
+
+
+def test_search_and_compare_share_one_default_data_set():
+    from mobilekit.cli import build_parser
+    from mobilekit.compare.settings import CompareSettings
+    from mobilekit.defaults import DEFAULT_DATA
+    from mobilekit.search.config import SearchConfig
+
+    compare = build_parser().parse_args(["compare", "--table", "t.json", "--target-ms", "80", "--out", "o"])
+    assert compare.data == DEFAULT_DATA
+    assert SearchConfig.__dataclass_fields__["data"].default == DEFAULT_DATA
+    assert CompareSettings.__dataclass_fields__["data"].default == DEFAULT_DATA
