@@ -48,3 +48,20 @@ def test_every_epoch_records_its_validation_accuracy(tmp_path, table_path, targe
     assert validated == [("search", 0, 2), ("search", 1, 5), ("final", 0, 2)]
     assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in records if "val_accuracy" in r)
     assert (out / "search.png").stat().st_size > 0
+
+
+def test_native_start_up_logs_are_errors_only_unless_verbose(monkeypatch):
+    from mobilekit.cli import NATIVE_LOG_LEVELS, build_parser, quiet_native_logs
+
+    for name in NATIVE_LOG_LEVELS:
+        monkeypatch.delenv(name, raising=False)
+    quiet_native_logs(verbose=False)
+    import os
+
+    assert all(os.environ[name] == "2" for name in NATIVE_LOG_LEVELS)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")           # the user's own setting is kept
+    quiet_native_logs(verbose=False)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+    quiet_native_logs(verbose=True)
+    assert all(os.environ[name] == "0" for name in NATIVE_LOG_LEVELS)
+    assert build_parser().parse_args(["--verbose", "devices"]).verbose
