@@ -49,6 +49,7 @@ def profile_stage(out: Path, resolution: int, runs: int) -> Path:
 
 def latency_stage(out: Path, table_path: Path, samples: int) -> dict:
     from mobilekit.latency import LayerLatencyRegressor, validate_predictor
+    from mobilekit.latency.metrics import significant
     from mobilekit.profile.devices import load_device
     from mobilekit.profile.runners import open_runner
     from mobilekit.latency_table import LatencyTable
@@ -57,7 +58,7 @@ def latency_stage(out: Path, table_path: Path, samples: int) -> dict:
     table = LatencyTable.load(table_path)
     regressor = LayerLatencyRegressor().fit_table(table)
     heldout = regressor.heldout_
-    print(f"  regression ({regressor.model_}): held-out layers RMSE {heldout['rmse_ms']:.3f} ms, mean abs error {heldout['mape_pct']:.1f} %")
+    print(f"  regression ({regressor.model_}): held-out layers RMSE {significant(heldout['rmse_ms'])} ms, mean abs error {heldout['mape_pct']:.1f} %")
     with open_runner(load_device(DEVICE)) as runner:
         report = validate_predictor(runner, table, samples=samples, repeats=2, out_dir=out / "validation", runs=20)
     for line in report.format().splitlines():

@@ -38,6 +38,12 @@ from mobilekit.validation.table import validate_table_data
 FORMAT = "mobilekit-latency-table/1"
 
 
+#: The two ways on from a partial table (profiled with --positions), named in every refusal of a missing entry.
+FILL_ROUTES = ("fill the gaps from the layer regression: 'mobilekit latency fit --table TABLE --out PREDICTOR.json "
+               "--filled-table FILLED.json' and use FILLED.json, or search with the predictor: "
+               "'mobilekit search --table TABLE --predictor PREDICTOR.json'")
+
+
 @dataclass
 class LatencyTable:
     """In-memory latency table. ``entries[position][type_name]`` and ``fixed[name]`` are ENTRY dicts."""
@@ -75,10 +81,10 @@ class LatencyTable:
             if position in self.fixed_positions():
                 return 0.0
             raise TableError(f"{self._where()}: no entry for layer {position} type {name}; profile it "
-                             f"(mobilekit profile --positions {position}) or fill it from the regression")
+                             f"(mobilekit profile --positions {position}), or {FILL_ROUTES}")
         if entry.get("median_ms") is None:
             raise TableError(f"{self._where()}: layer {position} type {name} was not measured on this device; "
-                             "leave it out of the search or fill it from the regression")
+                             f"leave it out of the search, or {FILL_ROUTES}")
         return float(entry["median_ms"])
 
     def has(self, position: int, layer_type: LayerType | str) -> bool:

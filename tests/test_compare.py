@@ -266,3 +266,15 @@ def test_compare_on_folder_data_retrains_end_to_end(tmp_path, table_path, target
     rows = [r for r in report["rows"] if r["method"] in ("random", "random-protocol")]
     assert {r["method"] for r in rows} == {"random", "random-protocol"}
     assert all(0 <= r["retrain_test_accuracy"] <= 1 for r in rows)
+
+
+def test_search_and_compare_share_one_default_data_set():
+    from mobilekit.cli import build_parser
+    from mobilekit.compare.settings import CompareSettings
+    from mobilekit.defaults import DEFAULT_DATA
+    from mobilekit.search.config import SearchConfig
+
+    compare = build_parser().parse_args(["compare", "--table", "t.json", "--target-ms", "80", "--out", "o"])
+    assert compare.data == DEFAULT_DATA
+    assert SearchConfig.__dataclass_fields__["data"].default == DEFAULT_DATA
+    assert CompareSettings.__dataclass_fields__["data"].default == DEFAULT_DATA

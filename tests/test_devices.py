@@ -94,3 +94,21 @@ def test_thermal_zone_number_becomes_its_sysfs_path(tmp_path):
     device = load_device(write(tmp_path, 'name = "x"\nthermal_zone = 3\nthermal_max_c = 40\n'))
     assert device.thermal_zone == "/sys/class/thermal/thermal_zone3/temp"
     assert device.thermal_max_c == 40.0
+
+
+def test_devices_lists_the_host_and_shipped_descriptors_from_any_folder(tmp_path, monkeypatch):
+    """Run from a folder without devices/: the host and every shipped descriptor are still listed; a local
+    descriptor of the same name replaces the shipped one."""
+    from mobilekit.cli.devices import SHIPPED_DEVICES, default_descriptors
+
+    monkeypatch.chdir(tmp_path)
+    shipped = sorted(p.name for p in SHIPPED_DEVICES.glob("*.toml"))
+    assert "host.toml" in shipped and "pixel1.toml" in shipped
+    assert sorted(Path(p).name for p in default_descriptors()) == shipped
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices" / "pixel1.toml").write_text((SHIPPED_DEVICES / "pixel1.toml").read_text())
+    listed = default_descriptors()
+    assert tmp_path / "devices" / "pixel1.toml" in [Path(p).resolve() for p in listed]
+    assert sorted(Path(p).name for p in listed) == shipped
+    monkeypatch.setattr("mobilekit.cli.devices.SHIPPED_DEVICES", tmp_path / "none")
+    assert default_descriptors(tmp_path / "empty") == ["host"]

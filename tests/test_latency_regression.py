@@ -160,3 +160,13 @@ def test_scikit_learn_clone_keeps_hyperparameters():
 
     model = LayerLatencyRegressor(model="gbr", n_estimators=10)
     assert clone(model).get_params() == model.get_params()
+
+
+def test_small_errors_print_with_significant_digits():
+    from mobilekit.latency.metrics import format_metrics_row, significant
+
+    assert significant(0.000123) == "0.000123" and significant(0.0123) == "0.0123"
+    assert significant(12.3456) == "12.346" and significant(0.0) == "0.000"
+    row = format_metrics_row("lookup", {"rmse_ms": 0.00042, "mape_pct": 0.1, "max_ape_pct": 0.2, "bias_pct": 0.0,
+                                        "within_5_pct": 100.0, "within_10_pct": 100.0})
+    assert "0.000420" in row and " 0.000 " not in row

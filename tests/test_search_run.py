@@ -8,7 +8,7 @@ import torch
 
 from _synthetic_tables import SEARCH_WIDTH, synthetic_table
 from mobilekit.cli import main
-from mobilekit.errors import SearchError
+from mobilekit.errors import MobilekitError, SearchError
 from mobilekit.models.torch_builder import MobileNet
 from mobilekit.search import make_config, run_search
 from mobilekit.space import Architecture
@@ -216,3 +216,16 @@ def test_single_path_warm_up_trains_weights_only_then_the_runtime_term_starts(tm
     assert all(r["lambda"] == 0.0 for r in search[:warm])
     assert len({r["arch"] for r in search[:warm]}) == 1               # thresholds fixed: no decision moved
     assert all(r["lambda"] != 0.0 for r in search[warm:])
+
+
+def test_a_folder_without_training_state_is_reused(tmp_path, table_path, target):
+    """A run that failed before training (bad data path) leaves config.json; the corrected rerun (other
+    settings, with or without --resume) reuses the folder; a folder with training state is still refused."""
+    out = tmp_path / "run"
+    with pytest.raises(MobilekitError):
+        run_search(quick(table_path, target, out, data=f"folder:{tmp_path / 'no-such-folder'}"))
+    assert (out / "config.json").exists() and not (out / "metrics.jsonl").exists()
+    run_search(quick(table_path, target, out, final_epochs=0, resume=True))
+    assert json.loads((out / "config.json").read_text())["data"] == "digits"
+    with pytest.raises(SearchError, match="already holds a run"):
+        run_search(quick(table_path, target, out, final_epochs=0))

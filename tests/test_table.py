@@ -86,3 +86,27 @@ def test_missing_entry_says_which_layer(pixel1):
     table = LatencyTable(space=pixel1.space, entries={}, fixed={})
     with pytest.raises(TableError, match="no entry for layer 0 type ir_k3_e1"):
         table.lookup_ms(reference_architecture(pixel1.search_space()))
+
+
+def test_a_partial_table_names_both_ways_on_with_valid_commands(pixel1):
+    """A missing or unmeasured entry is refused with the two routes (latency fit --filled-table, search
+    --predictor), and both quoted commands parse with the real CLI parser."""
+    import re
+    import shlex
+
+    from mobilekit.cli import build_parser
+
+    position = min(pixel1.entries)
+    name = next(iter(pixel1.entries[position]))
+    unmeasured = {p: {n: dict(e) for n, e in types.items()} for p, types in pixel1.entries.items()}
+    unmeasured[position][name]["median_ms"] = None
+    for table in (LatencyTable(space=pixel1.space, entries={}, fixed={}),
+                  LatencyTable(space=pixel1.space, entries=unmeasured, fixed=pixel1.fixed)):
+        with pytest.raises(TableError) as caught:
+            table.latency_ms(position, name)
+        message = str(caught.value)
+        assert "--filled-table" in message and "search" in message and "--predictor" in message
+        commands = re.findall(r"'(mobilekit [^']+)'", message)
+        assert len(commands) == 2
+        for command in commands:
+            build_parser().parse_args(shlex.split(command)[1:])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from mobilekit import __version__
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hardware-aware mobile model design: profile -> latency model -> search -> export.",
     )
     parser.add_argument("--version", action="version", version=f"mobilekit {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="keep TensorFlow/absl/XNNPACK start-up messages (default: only their errors)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(f"mobilekit.cli.{name}") is not None:
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)  # a bad option is one line on stderr, exit 2
     except SystemExit as exc:
         return exit_code(exc)
+    quiet_native_logs(verbose=args.verbose)
     try:
         return int(args.func(args) or 0)
     except MobilekitError as exc:
@@ -52,6 +56,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mobilekit {args.command}: interrupted; finished work is saved, re-run with the same options to resume",
               file=sys.stderr)
         return 130
+
+
+#: Environment variables of the native libraries' loggers (TensorFlow/LiteRT and XNNPACK, glog): 2 = errors only.
+NATIVE_LOG_LEVELS = {"TF_CPP_MIN_LOG_LEVEL": "2", "GLOG_minloglevel": "2"}
+
+
+def quiet_native_logs(verbose: bool = False) -> None:
+    """Silence TensorFlow/absl/XNNPACK start-up lines below errors (they break progress bars and clutter logs),
+    or with ``verbose`` show them all. Read by those libraries when they load, so called before any is imported;
+    a value the user set in the environment is kept."""
+    for name, quiet in NATIVE_LOG_LEVELS.items():
+        if verbose:
+            os.environ[name] = "0"
+        else:
+            os.environ.setdefault(name, quiet)
+    if not verbose and "absl.logging" in sys.modules:
+        sys.modules["absl.logging"].set_verbosity("error")
 
 
 def _one_line(message: str) -> str:

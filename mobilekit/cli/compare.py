@@ -7,6 +7,9 @@ import argparse
 from pathlib import Path
 
 
+from mobilekit.defaults import DEFAULT_DATA
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare", help="compare searchers at one latency target under the same training budget",
@@ -18,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--table", required=True, help="latency table JSON (e.g. latency_tables/pixel1-spnas.json)")
     add("--target-ms", type=float, required=True, help="latency target in ms")
     add("--out", required=True, help="comparison folder, e.g. runs/compare-p80 (rerun to resume)")
-    add("--data", default="fashion-mnist", help="data set (default fashion-mnist; digits, idx:DIR, cifar10:DIR, ...)")
+    add("--data", default=DEFAULT_DATA,
+        help=f"data set (default {DEFAULT_DATA}, the same as search; fashion-mnist, idx:DIR, cifar10:DIR, ...)")
     add("--methods", default="single-path,random,multipath",
         help="comma-separated searchers or --variant names (default: single-path,random,multipath)")
     add("--variant", action="append", default=[], dest="variants", metavar="NAME=METHOD[:KEY=VALUE]...",

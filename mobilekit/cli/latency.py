@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from mobilekit.latency.metrics import significant
 from mobilekit.validation.options import int_at_least, nonempty_text, positive_int
 
 # The families of mobilekit.latency.regression.MODEL_KINDS (kept here so that registering imports nothing heavy).
@@ -156,10 +157,10 @@ def run_predict(args: argparse.Namespace) -> int:
     print(f"architecture   {result['architecture']}")
     print(f"space          {space.name}, width {space.width:g}, {space.resolution} px")
     print(f"table          {table.path} ({table.device.get('name', '?')}, {table.device.get('runtime', '?')})")
-    print(f"lookup_ms      {lookup_ms:.3f}" if lookup_ms is not None else f"lookup_ms      n/a ({lookup_note})")
+    print(f"lookup_ms      {significant(lookup_ms)}" if lookup_ms is not None else f"lookup_ms      n/a ({lookup_note})")
     detail = f"{predictor.model_}"
     if heldout:
-        detail += f"; held-out layer error RMSE {heldout['rmse_ms']:.3f} ms, MAPE {heldout['mape_pct']:.2f} %"
+        detail += f"; held-out layer error RMSE {significant(heldout['rmse_ms'])} ms, MAPE {heldout['mape_pct']:.2f} %"
     if predictor.network_n_:
         detail += (f"; network correction x{predictor.network_scale_:.4f} {predictor.network_overhead_ms_:+.3f} ms "
                    f"from {predictor.network_n_} measured networks")
@@ -188,7 +189,7 @@ def run_fit(args: argparse.Namespace) -> int:
         for kind, scores in predictor.cv_scores_.items():
             print(format_metrics_row(("* " if kind == predictor.model_ else "  ") + kind, scores, 34))
         heldout = predictor.heldout_
-        print(f"chosen: {predictor.model_}: held-out RMSE {heldout['rmse_ms']:.3f} ms, "
+        print(f"chosen: {predictor.model_}: held-out RMSE {significant(heldout['rmse_ms'])} ms, "
               f"MAPE {heldout['mape_pct']:.2f} %")
     else:
         print(f"model {predictor.model_}; no held-out error (--cv 1)")

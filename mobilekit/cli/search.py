@@ -104,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common = parser.add_argument_group("common options", "recipe section [search]")
     for f in common_fields():
         _add_option(common, f, hints)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress display (a bar on a terminal, one line per epoch elsewhere)")
     parser.set_defaults(func=run)
 
 

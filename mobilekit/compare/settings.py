@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mobilekit.compare.variants import Variant, parse_variants
+from mobilekit.defaults import DEFAULT_DATA
 from mobilekit.errors import ConfigError
 
 DEFAULT_METHODS = ("single-path", "random", "multipath")
@@ -34,7 +35,7 @@ class CompareSettings:
     table: str
     target_ms: float
     out: str
-    data: str = "fashion-mnist"
+    data: str = DEFAULT_DATA
     methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: int = 5
     budget_epochs: int = 8

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
 from mobilekit.data.idx import read_idx_set
+from mobilekit.defaults import DEFAULT_DATA  # noqa: F401  (re-exported by mobilekit.data)
 from mobilekit.errors import DataError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -37,9 +38,19 @@ def error_metrics(measured_ms: Sequence[float], predicted_ms: Sequence[float]) -
     }
 
 
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` (e.g. ms) with at least ``digits`` significant digits and at least 3 decimals:
+    12.3456 -> "12.346", 0.000123 -> "0.000123" (not "0.000"), 0 -> "0.000"."""
+    value = float(value)
+    if not math.isfinite(value) or value == 0.0:
+        return f"{value:.3f}"
+    decimals = digits - 1 - math.floor(math.log10(abs(value)))
+    return f"{value:.{max(3, decimals)}f}"
+
+
 def format_metrics_row(label: str, metrics: dict[str, float], width: int = 26) -> str:
     """One aligned text row: label, RMSE, mean/max abs % error, share within 5 % and 10 %."""
-    return (f"{label:<{width}} {metrics['rmse_ms']:>9.3f} {metrics['mape_pct']:>8.2f} {metrics['max_ape_pct']:>8.2f} "
+    return (f"{label:<{width}} {significant(metrics['rmse_ms']):>9} {metrics['mape_pct']:>8.2f} {metrics['max_ape_pct']:>8.2f} "
             f"{metrics['bias_pct']:>+8.2f} {metrics['within_5_pct']:>7.1f} {metrics['within_10_pct']:>7.1f}")
 
 

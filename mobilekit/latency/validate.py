@@ -32,7 +32,7 @@ from mobilekit.export.torch_threads import one_torch_thread
 from mobilekit.latency.lookup import LookupPredictor
 from mobilekit.latency.metrics import error_metrics, format_metrics_header, format_metrics_row
 from mobilekit.latency.regression import LayerLatencyRegressor, fit_network_correction
-from mobilekit.latency_table import LatencyTable
+from mobilekit.latency_table import FILL_ROUTES, LatencyTable
 from mobilekit.space import Architecture, LayerType, SearchSpace
 
 PREDICTORS = ("lookup", "lookup + network correction", "regression", "regression + network correction")
@@ -127,7 +127,8 @@ def candidate_latencies(table: LatencyTable, space: SearchSpace) -> list[dict[La
         options = {op: table.latency_ms(position.index, op) for op in position.candidates
                    if op.is_skip or table.has(position.index, op)}
         if not options:
-            raise TableError(f"{where}: layer {position.index} has no measured type; profile it first")
+            raise TableError(f"{where}: layer {position.index} has no measured type (a partial table); profile it "
+                             f"first (mobilekit profile --positions {position.index}), or {FILL_ROUTES}")
         out.append(options)
     return out
 

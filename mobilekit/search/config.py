@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from mobilekit.defaults import DEFAULT_DATA
 from mobilekit.errors import ConfigError
 from mobilekit.search.options import check_options, option, options_dict
 from mobilekit.search.registry import METHODS, get_method
@@ -38,7 +39,7 @@ class SearchConfig:
                                      required=True)
     out: str | None = option(None, "run folder, e.g. runs/p80", resume_free=True, required=True)
     method: str = option("single-path", "searcher (see the list above)")
-    data: str = option("digits", "digits (default), fashion-mnist, idx:DIR, cifar10:DIR or folder:DIR (folder "
+    data: str = option(DEFAULT_DATA, "digits (default), fashion-mnist, idx:DIR, cifar10:DIR or folder:DIR (folder "
                                  "images stream from disk)")
     train_subset: int | None = option(None, "train on N training images (stratified, seeded) for quick runs", ge=1)
     epochs: int = option(8, "search epochs", ge=1)

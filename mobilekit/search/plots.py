@@ -28,7 +28,10 @@ def plot_search(records: list[dict[str, Any]], target_ms: float, path: str | Pat
         ax_ce.plot(steps, [r["ce"] for r in records], lw=1, color="tab:blue", label="CE")
         ax_acc = ax_ce.twinx()
         ax_acc.plot(steps, [r.get("accuracy", float("nan")) for r in records], lw=0.8, color="tab:green", alpha=0.6)
-        ax_acc.set_ylabel("batch accuracy", color="tab:green")
+        validated = [(r["step"], r["val_accuracy"]) for r in records if r.get("val_accuracy") is not None]
+        if validated:
+            ax_acc.plot(*zip(*validated), marker="o", lw=1.2, color="darkgreen", label="validation accuracy")
+        ax_acc.set_ylabel("accuracy (batch; validation per epoch)", color="tab:green")
         if "runtime_ms" in records[0]:
             ax_r.plot(steps, [r["runtime_ms"] for r in records], lw=1, color="tab:orange", label="R in the loss")
         if "runtime_hard_ms" in records[0]:
@@ -36,22 +39,35 @@ def plot_search(records: list[dict[str, Any]], target_ms: float, path: str | Pat
                       label="R of the current architecture")
         if "lambda" in records[0]:
             ax_lam = ax_r.twinx()
-            ax_lam.plot(steps, [r["lambda"] for r in records], lw=0.8, color="gray", alpha=0.6)
+            ax_lam.plot(steps, [r["lambda"] for r in records], lw=0.8, color="gray", alpha=0.6, label="λ")
             ax_lam.set_ylabel("λ", color="gray")
     ax_r.axhline(target_ms, color="black", lw=1, label=f"target {target_ms:g} ms")
     ax_r.axhspan(0.9 * target_ms, target_ms, color="green", alpha=0.1, label="[0.9T, T]")
     ax_ce.set_ylabel("cross-entropy")
     ax_r.set_ylabel("runtime (ms)")
     ax_r.set_xlabel("search step")
-    if ax_ce.get_legend_handles_labels()[0]:          # a method that records no labelled series gets no legend
-        ax_ce.legend(loc="upper right")
-    ax_r.legend(loc="upper right", fontsize=8)
+    handles, labels = _legend_entries(fig, ax_ce)
+    if handles:                                       # a method that records no labelled series gets no legend
+        ax_ce.legend(handles, labels, loc="upper right", fontsize=8)
+    handles, labels = _legend_entries(fig, ax_r)
+    ax_r.legend(handles, labels, loc="upper right", fontsize=8)
     fig.suptitle(title or "search")
     fig.tight_layout()
     path = Path(path)
     safewrite.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _legend_entries(fig: Any, ax: Any) -> tuple[list, list]:
+    """The labelled series of ``ax`` and of its twin axes (those sharing its position), for one legend."""
+    handles, labels = [], []
+    for other in fig.axes:
+        if other is ax or other.get_position().bounds == ax.get_position().bounds:
+            h, l = other.get_legend_handles_labels()
+            handles += h
+            labels += l
+    return handles, labels
 
 
 KERNEL_COLORS = {3: "tab:blue", 5: "tab:orange", 7: "tab:red"}

@@ -51,15 +51,27 @@ def build_latency_model_for(config: SearchConfig, table: LatencyTable | None = N
 
 
 
+TRAINING_STATE = ("checkpoint.npz", "weights.pt", "arch.json", "summary.json")
+
+
+def has_training_state(run: RunFolder) -> bool:
+    """Whether the folder holds anything a run trained: a checkpoint, weights, an architecture, a summary, or
+    metrics records."""
+    return any(run.path(name).exists() for name in TRAINING_STATE) or bool(run.records())
+
+
 def prepare_run_folder(run: RunFolder, config: SearchConfig, write: bool = True) -> None:
     """Create the folder and write config.json (when ``write``); refuse to mix runs.
 
+    A folder whose run stopped before it trained (only ``config.json``: a bad data path, a target outside the
+    table) holds no training state and is reused with the new settings, with or without ``resume``.
+
     Raises:
-        SearchError: the folder holds another run and ``resume`` is off, or ``resume`` is on and the stored
+        SearchError: the folder holds another run's training state and ``resume`` is off, or ``resume`` is on and the stored
             config differs in a field that changes the result.
     """
     stored_path = run.path("config.json")
-    if write and stored_path.exists():
+    if write and stored_path.exists() and has_training_state(run):
         if not config.resume:
             raise SearchError(f"{run.root} already holds a run; pass --resume to continue it or choose another --out")
         stored = run.read_json("config.json")
@@ -256,9 +268,9 @@ def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, l
 
 
 def _progress_bar():
-    from tqdm.auto import tqdm
+    from mobilekit.progress import progress_display
 
-    return tqdm(total=0, dynamic_ncols=True, leave=True)
+    return progress_display()
 
 
 def _plots(run: RunFolder, arch: Architecture, latency_model, config: SearchConfig, summary: dict[str, Any]) -> None:

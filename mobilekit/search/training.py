@@ -201,7 +201,7 @@ class SearchContext:
                     epochs=cfg.epochs if epochs is None else epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                     steps_per_epoch=cfg.steps_per_epoch, checkpoint_every=cfg.checkpoint_every,
                     progress=self.progress, on_step=self.on_step, engine=self.engine, augment=cfg.augment,
-                    workers=cfg.workers)
+                    workers=cfg.workers, val_dataset=getattr(self.splits, "val", None))
 
 
 @dataclass
@@ -225,13 +225,26 @@ class Phase:
     state: dict[str, Any] = field(default_factory=dict)
     steps_per_epoch: int | None = None
     checkpoint_every: int = 20
-    progress: Any = None                       # a tqdm bar (or None)
+    progress: Any = None                       # a tqdm bar, mobilekit.progress.EpochLines, or None
     on_step: Callable[[dict[str, Any]], None] | None = None
     elapsed_s: float = 0.0
     engine: Engine = field(default_factory=Engine)
     augment: str = "none"
     workers: int = 0
     schedulers: dict[str, Any] = field(default_factory=dict)
+    val_dataset: Dataset | None = None          # validated at the end of every epoch when set
+
+    def validation_model(self) -> nn.Module | None:
+        """The network whose top-1 accuracy on ``val_dataset`` is recorded at each epoch's end (``None``: none).
+        A plain training phase validates its ``model``; a search phase may override this."""
+        return self.modules.get("model")
+
+    def validate(self) -> float | None:
+        """Top-1 accuracy (0..1) of :meth:`validation_model` on ``val_dataset``, or ``None`` without either."""
+        model = self.validation_model()
+        if self.val_dataset is None or model is None or len(self.val_dataset) == 0:
+            return None
+        return evaluate(model, self.val_dataset, engine=self.engine, workers=self.workers)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -288,12 +301,20 @@ class Phase:
                 self.elapsed_s += time.perf_counter() - started
                 step += 1
                 record = {"phase": self.name, "step": step - 1, "epoch": epoch, **record}
+                if step % per_epoch == 0 and self.engine.is_writer:
+                    val_accuracy = self.validate()     # the epoch's last record carries its validation accuracy
+                    if val_accuracy is not None:
+                        record["val_accuracy"] = val_accuracy
+                        if self.progress is not None:
+                            self.progress.set_postfix_str(f"{_postfix(self.progress)} val acc {val_accuracy:.3f}")
                 if self.engine.is_writer:
                     self.run.log(record)
                 if self.progress is not None:
                     self.progress.update(1)
                 if self.on_step is not None:
                     self.on_step(record)
+                if step % per_epoch == 0 and hasattr(self.progress, "end_epoch"):
+                    self.progress.end_epoch(step // per_epoch, self.epochs)
                 if step % self.checkpoint_every == 0 or step % per_epoch == 0 or step == self.total_steps:
                     self.save(step, extra_meta)
 
@@ -330,6 +351,12 @@ class TrainPhase(Phase):
             self.progress.set_postfix_str(f"CE {loss.item():.3f}")
         return {"ce": loss.item(), "accuracy": float((logits.argmax(1) == y).float().mean()),
                 "lr": self.optimizer.param_groups[0]["lr"], **self.tags}
+
+
+def _postfix(progress: Any) -> str:
+    """The postfix a progress display currently shows (tqdm keeps it with a leading ', ')."""
+    text = getattr(progress, "postfix", "") or ""
+    return str(text).lstrip(", ")
 
 
 def seed_everything(seed: int) -> None:

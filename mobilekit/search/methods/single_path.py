@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mobilekit.latency.differentiable import RELAX_MODES, Decisions, SuperkernelLatency
 from mobilekit.search.options import option
@@ -143,6 +144,11 @@ class SinglePathPhase(Phase):
         rms = math.sqrt(state[key] / (1 - self.GRAD_BETA ** state["grad_steps"]))
         for g in grads:
             g.div_(rms + 1e-12)
+
+    def validation_model(self) -> nn.Module:
+        """The supernet with its current decisions (eval mode: no subset dropout) -- the network the search
+        would derive now."""
+        return self.net
 
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         cfg, net = self.config, self.net
