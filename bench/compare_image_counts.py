@@ -47,7 +47,10 @@ def main() -> None:
     parser.add_argument("--final-share", type=float, default=0.5)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--variant", action="append", default=[])
+    parser.add_argument("--smoke", action="store_true", help="seconds-long check: single-path, 40 images, budget 2")
     args = parser.parse_args()
+    if args.smoke:
+        args.methods, args.train_subset, args.batch_size, args.budget = "single-path", 40, 10, 2
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         settings = CompareSettings(table=args.table, target_ms=args.target_ms, out=str(Path(tmp) / "cmp"),

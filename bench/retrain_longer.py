@@ -36,13 +36,48 @@ PROTOCOL = "random-protocol"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="a comparison's --out folder")
+    parser.add_argument("folder", type=Path, nargs="?", help="a comparison's --out folder")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--methods", default=f"single-path,{PROTOCOL}")
     parser.add_argument("--train-subset", type=int, default=None, help="default: the comparison's")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds-long check on a made-up two-cell comparison in a temporary folder")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.smoke:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            args.folder, args.epochs, args.out = smoke_folder(Path(tmp)), 1, None
+            return run(args)
+    if args.folder is None:
+        parser.error("name a comparison's --out folder (or use --smoke)")
+    return run(args)
+
+
+def smoke_folder(tmp: Path) -> Path:
+    """A comparison folder with one cell per method (random architectures of the Pixel 1 table's space)."""
+    import random
+
+    from mobilekit.search.budget import sample_in_window
+    from mobilekit.latency.differentiable import ExpectedLatency
+
+    table_path = Path(__file__).resolve().parent.parent / "latency_tables" / "pixel1-spnas.json"
+    table = LatencyTable.load(table_path)
+    expected = ExpectedLatency(table)
+    space = table.search_space()
+    (tmp / "cells").mkdir(parents=True)
+    (tmp / "compare.json").write_text(json.dumps({"table": str(table_path), "data": "digits", "train_resolution": 32,
+                                                  "batch_size": 10, "train_subset": 40}))
+    low, high = expected.bounds_ms()
+    for i, method in enumerate(("single-path", PROTOCOL)):
+        arch = sample_in_window(expected, space, low, high, random.Random(i))
+        (tmp / "cells" / f"{method}-0.json").write_text(json.dumps(
+            {"method": method, "seed": 0, "arch": arch.to_string(), "predicted_ms": expected.lookup_ms(arch)}))
+    return tmp
+
+
+def run(args: argparse.Namespace) -> int:
     settings = json.loads((args.folder / "compare.json").read_text())
     subset = args.train_subset or settings.get("train_subset")
     out = args.out or args.folder / f"longer-{args.epochs}.json"

@@ -92,8 +92,11 @@ def build(kind: str, batch_size: int, table_path: str):
     elif kind == "multipath":
         runtime = ExpectedLatency(table)
         _, arch_data = split_for_architecture(dataset, 0)
+        # the multi-path options (arch_lr, Gumbel temperatures) live in that method's own options
+        mp_config = SearchConfig(table=table_path, target_ms=target, out="unused", batch_size=batch_size, export=(),
+                                 epochs=epochs, method="multipath")
         phase = MultiPathPhase(net=MultiPathNet(space, runtime.candidates), runtime=runtime, arch_data=arch_data,
-                               target_ms=target, config=config, **common)
+                               target_ms=target, config=mp_config, **common)
         step = lambda i: phase.step(0, i, x[:batch_size], y[:batch_size])  # noqa: E731
         arch = None
     else:
@@ -182,7 +185,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--table", default=str(TABLE), help="latency table (default: Pixel 1, no SE types)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help="seconds-long check: batch 4, 1 timed step")
     args = parser.parse_args()
+    if args.smoke:
+        args.batch_size, args.steps = 4, 1
     if args.child:
         kinds = args.child.split("+")
         result = measure(kinds[0], args.batch_size, args.steps, args.table) if len(kinds) == 1 else \
