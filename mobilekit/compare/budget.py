@@ -36,7 +36,8 @@ score every trained candidate on the validation split; spos and tnas-os score ev
 ``min(eval_samples, |val|)`` validation images after recalibrating BN on ``bn_steps`` training batches; tnas-os also
 scores, at each sampler tell, the told paths and the fresh proposals on ``min(tell_batch, |val|)`` validation
 images. Not counted for any method: the one BN recalibration of a deliverable that inherits supernet weights (up
-to 20 training batches, before the final training) and the final validation/test evaluation.
+to 20 training batches, before the final training), the per-epoch monitoring validation (metrics.jsonl's
+``val_accuracy``) and the final validation/test evaluation.
 
 End-to-end methods (:data:`END_TO_END_RULES`) train no final network: their search's own network is the
 deliverable, so their search gets the whole budget B and ``final_epochs`` 0:

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import torch
 
 from mobilekit.models.torch_builder import Stem
+from mobilekit.search.training import MONITORING
 
 
 class ImageCounter:
@@ -33,7 +34,7 @@ class ImageCounter:
         if isinstance(module, Stem):
             if torch.is_grad_enabled():
                 self.gradient += int(args[0].shape[0])
-            elif self._in_search:
+            elif self._in_search and not MONITORING.get():   # per-epoch monitoring is not the method's
                 self.forward_only += int(args[0].shape[0])
 
     @contextlib.contextmanager

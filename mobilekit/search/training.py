@@ -10,6 +10,8 @@ the same order and skips straight to its step.
 
 from __future__ import annotations
 
+import contextvars
+
 import math
 import random
 import time
@@ -25,6 +27,10 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from mobilekit.search.engine import Engine
 from mobilekit.search.runfolder import RunFolder, pack, unpack
 from mobilekit.space import SearchSpace
+
+# True while a phase runs its per-epoch monitoring validation (metrics.jsonl's val_accuracy): the comparison's
+# image counter leaves these passes out, like the final validation/test evaluation (compare/budget.py).
+MONITORING: contextvars.ContextVar[bool] = contextvars.ContextVar("mobilekit_monitoring", default=False)
 
 
 # ---- batches -------------------------------------------------------------------------------------------------------
@@ -244,7 +250,11 @@ class Phase:
         model = self.validation_model()
         if self.val_dataset is None or model is None or len(self.val_dataset) == 0:
             return None
-        return evaluate(model, self.val_dataset, engine=self.engine, workers=self.workers)
+        token = MONITORING.set(True)          # monitoring only: no decision of the method reads it
+        try:
+            return evaluate(model, self.val_dataset, engine=self.engine, workers=self.workers)
+        finally:
+            MONITORING.reset(token)
 
     @property
     def batches_per_epoch(self) -> int:
