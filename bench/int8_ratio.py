@@ -3,7 +3,9 @@
 For every layer type, the ratio float_ms / int8_ms of each position both tables measured, summarised by its
 median (and range) over positions; plus stem, head and the whole reference network the tables imply.
 
-    python bench/int8_ratio.py [--float latency_tables/host.json] [--int8 latency_tables/host-int8.json]
+    python bench/int8_ratio.py [--float latency_tables/host.json] [--int8 latency_tables/host-int8.json] [--smoke]
+
+It only reads two tables (seconds), so ``--smoke`` (the test suite's check that the script runs) runs it as is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--float", dest="float_table", default="latency_tables/host.json")
     parser.add_argument("--int8", dest="int8_table", default="latency_tables/host-int8.json")
+    parser.add_argument("--smoke", action="store_true", help="the test suite's run: the same, it takes seconds")
     args = parser.parse_args()
     fp, q = LatencyTable.load(args.float_table), LatencyTable.load(args.int8_table)
     if fp.space != q.space:

@@ -35,7 +35,10 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--table", default="latency_tables/pixel1-spnas.json")
     parser.add_argument("--data", default="digits")
+    parser.add_argument("--smoke", action="store_true", help="seconds: 20 steps, to check the script runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps = 20
     torch.set_num_threads(1)
     cfg = make_config(None, method="spos", table=args.table, target_ms=80, data=args.data, out="unused")
     latency_model = build_latency_model_for(cfg)
