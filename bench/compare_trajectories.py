@@ -7,7 +7,12 @@ Reads the comparison's cells and each single-path run's metrics.jsonl (nothing i
   architecture's table latency) first entered [0.9 T, T], and R at the end of the search.
 
     python bench/compare_trajectories.py /work/runs/compare-p80
+    python bench/compare_trajectories.py --runs RUN_FOLDER [RUN_FOLDER ...]   # single-path `mobilekit search` runs
     python bench/compare_trajectories.py --smoke     # seconds: one tiny search in a temporary folder
+
+With ``--runs`` it reads each run folder's summary.json and metrics.jsonl instead: the derived architecture's
+layer types (before the repair into [0.9T, T]) and the delivered one's, the latencies, the accuracies, and the
+same trajectory line.
 """
 
 from __future__ import annotations
@@ -31,31 +36,59 @@ def main(folder: str) -> None:
         by_method.setdefault(cell["method"], Counter()).update(cell["arch"].split(","))
     print(f"layer types of the found architectures (target {target:g} ms; 20 searchable layers per network)")
     for method, counts in by_method.items():
-        runs = sum(1 for c in cells if c["method"] == method)
-        print(f"  {method} ({runs} runs): " + ", ".join(f"{t} {n}" for t, n in counts.most_common()))
+        count = sum(1 for c in cells if c["method"] == method)
+        print(f"  {method} ({count} runs): " + ", ".join(f"{t} {n}" for t, n in counts.most_common()))
     for cell in cells:
         if cell["method"] != "single-path":
             continue
         metrics = root / "runs" / f"single-path-s{cell['seed']}" / "metrics.jsonl"
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        search = [r for r in records if r.get("phase") == "search"]
-        if not search:
-            continue
-        changes, together = Counter(), 0
-        previous = search[0]["arch"].split(",")
-        for record in search[1:]:
-            current = record["arch"].split(",")
-            for before, after in zip(previous, current):
-                if before != after:
-                    changes[f"{before}->{after}"] += 1
-                    together += before == "ir_k5_e6" and after == "skip"
-            previous = current
-        entered = next((r["step"] for r in search if 0.9 * target <= r["runtime_hard_ms"] <= target), None)
-        print(f"  single-path seed {cell['seed']}: R {search[0]['runtime_hard_ms']:.1f} -> "
-              f"{search[-1]['runtime_hard_ms']:.1f} ms over {len(search)} steps; first inside [0.9T, T] at step "
-              f"{entered}; lambda at the end {search[-1]['lambda']:.2f}; {sum(changes.values())} layer changes, "
-              f"{together} of them ir_k5_e6 -> skip in one step; most common: "
-              + ", ".join(f"{k} {n}" for k, n in changes.most_common(4)))
+        line = trajectory(metrics, target)
+        if line:
+            print(f"  single-path seed {cell['seed']}: {line}")
+
+
+def trajectory(metrics: Path, target: float) -> str | None:
+    """One line on a single-path search's metrics.jsonl: R (ms) at the start and end, the step R first entered
+    [0.9 T, T], λ at the end, and the layer-type changes (how many went ir_k5_e6 -> skip in one step)."""
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    search = [r for r in records if r.get("phase") == "search"]
+    if not search:
+        return None
+    changes, together = Counter(), 0
+    previous = search[0]["arch"].split(",")
+    for record in search[1:]:
+        current = record["arch"].split(",")
+        for before, after in zip(previous, current):
+            if before != after:
+                changes[f"{before}->{after}"] += 1
+                together += before == "ir_k5_e6" and after == "skip"
+        previous = current
+    entered = next((r["step"] for r in search if 0.9 * target <= r["runtime_hard_ms"] <= target), None)
+    return (f"R {search[0]['runtime_hard_ms']:.1f} -> {search[-1]['runtime_hard_ms']:.1f} ms over {len(search)} "
+            f"steps; first inside [0.9T, T] at step {entered}; lambda at the end {search[-1]['lambda']:.2f}; "
+            f"{sum(changes.values())} layer changes, {together} of them ir_k5_e6 -> skip in one step; most common: "
+            + ", ".join(f"{k} {n}" for k, n in changes.most_common(4)))
+
+
+def types(arch: str) -> str:
+    """``type count, ...`` of an architecture string, most common first."""
+    return ", ".join(f"{t} {n}" for t, n in Counter(arch.split(",")).most_common())
+
+
+def runs(folders: list[str]) -> None:
+    """The report for single-path run folders (``mobilekit search --out FOLDER``)."""
+    for folder in folders:
+        root = Path(folder)
+        summary = json.loads((root / "summary.json").read_text())
+        target = float(summary["target_ms"])
+        print(f"{root} (target {target:g} ms): derived {summary['derived_ms']:.1f} ms, "
+              f"{len(summary.get('repairs') or [])} repair(s) -> {summary['predicted_ms']:.1f} ms; "
+              f"val accuracy {summary['val_accuracy']:.4f}, test accuracy {summary['test_accuracy']:.4f}")
+        print(f"  derived: {types(summary['derived_arch'])}")
+        print(f"  delivered: {types(summary['arch'])}")
+        line = trajectory(root / "metrics.jsonl", target)
+        if line:
+            print(f"  {line}")
 
 
 def smoke() -> None:
@@ -76,10 +109,13 @@ def smoke() -> None:
         (root / "cells" / "single-path-s0.json").write_text(
             json.dumps({"method": "single-path", "seed": 0, "arch": summary["derived_arch"]}))
         main(str(root))
+        runs([str(root / "runs" / "single-path-s0")])
 
 
 if __name__ == "__main__":
     if "--smoke" in sys.argv[1:]:
         smoke()
+    elif sys.argv[1:2] == ["--runs"]:
+        runs(sys.argv[2:])
     else:
         main(sys.argv[1] if len(sys.argv) > 1 else "runs/compare-p80")

@@ -131,17 +131,33 @@ def test_each_sampler_runs_a_study_and_writes_the_outputs(tmp_path, tiny, capsys
 
 
 def test_pruner_gets_eq19_per_epoch_and_stops_trials_early(tmp_path, tiny):
-    # the weights' learning rate moves the batch accuracy of one-step epochs (λ would need more steps)
-    # no single-path warm-up: with one-step epochs it would hold every trial's R (and its weights' pull) equal
-    config = tiny_config({**tiny, "warmup_share": 0.0}, tmp_path, trials=4, sampler="random", pruner="sh",
-                         fidelity=parse_fidelity("epochs:2:4"), params=(parse_param("lr:log:1e-5:1"),))
+    """Successive halving (rung at epoch 2 of 4, one step per epoch) prunes the trials whose eq. 19 is below the
+    best earlier trial's there, with the default single-path warm-up (round(0.6 * 4) = 2 steps).
+
+    Issue 19 (why this test tunes the target, not the learning rate): inside the warm-up lambda is 0 and the
+    thresholds are fixed, so every trial trains the same weights and R is the full network's; eq. 19 at the rung is
+    batch accuracy x T / R_full. Tuning ``lr`` left only the accuracy of one batch of 16 after one step (steps of
+    1/16): the four sampled lrs tied or rose in trial order, ties are promoted, and nothing was pruned (the old
+    test passed only with ``warmup_share = 0``, where the same noise happened to order them the other way). Tuning
+    ``target_ms`` makes the rung's values exactly proportional to T, so which trials are pruned is known."""
+    sets = {k: v for k, v in tiny.items() if k != "target_ms"}
+    config = tiny_config(sets, tmp_path, trials=4, sampler="random", pruner="sh", fidelity=parse_fidelity("epochs:2:4"),
+                         params=(parse_param(f"target_ms:lin:{tiny['target_ms'] * 0.8}:{tiny['target_ms'] * 1.3}"),))
     run_tune(config)
     trials = load(tmp_path).trials
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert complete and all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in complete)
-    assert pruned and all(max(t.intermediate_values) < 4 for t in pruned)
+    assert pruned and all(sorted(t.intermediate_values) == [1, 2] for t in pruned)
+    # the warm-up epochs: the same network in every trial, so eq. 19 / T is one number per epoch
+    for epoch in (1, 2):
+        per_target = [t.intermediate_values[epoch] / t.params["target_ms"] for t in trials]
+        assert per_target[0] > 0 and per_target == pytest.approx([per_target[0]] * len(trials))
+    # a rung of at most 5 trials keeps only the best so far (ties promoted)
+    for i, trial in enumerate(trials[1:], start=1):
+        best_before = max(t.params["target_ms"] for t in trials[:i])
+        assert (trial.state == TrialState.PRUNED) == (trial.params["target_ms"] < best_before)
 
 
 def test_grid_spans_lambda_by_epochs_and_its_heat_map_is_drawn(tmp_path):
