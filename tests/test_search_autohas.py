@@ -401,3 +401,71 @@ def test_with_no_latency_term_the_straight_through_gradient_moves_alpha_to_the_c
         opt.step()
     probs = F.softmax(alpha.detach(), -1)
     assert (probs.argmax(-1) == 0).all() and (probs[:, 0] > 0.6).all()
+
+
+# ---- the affine (flat) temporary-weight step: same value and gradients as the per-basis one -----------------------
+def _sgd_variant(variant: str, history: bool):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    kwargs = {"nesterov": dict(momentum=0.9, nesterov=True), "momentum": dict(momentum=0.9, dampening=0.1),
+              "plain": dict(momentum=0.0)}
+    opt = (torch.optim.AdamW(net.parameters(), lr=0.05, weight_decay=0.01) if variant == "adamw" else
+           torch.optim.SGD(net.parameters(), lr=0.05, weight_decay=0.01, **kwargs[variant]))
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    for _ in range(2 if history else 0):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        if history == "partial":            # the last layer never stepped (a candidate never sampled): no buffer
+            net[2].weight.grad = net[2].bias.grad = None
+        opt.step()
+    opt.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    return net, opt
+
+
+@pytest.mark.parametrize("variant,history", [("nesterov", True), ("nesterov", False), ("nesterov", "partial"),
+                                             ("momentum", True), ("momentum", False), ("plain", True),
+                                             ("adamw", True)])
+def test_the_affine_step_equals_the_per_basis_step_in_value_and_encoding_gradients(variant, history):
+    from mobilekit.search.temporary_weights import (affine_direction, affine_mixed_step, affine_step, mixed_lr_step,
+                                                    optimizer_direction)
+
+    net, opt = _sgd_variant(variant, history)
+    params = list(net.parameters())
+    grads = [p.grad.clone() for p in params]
+    if history == "partial":
+        assert "momentum_buffer" not in opt.state.get(net[2].weight, {})
+    affine = affine_direction(opt, params, grads)
+    assert affine is not None
+    lr_bases, wd_bases = (0.01, 0.1, 0.5), (0.0, 0.01, 0.1)
+    # one basis: the real optimiser step
+    for w, ref in zip(affine_step(affine, params, 0.1, 0.01), optimizer_step(opt, params, grads, 0.1, 0.01)):
+        assert torch.allclose(w, ref, rtol=1e-6, atol=1e-7)
+    x = torch.randn(6, 5)
+    names = [n for n, _ in net.named_parameters()]
+    results = []
+    for fast in (False, True):
+        torch.manual_seed(3)
+        p_lr = gumbel_one_hot(torch.tensor([0.1, 0.5, -0.2], requires_grad=True), 10.0)
+        p_wd = gumbel_one_hot(torch.tensor([0.3, 0.0, 0.2], requires_grad=True), 10.0)
+        p_lr.retain_grad(), p_wd.retain_grad()
+        mixed = (affine_mixed_step(affine, params, lr_bases, wd_bases, p_lr, p_wd) if fast else
+                 mixed_lr_step(lambda wd: optimizer_direction(opt, params, grads, wd), params, lr_bases, wd_bases,
+                               p_lr, p_wd))
+        torch.func.functional_call(net, dict(zip(names, mixed)), (x,)).pow(2).mean().backward()
+        results.append((mixed, p_lr.grad, p_wd.grad))
+    (slow, slow_lr, slow_wd), (fast, fast_lr, fast_wd) = results
+    assert all(a.shape == b.shape and torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(slow, fast))
+    assert torch.allclose(slow_lr, fast_lr, rtol=1e-5, atol=1e-8) and torch.allclose(slow_wd, fast_wd, rtol=1e-5, atol=1e-8)
+    assert fast_lr.abs().max() > 0 and fast_wd.abs().max() > 0
+
+
+def test_adam_with_coupled_l2_and_dampened_sgd_in_a_mixed_state_are_not_affine_in_one_factor():
+    from mobilekit.search.temporary_weights import affine_direction
+
+    net, opt = _net_with_history("adam")
+    params = list(net.parameters())
+    assert affine_direction(opt, params, [p.grad for p in params]) is None
+    net, opt = _sgd_variant("momentum", "partial")           # dampening 0.1: a fresh buffer is d, an old one mu b + 0.9 d
+    params = list(net.parameters())
+    assert affine_direction(opt, params, [p.grad for p in params]) is None

@@ -50,7 +50,8 @@ from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
 from mobilekit.search.supernets import SampledPathNet, extract_network, weight_sharing_option
-from mobilekit.search.temporary_weights import mixed_lr_step, optimizer_direction, optimizer_step
+from mobilekit.search.temporary_weights import (affine_direction, affine_mixed_step, affine_step, mixed_lr_step,
+                                                optimizer_direction, optimizer_step)
 from mobilekit.search.training import (
     Phase,
     SearchContext,
@@ -217,6 +218,7 @@ class AutoHASPhase(Phase):
             ce = F.cross_entropy(logits, y)
         self.engine.backward(ce, net.weight_parameters(), [self.weights_opt])
         grads = [p.grad.detach() for p in params]
+        affine = affine_direction(self.weights_opt, params, grads)
         # 2. encodings through the temporary weights (eq. 4-5)
         vx, vy = self._arch_batch(step)
         expected_ms = self.latency_model(net.probs())
@@ -229,14 +231,18 @@ class AutoHASPhase(Phase):
             gates = arch_onehot[torch.arange(len(chosen)), chosen]
             p_lr = enc.sample("lr", stage, cfg.tau, form=cfg.gumbel_form)
             p_wd = enc.sample("weight_decay", 0, cfg.tau, form=cfg.gumbel_form)
-            mixed = mixed_lr_step(lambda wd: optimizer_direction(self.weights_opt, params, grads, wd), params,
-                                  lr_bases, wd_bases, p_lr, p_wd)
+            if affine is not None:     # sgd, adamw: one flat direction and two inner products for all bases
+                mixed = affine_mixed_step(affine, params, lr_bases, wd_bases, p_lr, p_wd)
+            else:                      # adam (L2 through the second moment): one direction per weight-decay basis
+                mixed = mixed_lr_step(lambda wd: optimizer_direction(self.weights_opt, params, grads, wd), params,
+                                      lr_bases, wd_bases, p_lr, p_wd)
             val_ce = self._val_loss(names, mixed, vx, vy, gates)
             loss = val_ce + self.penalty(expected_ms, lam)
         else:
             i = int(torch.multinomial(enc.probs("lr", stage).detach().cpu(), 1))
             j = int(torch.multinomial(wd_probs.detach().cpu(), 1))
-            temporary = optimizer_step(self.weights_opt, params, grads, lr_bases[i], wd_bases[j])
+            temporary = (affine_step(affine, params, lr_bases[i], wd_bases[j]) if affine is not None else
+                         optimizer_step(self.weights_opt, params, grads, lr_bases[i], wd_bases[j]))
             with torch.no_grad():
                 val_ce = self._val_loss(names, temporary, vx, vy, None)
             log_prob = (categorical_log_prob(self._arch_logits(), chosen)
