@@ -469,3 +469,30 @@ def test_adam_with_coupled_l2_and_dampened_sgd_in_a_mixed_state_are_not_affine_i
     net, opt = _sgd_variant("momentum", "partial")           # dampening 0.1: a fresh buffer is d, an old one mu b + 0.9 d
     params = list(net.parameters())
     assert affine_direction(opt, params, [p.grad for p in params]) is None
+
+
+@pytest.mark.parametrize("sharing", ["entangled", "separate"])
+def test_the_validation_pass_of_the_temporary_weights_leaves_every_batchnorm_statistic_alone(tmp_path, monkeypatch,
+                                                                                              sharing):
+    # only the active path's buffers go into functional_call (as copies); an inactive module's BN must not run
+    from mobilekit.search import make_config
+    from mobilekit.search.methods import autohas
+    from mobilekit.search.run import run_search
+
+    real, calls = autohas.AutoHASPhase._val_loss, []
+
+    def checked(self, names, weights, x, y, gates):
+        before = {k: v.clone() for k, v in self.net.named_buffers()}
+        out = real(self, names, weights, x, y, gates)
+        assert all(torch.equal(before[k], v) for k, v in self.net.named_buffers())
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(autohas.AutoHASPhase, "_val_loss", checked)
+    table = synthetic_table(width=0.35)
+    fastest, slowest = SuperkernelLatency(table).bounds_ms()
+    run_search(make_config(None, method="autohas", table=str(table.save(tmp_path / "t.json")),
+                           target_ms=round(fastest + 0.5 * (slowest - fastest), 1), out=str(tmp_path / "run"),
+                           data="digits", epochs=1, steps_per_epoch=2, batch_size=16, final_epochs=0, export=(),
+                           threads=1, weight_sharing=sharing))
+    assert len(calls) == 2

@@ -176,6 +176,15 @@ class AutoHASPhase(Phase):
         self.latency_model, self.weights_opt, self.encoding_opt = latency_model, weights_opt, encoding_opt
         self.penalty = LatencyPenalty.from_config(config, self.state)
         self.gated = _GatedPath(net)
+        # cached once (the module tree does not change during the search): the weights, whether any tensor is
+        # registered under two names (functional_call must then tie them), and each module's own buffers with the
+        # ids of its own parameters, so the validation pass clones only the buffers of the active path
+        self._weights = net.weight_parameters()
+        self._tied = any(len(list(f(remove_duplicate=False))) != len(list(f()))
+                         for f in (net.named_parameters, net.named_buffers))
+        self._module_buffers = [({id(p) for p in m.parameters(recurse=False)},
+                                 [(f"net.{name}.{b}" if name else f"net.{b}", t) for b, t in m.named_buffers(recurse=False)])
+                                for name, m in net.named_modules() if next(m.buffers(recurse=False), None) is not None]
 
     def _arch_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         per_pass = len(batches(self.arch_data, self.batch_size, self.seed + 1, 0))
@@ -190,9 +199,13 @@ class AutoHASPhase(Phase):
                   gates: torch.Tensor | None) -> torch.Tensor:
         """CE of the active path with ``weights`` in place of its parameters (BN statistics left untouched)."""
         tensors = {f"net.{n}": w for n, w in zip(names, weights)}
-        tensors.update({f"net.{n}": b.clone() for n, b in self.net.named_buffers()})
+        # the buffers the active path updates (BN statistics) go in as copies: a module's buffers when it has no
+        # parameters of its own or one of them is active (an inactive candidate's BN is not run)
+        active = {id(p) for p in self._active}
+        tensors.update({n: b.clone() for ids, buffers in self._module_buffers if not ids or ids & active
+                        for n, b in buffers})
         with self.engine.autocast():
-            return F.cross_entropy(functional_call(self.gated, tensors, (x, gates)), y)
+            return F.cross_entropy(functional_call(self.gated, tensors, (x, gates), tie_weights=self._tied), y)
 
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         cfg, net, enc = self.config, self.net, self.encoding
@@ -212,11 +225,12 @@ class AutoHASPhase(Phase):
         net.fix(chosen.tolist())
         named = active_parameters(net)
         names, params = [n for n, _ in named], [p for _, p in named]
+        self._active = params
         self.weights_opt.zero_grad(set_to_none=True)
         with self.engine.autocast():
             logits = net(x)
             ce = F.cross_entropy(logits, y)
-        self.engine.backward(ce, net.weight_parameters(), [self.weights_opt])
+        self.engine.backward(ce, self._weights, [self.weights_opt])
         grads = [p.grad.detach() for p in params]
         affine = affine_direction(self.weights_opt, params, grads)
         # 2. encodings through the temporary weights (eq. 4-5)
