@@ -136,6 +136,30 @@ def hyperparameter_space(config: Any) -> list[HyperParameter]:
             HyperParameter.continuous("weight_decay", wd, m, start_at_default=at_default)]
 
 
+def mixed_temporary_weights(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[torch.Tensor],
+                            lr_bases: tuple[float, ...], wd_bases: tuple[float, ...], p_lr: torch.Tensor,
+                            p_wd: torch.Tensor) -> list[torch.Tensor]:
+    """Eq. 4-5: ``W' = sum_ij P_i P_j W_ij``, ``W_ij`` one step of ``optimizer``'s rule from ``params`` with
+    gradient ``grads``, learning rate ``lr_bases[i]`` and weight decay ``wd_bases[j]``; differentiable w.r.t. the
+    encodings ``p_lr`` (m_lr,) and ``p_wd`` (m_wd,). SGD and AdamW use the flat affine direction (two inner
+    products backward for all bases), Adam one direction per weight-decay basis (:mod:`~mobilekit.search.
+    temporary_weights`). The optimiser's state is read, not changed."""
+    affine = affine_direction(optimizer, params, grads)
+    if affine is not None:
+        return affine_mixed_step(affine, params, lr_bases, wd_bases, p_lr, p_wd)
+    return mixed_lr_step(lambda wd: optimizer_direction(optimizer, params, grads, wd), params, lr_bases, wd_bases,
+                         p_lr, p_wd)
+
+
+def temporary_weight(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[torch.Tensor],
+                     lr: float, weight_decay: float) -> list[torch.Tensor]:
+    """One temporary weight ``W_ij`` (eq. 4; REINFORCE draws one basis of each): ``params - lr D(weight_decay)``."""
+    affine = affine_direction(optimizer, params, grads)
+    if affine is not None:
+        return affine_step(affine, params, lr, weight_decay)
+    return optimizer_step(optimizer, params, grads, lr, weight_decay)
+
+
 class _GatedPath(nn.Module):
     """Forward of a SampledPathNet's active path with explicit per-layer gates, for ``functional_call``."""
 
@@ -232,7 +256,6 @@ class AutoHASPhase(Phase):
             ce = F.cross_entropy(logits, y)
         self.engine.backward(ce, self._weights, [self.weights_opt])
         grads = [p.grad.detach() for p in params]
-        affine = affine_direction(self.weights_opt, params, grads)
         # 2. encodings through the temporary weights (eq. 4-5)
         vx, vy = self._arch_batch(step)
         expected_ms = self.latency_model(net.probs())
@@ -245,18 +268,13 @@ class AutoHASPhase(Phase):
             gates = arch_onehot[torch.arange(len(chosen)), chosen]
             p_lr = enc.sample("lr", stage, cfg.tau, form=cfg.gumbel_form)
             p_wd = enc.sample("weight_decay", 0, cfg.tau, form=cfg.gumbel_form)
-            if affine is not None:     # sgd, adamw: one flat direction and two inner products for all bases
-                mixed = affine_mixed_step(affine, params, lr_bases, wd_bases, p_lr, p_wd)
-            else:                      # adam (L2 through the second moment): one direction per weight-decay basis
-                mixed = mixed_lr_step(lambda wd: optimizer_direction(self.weights_opt, params, grads, wd), params,
-                                      lr_bases, wd_bases, p_lr, p_wd)
+            mixed = mixed_temporary_weights(self.weights_opt, params, grads, lr_bases, wd_bases, p_lr, p_wd)
             val_ce = self._val_loss(names, mixed, vx, vy, gates)
             loss = val_ce + self.penalty(expected_ms, lam)
         else:
             i = int(torch.multinomial(enc.probs("lr", stage).detach().cpu(), 1))
             j = int(torch.multinomial(wd_probs.detach().cpu(), 1))
-            temporary = (affine_step(affine, params, lr_bases[i], wd_bases[j]) if affine is not None else
-                         optimizer_step(self.weights_opt, params, grads, lr_bases[i], wd_bases[j]))
+            temporary = temporary_weight(self.weights_opt, params, grads, lr_bases[i], wd_bases[j])
             with torch.no_grad():
                 val_ce = self._val_loss(names, temporary, vx, vy, None)
             log_prob = (categorical_log_prob(self._arch_logits(), chosen)
