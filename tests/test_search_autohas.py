@@ -566,3 +566,66 @@ def test_the_lr_encoding_moves_down_from_a_default_10x_too_large():
     assert enc.derive("lr") < 0.6 * bad
     assert float(probs[5:].sum()) < 0.05                       # the bases above the default (2.5x .. 10x) are dropped
     assert float(probs[:5].sum()) > 0.95
+
+
+# ---- lambda steering on the delivered architecture ------------------------------------------------------------------
+def test_the_delivered_latency_is_the_argmax_lookup_and_a_tied_layer_counts_at_its_expected_latency():
+    from mobilekit.latency.differentiable import ExpectedLatency
+    from mobilekit.search.methods.autohas import delivered_ms
+    from mobilekit.search.supernets import SampledPathNet
+
+    latency = ExpectedLatency(synthetic_table(width=0.35))
+    net = SampledPathNet(latency.space, latency.candidates)
+    logits = net.logits()
+    # at the start every logit is 0: no argmax yet, so E[R] under uniform encodings (not the all-first-candidate net)
+    assert delivered_ms(latency, logits) == pytest.approx(float(latency(net.probs().detach())))
+    assert latency.lookup_ms(net.architecture()) < 0.5 * delivered_ms(latency, logits)
+    with torch.no_grad():
+        net.alpha.normal_(generator=torch.Generator().manual_seed(0))
+    assert delivered_ms(latency, net.logits()) == pytest.approx(latency.lookup_ms(net.architecture()))
+    with torch.no_grad():
+        net.alpha[3] = 0.0                                     # one layer tied again
+    probs = net.probs().detach().clone()
+    hard = latency.one_hot(net.architecture())
+    mixed = torch.cat([hard[:3], probs[3:4].to(hard.dtype), hard[4:]])
+    assert delivered_ms(latency, net.logits()) == pytest.approx(float(latency(mixed)))
+
+
+def test_an_accuracy_pull_toward_slow_ops_and_the_steered_latency_term_meet_a_halfway_target_without_repair():
+    # the encoding loss of a search step on a surrogate: a validation loss that prefers the slower op of every
+    # layer (more capacity) through the straight-through gates (eq. 6-8, arch tau 1), plus lambda log E[R] with
+    # lambda steered on the delivered architecture by the search's own PI settings; a target halfway between the
+    # fastest and the slowest network needs about half the layers cheaper. The argmax must end in [0.9 T, T] (what
+    # the repair step would otherwise enforce), and without the latency term it would not
+    from mobilekit.latency.differentiable import ExpectedLatency
+    from mobilekit.search.config import SearchConfig
+    from mobilekit.search.methods.autohas import Options, delivered_ms
+    from mobilekit.search.penalty import LatencyPenalty
+    from mobilekit.search.supernets import SampledPathNet
+
+    latency = ExpectedLatency(synthetic_table(width=0.35))
+    fastest, slowest = latency.bounds_ms()
+    target = fastest + 0.5 * (slowest - fastest)
+    defaults = SearchConfig.__dataclass_fields__
+
+    def search(with_latency: bool) -> float:
+        torch.manual_seed(0)
+        net = SampledPathNet(latency.space, latency.candidates)
+        op_loss = -(latency.values / latency.values.max()).float()          # slower op, lower validation loss
+        state: dict = {}
+        penalty = LatencyPenalty(target, state, defaults["target_aim"].default, 0.0, defaults["lambda_lr"].default,
+                                 defaults["lambda_p"].default)
+        opt = torch.optim.Adam([net.alpha], lr=0.05)
+        for _ in range(150):
+            logits = net.logits()
+            hard = gumbel_one_hot(logits, Options().arch_tau)
+            loss = (hard * op_loss).sum() / len(op_loss)
+            if with_latency:
+                loss = loss + penalty(latency(net.probs()), penalty.steer(delivered_ms(latency, logits)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return latency.lookup_ms(net.architecture())
+
+    assert search(with_latency=False) > target
+    assert 0.9 * target <= search(with_latency=True) <= target

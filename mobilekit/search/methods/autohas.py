@@ -136,6 +136,19 @@ def hyperparameter_space(config: Any) -> list[HyperParameter]:
             HyperParameter.continuous("weight_decay", wd, m, start_at_default=at_default)]
 
 
+def delivered_ms(latency_model: ExpectedLatency, logits: torch.Tensor) -> float:
+    """Latency (ms) of what the search would deliver now, the argmax of the architecture logits (L, C; masked
+    entries at ``-inf``), which steers lambda. A layer whose largest logit is tied (at the start every logit is 0)
+    has no argmax yet: it counts at its expected latency under ``softmax(logits)`` rather than at whichever tied
+    candidate comes first (the first is skip, which made the first steps steer lambda far below 0)."""
+    logits = logits.detach()
+    probs = F.softmax(logits, dim=-1)
+    top = logits.topk(min(2, logits.shape[-1]), dim=-1).values
+    decided = (top[:, 0] > top[:, 1]) if top.shape[-1] > 1 else torch.ones(len(logits), dtype=torch.bool)
+    hard = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(probs.dtype)
+    return float(latency_model(torch.where(decided[:, None].to(probs.device), hard, probs)))
+
+
 def mixed_temporary_weights(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[torch.Tensor],
                             lr_bases: tuple[float, ...], wd_bases: tuple[float, ...], p_lr: torch.Tensor,
                             p_wd: torch.Tensor) -> list[torch.Tensor]:
@@ -261,8 +274,7 @@ class AutoHASPhase(Phase):
         expected_ms = self.latency_model(net.probs())
         # lambda is steered on the latency of what is delivered (the argmax architecture, as single-path does),
         # not on E[R] under softmax(alpha): the two differ when the encodings are spread out
-        delivered_ms = self.latency_model.lookup_ms(net.architecture())
-        lam = self.penalty.steer(delivered_ms)
+        lam = self.penalty.steer(delivered_ms(self.latency_model, self._arch_logits()))
         wd_probs = enc.probs("weight_decay")
         if cfg.estimator == "gumbel":
             gates = arch_onehot[torch.arange(len(chosen)), chosen]
