@@ -139,7 +139,7 @@ class _AffineMixedStep(torch.autograd.Function):
         wd_mix = (p_wd.detach() * wd_bases).sum()
         ctx.c = c
         ctx.save_for_backward(flat_p, flat_a, lr_bases, wd_bases, lr_mix, wd_mix)
-        return flat_p.mul(1 - lr_mix * wd_mix * c).sub_(flat_a * lr_mix)
+        return torch.add(flat_p.mul(1 - lr_mix * wd_mix * c), flat_a, alpha=-float(lr_mix))
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
