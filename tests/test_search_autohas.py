@@ -401,3 +401,231 @@ def test_with_no_latency_term_the_straight_through_gradient_moves_alpha_to_the_c
         opt.step()
     probs = F.softmax(alpha.detach(), -1)
     assert (probs.argmax(-1) == 0).all() and (probs[:, 0] > 0.6).all()
+
+
+# ---- the affine (flat) temporary-weight step: same value and gradients as the per-basis one -----------------------
+def _sgd_variant(variant: str, history: bool):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    kwargs = {"nesterov": dict(momentum=0.9, nesterov=True), "momentum": dict(momentum=0.9, dampening=0.1),
+              "plain": dict(momentum=0.0)}
+    opt = (torch.optim.AdamW(net.parameters(), lr=0.05, weight_decay=0.01) if variant == "adamw" else
+           torch.optim.SGD(net.parameters(), lr=0.05, weight_decay=0.01, **kwargs[variant]))
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    for _ in range(2 if history else 0):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        if history == "partial":            # the last layer never stepped (a candidate never sampled): no buffer
+            net[2].weight.grad = net[2].bias.grad = None
+        opt.step()
+    opt.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    return net, opt
+
+
+@pytest.mark.parametrize("variant,history", [("nesterov", True), ("nesterov", False), ("nesterov", "partial"),
+                                             ("momentum", True), ("momentum", False), ("plain", True),
+                                             ("adamw", True)])
+def test_the_affine_step_equals_the_per_basis_step_in_value_and_encoding_gradients(variant, history):
+    from mobilekit.search.temporary_weights import (affine_direction, affine_mixed_step, affine_step, mixed_lr_step,
+                                                    optimizer_direction)
+
+    net, opt = _sgd_variant(variant, history)
+    params = list(net.parameters())
+    grads = [p.grad.clone() for p in params]
+    if history == "partial":
+        assert "momentum_buffer" not in opt.state.get(net[2].weight, {})
+    affine = affine_direction(opt, params, grads)
+    assert affine is not None
+    lr_bases, wd_bases = (0.01, 0.1, 0.5), (0.0, 0.01, 0.1)
+    # one basis: the real optimiser step
+    for w, ref in zip(affine_step(affine, params, 0.1, 0.01), optimizer_step(opt, params, grads, 0.1, 0.01)):
+        assert torch.allclose(w, ref, rtol=1e-6, atol=1e-7)
+    x = torch.randn(6, 5)
+    names = [n for n, _ in net.named_parameters()]
+    results = []
+    for fast in (False, True):
+        torch.manual_seed(3)
+        p_lr = gumbel_one_hot(torch.tensor([0.1, 0.5, -0.2], requires_grad=True), 10.0)
+        p_wd = gumbel_one_hot(torch.tensor([0.3, 0.0, 0.2], requires_grad=True), 10.0)
+        p_lr.retain_grad(), p_wd.retain_grad()
+        mixed = (affine_mixed_step(affine, params, lr_bases, wd_bases, p_lr, p_wd) if fast else
+                 mixed_lr_step(lambda wd: optimizer_direction(opt, params, grads, wd), params, lr_bases, wd_bases,
+                               p_lr, p_wd))
+        torch.func.functional_call(net, dict(zip(names, mixed)), (x,)).pow(2).mean().backward()
+        results.append((mixed, p_lr.grad, p_wd.grad))
+    (slow, slow_lr, slow_wd), (fast, fast_lr, fast_wd) = results
+    assert all(a.shape == b.shape and torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(slow, fast))
+    assert torch.allclose(slow_lr, fast_lr, rtol=1e-5, atol=1e-8) and torch.allclose(slow_wd, fast_wd, rtol=1e-5, atol=1e-8)
+    assert fast_lr.abs().max() > 0 and fast_wd.abs().max() > 0
+
+
+def test_adam_with_coupled_l2_and_dampened_sgd_in_a_mixed_state_are_not_affine_in_one_factor():
+    from mobilekit.search.temporary_weights import affine_direction
+
+    net, opt = _net_with_history("adam")
+    params = list(net.parameters())
+    assert affine_direction(opt, params, [p.grad for p in params]) is None
+    net, opt = _sgd_variant("momentum", "partial")           # dampening 0.1: a fresh buffer is d, an old one mu b + 0.9 d
+    params = list(net.parameters())
+    assert affine_direction(opt, params, [p.grad for p in params]) is None
+
+
+@pytest.mark.parametrize("sharing", ["entangled", "separate"])
+def test_the_validation_pass_of_the_temporary_weights_leaves_every_batchnorm_statistic_alone(tmp_path, monkeypatch,
+                                                                                              sharing):
+    # only the active path's buffers go into functional_call (as copies); an inactive module's BN must not run
+    from mobilekit.search import make_config
+    from mobilekit.search.methods import autohas
+    from mobilekit.search.run import run_search
+
+    real, calls = autohas.AutoHASPhase._val_loss, []
+
+    def checked(self, names, weights, x, y, gates):
+        before = {k: v.clone() for k, v in self.net.named_buffers()}
+        out = real(self, names, weights, x, y, gates)
+        assert all(torch.equal(before[k], v) for k, v in self.net.named_buffers())
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(autohas.AutoHASPhase, "_val_loss", checked)
+    table = synthetic_table(width=0.35)
+    fastest, slowest = SuperkernelLatency(table).bounds_ms()
+    run_search(make_config(None, method="autohas", table=str(table.save(tmp_path / "t.json")),
+                           target_ms=round(fastest + 0.5 * (slowest - fastest), 1), out=str(tmp_path / "run"),
+                           data="digits", epochs=1, steps_per_epoch=2, batch_size=16, final_epochs=0, export=(),
+                           threads=1, weight_sharing=sharing))
+    assert len(calls) == 2
+
+
+# ---- behavioural: the learning-rate encoding recovers from a bad default ----------------------------------------------
+def _log_cosh_toy(lr0: float, steps: int, far: float, noise: float, search: bool, seed: int = 0):
+    """Algorithm 1's hyper-parameter part on a toy: weights w (10,), loss (1/h) sum log cosh(h (w - t)) (curvature
+    h = 20 at the minimum, gradient at most 1 per coordinate, so a too-large lr oscillates instead of overflowing),
+    targets t = w* + noise drawn afresh for the training and the validation batch (32 each), w* = far x N(0, 1).
+    The weights use AutoHAS's default optimiser (Nesterov momentum-0.9 SGD); with ``search`` each step samples
+    lr and weight-decay bases (eq. 6-8, tau 10), forms the temporary weights (eq. 4-5, the phase's
+    ``mixed_temporary_weights``), back-propagates the validation loss to the encodings (Adam, 0.1: the paper's 0.002
+    is for thousands of steps) and steps the weights with the derived values (eq. 10). Returns (encoding, final
+    loss at w*)."""
+    from mobilekit.search.methods.autohas import mixed_temporary_weights
+
+    h, d = 20.0, 10
+    gen = torch.Generator().manual_seed(seed)
+
+    def loss(w, t):
+        z = (h * (w - t)).abs()
+        return ((z + torch.log1p(torch.exp(-2 * z)) - math.log(2)) / h).sum(-1).mean()
+
+    w_star = far * torch.randn(d, generator=gen)
+    targets = lambda: w_star + noise * torch.randn(32, d, generator=gen)   # noqa: E731
+    w = nn.Parameter(torch.zeros(d))
+    opt = make_optimizer("sgd", [w], lr0, 1e-4)
+    enc = HyperEncoding([HyperParameter.continuous("lr", lr0), HyperParameter.continuous("weight_decay", 1e-4)])
+    enc_opt = torch.optim.Adam(enc.parameters(), lr=0.1)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss(w, targets()).backward()
+        if search:
+            mixed = mixed_temporary_weights(opt, [w], [w.grad.detach()], enc.specs["lr"].bases,
+                                            enc.specs["weight_decay"].bases, enc.sample("lr", 0, 10.0),
+                                            enc.sample("weight_decay", 0, 10.0))
+            enc_opt.zero_grad()
+            loss(mixed[0], targets()).backward()
+            enc_opt.step()
+            for group in opt.param_groups:
+                group["lr"], group["weight_decay"] = enc.derive("lr"), enc.derive("weight_decay")
+        opt.step()
+    with torch.no_grad():
+        return enc, float(loss(w, w_star[None]))
+
+
+def test_the_lr_encoding_recovers_from_a_default_10x_too_small_to_within_one_basis_of_the_best():
+    torch.manual_seed(0)
+    far, bad = 100.0, 0.005        # far from the minimum: progress grows with the lr; bases 0.0005 .. 0.05
+    good = 10 * bad
+    # the known answer: plain training at the top basis beats the bad default clearly
+    assert _log_cosh_toy(good, 150, far, 0.01, search=False)[1] < 0.7 * _log_cosh_toy(bad, 150, far, 0.01, False)[1]
+    enc, _ = _log_cosh_toy(bad, 150, far, 0.01, search=True)
+    bases = enc.specs["lr"].bases
+    assert bases[-1] == pytest.approx(good) and bases[-2] == pytest.approx(0.75 * good)
+    assert int(enc.probs("lr").argmax()) == len(bases) - 1
+    assert enc.derive("lr") >= bases[-2]              # eq. 10 ends within one basis of the best
+
+
+def test_the_lr_encoding_moves_down_from_a_default_10x_too_large():
+    # at the minimum with noisy targets every step only adds noise: the smallest basis is best (plain training at
+    # 0.05 ends near 0, at the default 0.5 well above). One-step validation losses tell the unstable bases apart
+    # clearly, but hardly the stable ones (<= 0.5 here), so the encoding ends spread over those: the test asks
+    # for the move, not for the end point (see docs/methods/autohas.md)
+    torch.manual_seed(0)
+    bad = 0.5
+    assert _log_cosh_toy(bad / 10, 150, 0.0, 0.02, search=False)[1] < 0.1 * _log_cosh_toy(bad, 150, 0.0, 0.02, False)[1]
+    enc, _ = _log_cosh_toy(bad, 150, 0.0, 0.02, search=True)
+    probs = enc.probs("lr").detach()
+    assert enc.derive("lr") < 0.6 * bad
+    assert float(probs[5:].sum()) < 0.05                       # the bases above the default (2.5x .. 10x) are dropped
+    assert float(probs[:5].sum()) > 0.95
+
+
+# ---- lambda steering on the delivered architecture ------------------------------------------------------------------
+def test_the_delivered_latency_is_the_argmax_lookup_and_a_tied_layer_counts_at_its_expected_latency():
+    from mobilekit.latency.differentiable import ExpectedLatency
+    from mobilekit.search.methods.autohas import delivered_ms
+    from mobilekit.search.supernets import SampledPathNet
+
+    latency = ExpectedLatency(synthetic_table(width=0.35))
+    net = SampledPathNet(latency.space, latency.candidates)
+    logits = net.logits()
+    # at the start every logit is 0: no argmax yet, so E[R] under uniform encodings (not the all-first-candidate net)
+    assert delivered_ms(latency, logits) == pytest.approx(float(latency(net.probs().detach())))
+    assert latency.lookup_ms(net.architecture()) < 0.5 * delivered_ms(latency, logits)
+    with torch.no_grad():
+        net.alpha.normal_(generator=torch.Generator().manual_seed(0))
+    assert delivered_ms(latency, net.logits()) == pytest.approx(latency.lookup_ms(net.architecture()))
+    with torch.no_grad():
+        net.alpha[3] = 0.0                                     # one layer tied again
+    probs = net.probs().detach().clone()
+    hard = latency.one_hot(net.architecture())
+    mixed = torch.cat([hard[:3], probs[3:4].to(hard.dtype), hard[4:]])
+    assert delivered_ms(latency, net.logits()) == pytest.approx(float(latency(mixed)))
+
+
+def test_an_accuracy_pull_toward_slow_ops_and_the_steered_latency_term_meet_a_halfway_target_without_repair():
+    # the encoding loss of a search step on a surrogate: a validation loss that prefers the slower op of every
+    # layer (more capacity) through the straight-through gates (eq. 6-8, arch tau 1), plus lambda log E[R] with
+    # lambda steered on the delivered architecture by the search's own PI settings; a target halfway between the
+    # fastest and the slowest network needs about half the layers cheaper. The argmax must end in [0.9 T, T] (what
+    # the repair step would otherwise enforce), and without the latency term it would not
+    from mobilekit.latency.differentiable import ExpectedLatency
+    from mobilekit.search.config import SearchConfig
+    from mobilekit.search.methods.autohas import Options, delivered_ms
+    from mobilekit.search.penalty import LatencyPenalty
+    from mobilekit.search.supernets import SampledPathNet
+
+    latency = ExpectedLatency(synthetic_table(width=0.35))
+    fastest, slowest = latency.bounds_ms()
+    target = fastest + 0.5 * (slowest - fastest)
+    defaults = SearchConfig.__dataclass_fields__
+
+    def search(with_latency: bool) -> float:
+        torch.manual_seed(0)
+        net = SampledPathNet(latency.space, latency.candidates)
+        op_loss = -(latency.values / latency.values.max()).float()          # slower op, lower validation loss
+        state: dict = {}
+        penalty = LatencyPenalty(target, state, defaults["target_aim"].default, 0.0, defaults["lambda_lr"].default,
+                                 defaults["lambda_p"].default)
+        opt = torch.optim.Adam([net.alpha], lr=0.05)
+        for _ in range(150):
+            logits = net.logits()
+            hard = gumbel_one_hot(logits, Options().arch_tau)
+            loss = (hard * op_loss).sum() / len(op_loss)
+            if with_latency:
+                loss = loss + penalty(latency(net.probs()), penalty.steer(delivered_ms(latency, logits)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return latency.lookup_ms(net.architecture())
+
+    assert search(with_latency=False) > target
+    assert 0.9 * target <= search(with_latency=True) <= target

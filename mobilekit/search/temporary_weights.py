@@ -96,6 +96,88 @@ def optimizer_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tens
     return [p - lr * d for p, d in zip(params, optimizer_direction(optimizer, params, grads, weight_decay))]
 
 
+def affine_direction(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                     grads: Sequence[torch.Tensor]) -> tuple[torch.Tensor, float] | None:
+    """``(A, c)`` with ``D(wd) = A + wd * c * params`` (:func:`step_direction`) for every weight decay ``wd``, when
+    the rule is affine in the weight decay: SGD (momentum, dampening, Nesterov or not; ``c`` from the momentum)
+    and AdamW (decoupled, ``c = 1``). ``A`` is one flat tensor (the parameters' elements in order, like
+    ``torch.cat([p.reshape(-1) ...])``). ``None`` for Adam, whose L2 term goes through the second moment.
+
+    Derivation (SGD): ``d = g + wd p``; without a momentum buffer yet ``buf' = d``, else
+    ``buf' = mu buf + (1 - dampening) d``; ``D = d + mu buf'`` (Nesterov) or ``buf'``, so ``D = k d + e buf`` with
+    constants ``k``, ``e``: ``A = k g + e buf`` and ``c = k``. The optimiser's state is read, not changed."""
+    group = optimizer.param_groups[0]
+    flat_g = torch.cat([g.detach().reshape(-1) for g in grads])
+    if isinstance(optimizer, torch.optim.SGD):
+        mu, damp, nesterov = group["momentum"], group["dampening"], group["nesterov"]
+        bufs = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
+        if not mu:
+            return flat_g, 1.0
+        k_first = 1.0 + mu if nesterov else 1.0            # a parameter without a buffer yet: buf' = d
+        k = 1.0 + mu * (1 - damp) if nesterov else 1 - damp
+        if all(b is None for b in bufs):
+            return flat_g.mul_(k_first), k_first
+        if k != k_first and any(b is None for b in bufs):
+            return None              # dampening and a mixed state (a candidate never stepped): no common c
+        # with dampening 0, a parameter without a buffer is one with a zero buffer (k_first == k)
+        e = mu * mu if nesterov else mu
+        flat_buf = torch.cat([(torch.zeros_like(p) if b is None else b).reshape(-1) for p, b in zip(params, bufs)])
+        return flat_g.mul_(k).add_(flat_buf, alpha=e), k
+    if isinstance(optimizer, torch.optim.AdamW) and not group.get("amsgrad", False):
+        # D(wd) = adam_direction(g) + wd p: the direction at wd = 0 is A
+        return torch.cat([d.reshape(-1) for d in optimizer_direction(optimizer, params, grads, 0.0)]), 1.0
+    return None
+
+
+class _AffineMixedStep(torch.autograd.Function):
+    """``W' = p - lr_mix (A + wd_mix c p)`` on flat tensors, ``lr_mix = P_lr . lr_bases``, ``wd_mix = P_wd . wd_bases``;
+    the backward pass takes two inner products with ``G = dL/dW'``: ``<G, p>`` and ``<G, A>``."""
+
+    @staticmethod
+    def forward(ctx, flat_p, flat_a, c, lr_bases, wd_bases, p_lr, p_wd):  # type: ignore[override]
+        lr_mix = (p_lr.detach() * lr_bases).sum()
+        wd_mix = (p_wd.detach() * wd_bases).sum()
+        ctx.c = c
+        ctx.save_for_backward(flat_p, flat_a, lr_bases, wd_bases, lr_mix, wd_mix)
+        return torch.add(flat_p.mul(1 - lr_mix * wd_mix * c), flat_a, alpha=-float(lr_mix))
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        flat_p, flat_a, lr_bases, wd_bases, lr_mix, wd_mix = ctx.saved_tensors
+        along_p, along_a = torch.dot(grad_out, flat_p), torch.dot(grad_out, flat_a)
+        along_mix = along_a + wd_mix * ctx.c * along_p                     # <G, D(wd_mix)>
+        # W' = sum_ij P_i P_j (p - lr_i D(wd_j)): dL/dP_i = <G, p> - lr_i <G, D_mix>,
+        # dL/dP_j = <G, p> - lr_mix <G, D(wd_j)> with <G, D(wd_j)> = <G, A> + wd_j c <G, p>
+        grad_lr = along_p - lr_bases * along_mix
+        grad_wd = along_p - lr_mix * (along_a + wd_bases * ctx.c * along_p)
+        return None, None, None, None, None, grad_lr, grad_wd
+
+
+def affine_mixed_step(affine: tuple[torch.Tensor, float], params: Sequence[torch.Tensor],
+                      lr_bases: Sequence[float], wd_bases: Sequence[float], p_lr: torch.Tensor,
+                      p_wd: torch.Tensor) -> list[torch.Tensor]:
+    """:func:`mixed_lr_step` for a rule affine in the weight decay too (``affine`` from :func:`affine_direction`):
+    ``W' = p - lr_mix (A + wd_mix c p)``, the same value and gradients w.r.t. ``p_lr`` and ``p_wd`` as the
+    Cartesian mixture, at the cost of two element-wise passes over the path's weights forward and two inner
+    products backward, whatever the number of bases. Returns tensors shaped like ``params`` (views of one flat
+    tensor; its backward receives ``dL/dW'`` as one flat tensor)."""
+    flat_a, c = affine
+    flat_p = torch.cat([p.detach().reshape(-1) for p in params])
+    kw = dict(dtype=p_lr.dtype, device=p_lr.device)
+    flat = _AffineMixedStep.apply(flat_p, flat_a.to(p_lr.dtype), float(c), torch.tensor(list(lr_bases), **kw),
+                                  torch.tensor(list(wd_bases), **kw), p_lr, p_wd)
+    return [t.view(p.shape) for t, p in zip(flat.split([p.numel() for p in params]), params)]
+
+
+@torch.no_grad()
+def affine_step(affine: tuple[torch.Tensor, float], params: Sequence[torch.Tensor], lr: float,
+                weight_decay: float) -> list[torch.Tensor]:
+    """:func:`optimizer_step` from an :func:`affine_direction`: ``p - lr (A + wd c p)``, shaped like ``params``."""
+    flat_a, c = affine
+    flat = torch.cat([p.detach().reshape(-1) for p in params]).mul_(1 - lr * weight_decay * c).sub_(flat_a, alpha=lr)
+    return [t.view(p.shape) for t, p in zip(flat.split([p.numel() for p in params]), params)]
+
+
 class _MixedLrStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, direction, params, lr_bases, wd_bases, p_lr, p_wd):  # type: ignore[override]

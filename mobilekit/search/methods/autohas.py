@@ -50,7 +50,8 @@ from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
 from mobilekit.search.supernets import SampledPathNet, extract_network, weight_sharing_option
-from mobilekit.search.temporary_weights import mixed_lr_step, optimizer_direction, optimizer_step
+from mobilekit.search.temporary_weights import (affine_direction, affine_mixed_step, affine_step, mixed_lr_step,
+                                                optimizer_direction, optimizer_step)
 from mobilekit.search.training import (
     Phase,
     SearchContext,
@@ -135,6 +136,43 @@ def hyperparameter_space(config: Any) -> list[HyperParameter]:
             HyperParameter.continuous("weight_decay", wd, m, start_at_default=at_default)]
 
 
+def delivered_ms(latency_model: ExpectedLatency, logits: torch.Tensor) -> float:
+    """Latency (ms) of what the search would deliver now, the argmax of the architecture logits (L, C; masked
+    entries at ``-inf``), which steers lambda. A layer whose largest logit is tied (at the start every logit is 0)
+    has no argmax yet: it counts at its expected latency under ``softmax(logits)`` rather than at whichever tied
+    candidate comes first (the first is skip, which made the first steps steer lambda far below 0)."""
+    logits = logits.detach()
+    probs = F.softmax(logits, dim=-1)
+    top = logits.topk(min(2, logits.shape[-1]), dim=-1).values
+    decided = (top[:, 0] > top[:, 1]) if top.shape[-1] > 1 else torch.ones(len(logits), dtype=torch.bool)
+    hard = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(probs.dtype)
+    return float(latency_model(torch.where(decided[:, None].to(probs.device), hard, probs)))
+
+
+def mixed_temporary_weights(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[torch.Tensor],
+                            lr_bases: tuple[float, ...], wd_bases: tuple[float, ...], p_lr: torch.Tensor,
+                            p_wd: torch.Tensor) -> list[torch.Tensor]:
+    """Eq. 4-5: ``W' = sum_ij P_i P_j W_ij``, ``W_ij`` one step of ``optimizer``'s rule from ``params`` with
+    gradient ``grads``, learning rate ``lr_bases[i]`` and weight decay ``wd_bases[j]``; differentiable w.r.t. the
+    encodings ``p_lr`` (m_lr,) and ``p_wd`` (m_wd,). SGD and AdamW use the flat affine direction (two inner
+    products backward for all bases), Adam one direction per weight-decay basis (:mod:`~mobilekit.search.
+    temporary_weights`). The optimiser's state is read, not changed."""
+    affine = affine_direction(optimizer, params, grads)
+    if affine is not None:
+        return affine_mixed_step(affine, params, lr_bases, wd_bases, p_lr, p_wd)
+    return mixed_lr_step(lambda wd: optimizer_direction(optimizer, params, grads, wd), params, lr_bases, wd_bases,
+                         p_lr, p_wd)
+
+
+def temporary_weight(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[torch.Tensor],
+                     lr: float, weight_decay: float) -> list[torch.Tensor]:
+    """One temporary weight ``W_ij`` (eq. 4; REINFORCE draws one basis of each): ``params - lr D(weight_decay)``."""
+    affine = affine_direction(optimizer, params, grads)
+    if affine is not None:
+        return affine_step(affine, params, lr, weight_decay)
+    return optimizer_step(optimizer, params, grads, lr, weight_decay)
+
+
 class _GatedPath(nn.Module):
     """Forward of a SampledPathNet's active path with explicit per-layer gates, for ``functional_call``."""
 
@@ -147,10 +185,14 @@ class _GatedPath(nn.Module):
                                               for l in range(len(self.net.candidates))])
 
 
-def active_parameters(net: SampledPathNet) -> list[tuple[str, nn.Parameter]]:
-    """(name, parameter) of the active path: stem, fixed blocks, head and each layer's active candidate."""
+def active_parameters(net: SampledPathNet,
+                      named: list[tuple[str, nn.Parameter]] | None = None) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of the active path: stem, fixed blocks, head and each layer's active candidate.
+    ``named``: the net's ``named_parameters()`` without alpha, when the caller keeps them (saves a module walk)."""
     inactive = {id(p) for block in net.paths for p in block.inactive_parameters()}
-    return [(n, p) for n, p in net.named_parameters() if n != "alpha" and id(p) not in inactive]
+    if named is None:
+        named = [(n, p) for n, p in net.named_parameters() if n != "alpha"]
+    return [(n, p) for n, p in named if id(p) not in inactive]
 
 
 class AutoHASPhase(Phase):
@@ -175,6 +217,16 @@ class AutoHASPhase(Phase):
         self.latency_model, self.weights_opt, self.encoding_opt = latency_model, weights_opt, encoding_opt
         self.penalty = LatencyPenalty.from_config(config, self.state)
         self.gated = _GatedPath(net)
+        # cached once (the module tree does not change during the search): the weights, whether any tensor is
+        # registered under two names (functional_call must then tie them), and each module's own buffers with the
+        # ids of its own parameters, so the validation pass clones only the buffers of the active path
+        self._weights = net.weight_parameters()
+        self._named_weights = [(n, p) for n, p in net.named_parameters() if n != "alpha"]
+        self._tied = any(len(list(f(remove_duplicate=False))) != len(list(f()))
+                         for f in (net.named_parameters, net.named_buffers))
+        self._module_buffers = [({id(p) for p in m.parameters(recurse=False)},
+                                 [(f"net.{name}.{b}" if name else f"net.{b}", t) for b, t in m.named_buffers(recurse=False)])
+                                for name, m in net.named_modules() if next(m.buffers(recurse=False), None) is not None]
 
     def _arch_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         per_pass = len(batches(self.arch_data, self.batch_size, self.seed + 1, 0))
@@ -189,9 +241,13 @@ class AutoHASPhase(Phase):
                   gates: torch.Tensor | None) -> torch.Tensor:
         """CE of the active path with ``weights`` in place of its parameters (BN statistics left untouched)."""
         tensors = {f"net.{n}": w for n, w in zip(names, weights)}
-        tensors.update({f"net.{n}": b.clone() for n, b in self.net.named_buffers()})
+        # the buffers the active path updates (BN statistics) go in as copies: a module's buffers when it has no
+        # parameters of its own or one of them is active (an inactive candidate's BN is not run)
+        active = {id(p) for p in self._active}
+        tensors.update({n: b.clone() for ids, buffers in self._module_buffers if not ids or ids & active
+                        for n, b in buffers})
         with self.engine.autocast():
-            return F.cross_entropy(functional_call(self.gated, tensors, (x, gates)), y)
+            return F.cross_entropy(functional_call(self.gated, tensors, (x, gates), tie_weights=self._tied), y)
 
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         cfg, net, enc = self.config, self.net, self.encoding
@@ -201,7 +257,8 @@ class AutoHASPhase(Phase):
         sched = schedule_factor(cfg.lr_schedule, step, self.total_steps)
         lr_bases = tuple(b * sched for b in enc.specs["lr"].bases)
         wd_bases = enc.specs["weight_decay"].bases
-        net.train()
+        if not net.training:       # train() walks every module of the supernet (~18 ms a step on a CPU)
+            net.train()
         # 1. sample an architecture, activate its path, training gradient of its weights
         if cfg.estimator == "gumbel":
             arch_onehot = gumbel_one_hot(self._arch_logits(), cfg.arch_tau, form=cfg.gumbel_form)
@@ -209,34 +266,33 @@ class AutoHASPhase(Phase):
         else:
             chosen = torch.multinomial(net.probs().detach().cpu(), 1).squeeze(1).to(net.alpha.device)
         net.fix(chosen.tolist())
-        named = active_parameters(net)
+        named = active_parameters(net, self._named_weights)
         names, params = [n for n, _ in named], [p for _, p in named]
+        self._active = params
         self.weights_opt.zero_grad(set_to_none=True)
         with self.engine.autocast():
             logits = net(x)
             ce = F.cross_entropy(logits, y)
-        self.engine.backward(ce, net.weight_parameters(), [self.weights_opt])
+        self.engine.backward(ce, self._weights, [self.weights_opt])
         grads = [p.grad.detach() for p in params]
         # 2. encodings through the temporary weights (eq. 4-5)
         vx, vy = self._arch_batch(step)
         expected_ms = self.latency_model(net.probs())
         # lambda is steered on the latency of what is delivered (the argmax architecture, as single-path does),
         # not on E[R] under softmax(alpha): the two differ when the encodings are spread out
-        delivered_ms = self.latency_model.lookup_ms(net.architecture())
-        lam = self.penalty.steer(delivered_ms)
+        lam = self.penalty.steer(delivered_ms(self.latency_model, self._arch_logits()))
         wd_probs = enc.probs("weight_decay")
         if cfg.estimator == "gumbel":
             gates = arch_onehot[torch.arange(len(chosen)), chosen]
             p_lr = enc.sample("lr", stage, cfg.tau, form=cfg.gumbel_form)
             p_wd = enc.sample("weight_decay", 0, cfg.tau, form=cfg.gumbel_form)
-            mixed = mixed_lr_step(lambda wd: optimizer_direction(self.weights_opt, params, grads, wd), params,
-                                  lr_bases, wd_bases, p_lr, p_wd)
+            mixed = mixed_temporary_weights(self.weights_opt, params, grads, lr_bases, wd_bases, p_lr, p_wd)
             val_ce = self._val_loss(names, mixed, vx, vy, gates)
             loss = val_ce + self.penalty(expected_ms, lam)
         else:
             i = int(torch.multinomial(enc.probs("lr", stage).detach().cpu(), 1))
             j = int(torch.multinomial(wd_probs.detach().cpu(), 1))
-            temporary = optimizer_step(self.weights_opt, params, grads, lr_bases[i], wd_bases[j])
+            temporary = temporary_weight(self.weights_opt, params, grads, lr_bases[i], wd_bases[j])
             with torch.no_grad():
                 val_ce = self._val_loss(names, temporary, vx, vy, None)
             log_prob = (categorical_log_prob(self._arch_logits(), chosen)
