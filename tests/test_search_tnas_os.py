@@ -4,6 +4,7 @@ supernet's paths (epsilon rising with the sampler's refits), the proposals plot,
 import json
 
 import pytest
+import torch
 
 import mobilekit.search
 from _synthetic_tables import synthetic_table
@@ -46,11 +47,75 @@ def test_the_default_schedule_peaks_by_mid_search_whatever_its_length():
     from mobilekit.search.methods.tnas_sampler import epsilon
 
     for total in (40, 400, 4000):
-        every, inc = schedule(total, None, None, 0.8)
-        refits_by_mid = (total // 2) // every
-        assert every == total // DEFAULT_REFITS and epsilon(refits_by_mid, inc, 0.8) == pytest.approx(0.8)
-        assert epsilon(refits_by_mid - 1, inc, 0.8) < 0.8
-    assert schedule(4, None, None, 1.0) == (1, 0.5) and schedule(400, 10, 0.1, 1.0) == (10, 0.1)
+        plan = schedule(total, None, None, 0.8)
+        refits_by_mid = (total // 2) // plan.every
+        assert plan.every == total // DEFAULT_REFITS and plan.refits == DEFAULT_REFITS
+        assert epsilon(refits_by_mid, plan.eps_inc, 0.8) == pytest.approx(0.8)
+        assert epsilon(refits_by_mid - 1, plan.eps_inc, 0.8) < 0.8
+        assert plan.epsilon_at(0) == 0.0 and plan.epsilon_at(total // 2) == pytest.approx(0.8)
+        assert plan.epsilon_at(total - 1) == pytest.approx(0.8)
+    assert (schedule(4, None, None, 1.0).every, schedule(4, None, None, 1.0).eps_inc) == (1, 0.5)
+    assert (schedule(400, 10, 0.1, 1.0).every, schedule(400, 10, 0.1, 1.0).eps_inc) == (10, 0.1)
+
+
+def test_each_refit_of_a_realistic_search_fits_on_dozens_of_told_in_window_architectures(table_path, target):
+    """A 10 000-image search (batch 64, 8 epochs: 1 248 steps) at the defaults: every refit tells dozens of paths,
+    and the uniform draws between two refits alone put dozens inside the window (told first), so even the first
+    refit fits on dozens of architectures that carry weight. Computed from the schedule and the path space, no
+    training. Round 1's schedule (16 told per refit, window-blind) told 16 at the first refit, ~3 inside."""
+    from mobilekit.latency.differentiable import ExpectedLatency
+    from mobilekit.search.methods.spos import PathSpace
+    from mobilekit.search.methods.tnas_os import Options, schedule
+
+    defaults = Options()
+    steps = (10_000 // 64) * 8
+    plan = schedule(steps, defaults.tell_every, defaults.eps_inc, defaults.eps_max, defaults.tell_paths)
+    assert plan.refits == 8 and plan.told_per_refit >= 24
+    told_so_far = [plan.told_per_refit * (k + 1) for k in range(plan.refits)]
+    assert min(told_so_far) >= 24 and told_so_far[-1] >= 200
+    # the share of uniform paths inside [0.9 T, T] on the test table (the middle of its range)
+    table = synthetic_table(width=0.35)
+    paths = PathSpace(ExpectedLatency(table), table.search_space())
+    gen = torch.Generator().manual_seed(0)
+    draws = [paths.latency_ms(paths.uniform(gen)) for _ in range(2000)]
+    inside_share = sum(0.9 * target <= ms <= target for ms in draws) / len(draws)
+    # the first refit sees only uniform draws (epsilon 0): expected in-window paths among its `every` steps
+    assert min(plan.tell_paths, inside_share * plan.every) >= 24, (inside_share, plan.every)
+
+
+@pytest.fixture(scope="module")
+def share_run(tmp_path_factory, table_path, target):
+    """A tiny run of 64 steps at the default schedule (8 refits, epsilon up to eps_max 0.5 by mid-search)."""
+    out = tmp_path_factory.mktemp("tnas-share") / "run"
+    args = ["search", "--table", str(table_path), "--target-ms", str(target), "--out", str(out),
+            "--epochs", "1", "--steps-per-epoch", "64", "--batch-size", "2", "--export", "none", "--no-progress",
+            "--population", "2", "--generations", "0", "--bn-steps", "1", "--eval-samples", "8", "--tell-batch", "8",
+            "--tell-paths", "4", "--sampler-fit-steps", "1", "--final-epochs", "0", "--method", "tnas-os",
+            "--eps-max", "0.5"]
+    assert main(args) == 0
+    return out
+
+
+def test_the_share_of_sampler_drawn_paths_matches_the_schedule_within_sampling_error(share_run):
+    from mobilekit.search.methods.tnas_os import schedule
+
+    summary = json.loads((share_run / "summary.json").read_text())
+    search = [r for r in _records(share_run) if r["phase"] == "search"]
+    plan = schedule(len(search), None, None, 0.5)
+    assert (summary["tell_every"], summary["eps_inc"], summary["sampler_fits"]) == (8, 0.125, 8)
+    # each step's epsilon is the schedule's (deterministic: catches a refit counted early or late)
+    assert [r["epsilon"] for r in search] == pytest.approx([plan.epsilon_at(r["step"]) for r in search])
+    measured = sum(r["path"] == "sampler" for r in search) / len(search)
+    assert summary["sampler_paths_share"] == pytest.approx(measured)
+    expected = plan.expected_sampler_share()            # 0.34375: 22 of 64 paths in expectation
+    assert summary["sampler_paths_share_expected"] == pytest.approx(expected)
+    # Poisson-binomial sampling error (sd 0.055 here); 3 sd, plus half a draw for the discreteness
+    assert abs(measured - expected) <= 3 * plan.sampler_share_sd() + 0.5 / len(search), (measured, expected)
+    # and the draws follow epsilon over the search: none while it is 0, more once it is at its maximum
+    first, last = [[r["path"] == "sampler" for r in search if lo <= r["step"] < hi] for lo, hi in ((0, 8), (32, 64))]
+    assert not any(first) and sum(last) / len(last) >= 0.5 - 3 * (0.25 / len(last)) ** 0.5
+    told = [r for r in search if "told" in r]
+    assert len(told) == 8 and all(r["told"] == 4 and 0 <= r["told_inside"] <= 4 for r in told)
 
 
 def test_tnas_os_writes_the_proposals_over_the_search(full_run, target):
