@@ -105,7 +105,8 @@ class Options(SposOptions):
     tell_paths: int = option(32, "distinct paths trained since the last refit scored and told to the sampler per "
                                  "refit (those inside the latency window first, most recent first)", ge=1)
     tell_batch: int = option(128, "validation images of the fixed batch that scores told paths", ge=1)
-    sampler_fit_steps: int = option(20, "Adam steps of the sampler's weighted ELBO per refit", ge=1)
+    sampler_fit_steps: int = option(100, "Adam steps of the sampler's weighted ELBO per refit (800 over a default "
+                                         "search: see docs/methods/one-shot.md for the measured effect)", ge=1)
     sampler_latent_dim: int = option(8, "latent dimensions of the sampler's VAE", ge=1)
 
 
