@@ -97,6 +97,20 @@ def test_each_refit_of_a_realistic_search_fits_on_dozens_of_told_in_window_archi
     assert min(plan.tell_paths, inside_share * plan.every) >= 24, (inside_share, plan.every)
 
 
+def test_a_refit_tells_the_paths_inside_the_window_first_newest_first():
+    from types import SimpleNamespace
+
+    from mobilekit.search.methods.tnas_os import SamplerTeacher
+
+    teacher = object.__new__(SamplerTeacher)             # only the window and the limit matter here
+    teacher.sampler = SimpleNamespace(lo_ms=9.0, hi_ms=11.0)
+    teacher.paths = SimpleNamespace(latency_ms=lambda p: float(sum(p)))
+    recent = [[5], [10], [1], [9], [20], [11]]            # oldest first, as trained
+    for limit, told in ((3, [[11], [9], [10]]), (5, [[11], [9], [10], [20], [1]]), (1, [[11]])):
+        teacher.ctx = SimpleNamespace(config=SimpleNamespace(tell_paths=limit))
+        assert teacher.choose_told(recent) == told
+
+
 def _agreement(path, best):
     return sum(a == b for a, b in zip(path, best)) / len(best)
 

@@ -151,11 +151,14 @@ class SamplerTeacher:
         """Up to ``tell_paths`` of the distinct paths trained since the last refit: those inside the latency window
         first (only they carry weight in the sampler's fit, :func:`~.tnas_sampler.rank_weights`), most recent
         first, then the most recent outside it."""
-        limit = self.ctx.config.tell_paths
         newest = list(reversed(recent))
-        inside = [p for p in newest if self.sampler.lo_ms <= self.paths.latency_ms(p) <= self.sampler.hi_ms]
-        outside = [p for p in newest if p not in inside]
-        return (inside + outside)[:limit]
+        inside = [self.inside(p) for p in newest]
+        ordered = [p for p, ok in zip(newest, inside) if ok] + [p for p, ok in zip(newest, inside) if not ok]
+        return ordered[:self.ctx.config.tell_paths]
+
+    def inside(self, indices: Sequence[int]) -> bool:
+        """Whether a path's table latency lies in the sampler's window [0.9 T, T]."""
+        return self.sampler.lo_ms <= self.paths.latency_ms(indices) <= self.sampler.hi_ms
 
     def draw(self, step: int, generator: torch.Generator) -> tuple[list[int], str]:
         cfg = self.ctx.config
@@ -175,7 +178,7 @@ class SamplerTeacher:
         if (step + 1) % every:
             return record
         told = self.choose_told(recent)
-        told_inside = sum(self.sampler.lo_ms <= self.paths.latency_ms(p) <= self.sampler.hi_ms for p in told)
+        told_inside = sum(map(self.inside, told))
         fit = self.sampler.tell(told, batch_accuracy(self.net, told, self.x, self.y))
         proposals = self.sampler.ask(8, seed=cfg.seed * 7 + step)
         accuracies = batch_accuracy(self.net, proposals, self.x, self.y)
