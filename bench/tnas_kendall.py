@@ -6,6 +6,7 @@ recipe) of the same architectures inside [0.9 T, T]; the stand-alone accuracy is
     OMP_NUM_THREADS=1 python bench/tnas_kendall.py [--table latency_tables/pixel1-spnas.json] [--target-ms 80]
         [--data digits] [--train-subset N] [--archs 10] [--epochs 8] [--standalone-epochs 4] [--seed 0]
         [--weight-sharing entangled|separate] [--out runs/bench-kendall]
+    OMP_NUM_THREADS=1 python bench/tnas_kendall.py --smoke      # seconds: checks the script runs (temp folder)
 
 Both supernets are trained by the methods' own ``train_supernet`` with the same settings and seed; the same
 architectures (seeded samples in the window) are scored on both and trained stand-alone once. Tiny budgets: a
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -27,6 +29,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
+from mobilekit.latency_table import LatencyTable  # noqa: E402
 from mobilekit.models.torch_builder import MobileNet  # noqa: E402
 from mobilekit.search import make_config, run_search  # noqa: E402
 from mobilekit.search.methods import spos, tnas_os  # noqa: E402
@@ -91,15 +94,28 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-kendall")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds: 3 architectures, 2 steps of batch 8 per epoch, 1 epoch, a temporary out folder; "
+                             "checks the script runs, measures nothing")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    quick: dict = {}
+    if args.smoke:
+        args.archs, args.epochs, args.standalone_epochs, args.batch_size = 3, 1, 1, 8
+        args.train_subset = args.train_subset or 100
+        args.out = tempfile.mkdtemp(prefix="bench-kendall-smoke-")
+        table = LatencyTable.load(args.table)          # the same latencies on narrow (0.35) networks: quick steps
+        table.space = {**table.space, "width": 0.35}
+        args.table = str(table.save(Path(args.out) / "table-width-0.35.json"))
+        quick = {"steps_per_epoch": 2, "bn_steps": 1, "eval_samples": 16, "population": 2, "generations": 0}
     out = Path(args.out)
     for name, module in (("spos", spos), ("tnas-os", tnas_os)):
         method = bench_method(name, module, args.archs, args.standalone_epochs)
+        extra = {**quick, **({"tell_batch": 16, "sampler_fit_steps": 2} if args.smoke and name == "tnas-os" else {})}
         run_search(make_config(None, method=method, table=args.table, target_ms=args.target_ms, data=args.data,
                                epochs=args.epochs, batch_size=args.batch_size, final_epochs=0, export=(),
                                seed=args.seed, train_subset=args.train_subset, weight_sharing=args.weight_sharing,
-                               out=str(out / name)), progress=False)
+                               out=str(out / name), **extra), progress=False)
         r = RESULTS[name]
         print(f"{name:8s} Kendall tau {r['kendall_tau']:+.3f} (p {r['p_value']:.2f}) against stand-alone val accuracy, "
               f"{r['kendall_tau_test']:+.3f} (p {r['p_value_test']:.2f}) against test accuracy, over "

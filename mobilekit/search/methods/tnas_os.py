@@ -6,10 +6,12 @@ As :mod:`mobilekit.search.methods.spos`, except that
   uniform with probability 1 - eps, else a proposal of the :class:`~mobilekit.search.methods.tnas_sampler.TNASSampler`
   (always inside [0.9 T, T]); eps = min(eps_max, eps_inc * refits so far), so it rises as the sampler learns (by default reaching
   eps_max by mid-search, whatever the search length);
-- every ``tell_every`` steps (default: :data:`DEFAULT_REFITS` refits over the search, :func:`schedule`) the
-  distinct paths trained since the last tell are scored by
-  the supernet on a fixed validation batch (batch-statistics BN, no recalibration: cheap) and told to the sampler,
-  which refits its weighted ELBO (eq. 2); a few fresh proposals are scored too and kept for the plot
+- every ``tell_every`` steps (default: :data:`DEFAULT_REFITS` refits over the search, :func:`schedule`) up to
+  ``tell_paths`` (32) of the distinct paths trained since the last tell, those inside the latency window first (only
+  they weigh in the sampler's fit), are scored by the supernet on a fixed validation batch (``tell_batch`` 128
+  images, batch-statistics BN, no recalibration: cheap) and told to the sampler, which refits its weighted ELBO
+  (eq. 2) on everything told so far (its last 512 distinct architectures); a few fresh proposals are scored too
+  and kept for the plot
   ``tnas_proposals.png`` (latency vs supernet accuracy per tell) and ``tnas_proposals.json``;
 - the evolution starts from the sampler's proposals ("from p_theta(alpha | z) sampling initial seeds").
 
@@ -42,12 +44,52 @@ PROPOSALS_PLOT = "tnas_proposals.png"
 DEFAULT_REFITS = 8          # sampler refits over a search by default (eps at its maximum after the 4th: mid-search)
 
 
-def schedule(total_steps: int, tell_every: int | None, eps_inc: float | None, eps_max: float) -> tuple[int, float]:
-    """(steps between refits, epsilon's increment per refit) for a search of ``total_steps`` steps: by default
-    :data:`DEFAULT_REFITS` refits, epsilon reaching ``eps_max`` at the last refit of the first half."""
+@dataclass(frozen=True)
+class Schedule:
+    """When the sampler refits and how epsilon (eq. 11) rises over a search of ``total_steps`` steps.
+
+    A refit follows step ``s`` when ``(s + 1) % every == 0``; the path of step ``s`` is drawn with
+    ``epsilon(s // every)`` (refits so far). Each refit tells at most ``told_per_refit`` distinct paths (at most
+    one new path per step, at most ``tell_paths``)."""
+
+    total_steps: int
+    every: int
+    eps_inc: float
+    eps_max: float
+    tell_paths: int = 32
+
+    @property
+    def refits(self) -> int:
+        """Sampler refits over the search."""
+        return self.total_steps // self.every
+
+    def epsilon_at(self, step: int) -> float:
+        """Epsilon (share of sampler draws in expectation) of the path drawn at ``step``."""
+        return epsilon(step // self.every, self.eps_inc, self.eps_max)
+
+    def expected_sampler_share(self) -> float:
+        """Expected share of sampler-drawn paths over the search (the mean of epsilon over its steps)."""
+        return sum(self.epsilon_at(s) for s in range(self.total_steps)) / max(1, self.total_steps)
+
+    def sampler_share_sd(self) -> float:
+        """Standard deviation of the measured share: the count of sampler draws is a sum of independent
+        Bernoulli(epsilon_s) (a Poisson binomial), variance sum eps_s (1 - eps_s)."""
+        var = sum(e * (1 - e) for e in map(self.epsilon_at, range(self.total_steps)))
+        return var ** 0.5 / max(1, self.total_steps)
+
+    @property
+    def told_per_refit(self) -> int:
+        """The most paths one refit can tell: distinct paths trained since the last refit, at most ``tell_paths``."""
+        return min(self.tell_paths, self.every)
+
+
+def schedule(total_steps: int, tell_every: int | None, eps_inc: float | None, eps_max: float,
+             tell_paths: int = 32) -> Schedule:
+    """The :class:`Schedule` of a search of ``total_steps`` steps: by default :data:`DEFAULT_REFITS` refits,
+    epsilon reaching ``eps_max`` at the last refit of the first half."""
     every = tell_every or max(1, total_steps // DEFAULT_REFITS)
     inc = eps_inc if eps_inc is not None else eps_max / max(1, (total_steps // 2) // every)
-    return every, inc
+    return Schedule(total_steps, every, inc, eps_max, tell_paths)
 
 
 @dataclass
@@ -60,9 +102,11 @@ class Options(SposOptions):
     eps_max: float = option(1.0, "... up to this", ge=0, le=1)
     tell_every: int | None = option(None, f"steps between sampler refits (default: the search's steps / "
                                           f"{DEFAULT_REFITS}, whatever its length)", ge=1)
-    tell_paths: int = option(16, "recently trained distinct paths scored and told to the sampler per refit", ge=1)
-    tell_batch: int = option(256, "validation images of the fixed batch that scores told paths", ge=1)
-    sampler_fit_steps: int = option(20, "Adam steps of the sampler's weighted ELBO per refit", ge=1)
+    tell_paths: int = option(32, "distinct paths trained since the last refit scored and told to the sampler per "
+                                 "refit (those inside the latency window first, most recent first)", ge=1)
+    tell_batch: int = option(128, "validation images of the fixed batch that scores told paths", ge=1)
+    sampler_fit_steps: int = option(100, "Adam steps of the sampler's weighted ELBO per refit (800 over a default "
+                                         "search: see docs/methods/one-shot.md for the measured effect)", ge=1)
     sampler_latent_dim: int = option(8, "latent dimensions of the sampler's VAE", ge=1)
 
 
@@ -100,7 +144,21 @@ class SamplerTeacher:
 
     def plan(self, total_steps: int) -> None:
         cfg = self.ctx.config
-        self.every, self.eps_inc = schedule(total_steps, cfg.tell_every, cfg.eps_inc, cfg.eps_max)
+        plan = schedule(total_steps, cfg.tell_every, cfg.eps_inc, cfg.eps_max, cfg.tell_paths)
+        self.every, self.eps_inc = plan.every, plan.eps_inc
+
+    def choose_told(self, recent: list[list[int]]) -> list[list[int]]:
+        """Up to ``tell_paths`` of the distinct paths trained since the last refit: those inside the latency window
+        first (only they carry weight in the sampler's fit, :func:`~.tnas_sampler.rank_weights`), most recent
+        first, then the most recent outside it."""
+        newest = list(reversed(recent))
+        inside = [self.inside(p) for p in newest]
+        ordered = [p for p, ok in zip(newest, inside) if ok] + [p for p, ok in zip(newest, inside) if not ok]
+        return ordered[:self.ctx.config.tell_paths]
+
+    def inside(self, indices: Sequence[int]) -> bool:
+        """Whether a path's table latency lies in the sampler's window [0.9 T, T]."""
+        return self.sampler.lo_ms <= self.paths.latency_ms(indices) <= self.sampler.hi_ms
 
     def draw(self, step: int, generator: torch.Generator) -> tuple[list[int], str]:
         cfg = self.ctx.config
@@ -115,12 +173,12 @@ class SamplerTeacher:
         if active in recent:
             recent.remove(active)
         recent.append(active)
-        del recent[:-cfg.tell_paths]
         every = self.every
         record: dict[str, Any] = {"epsilon": epsilon(self.sampler.fits_, self.eps_inc, cfg.eps_max)}
         if (step + 1) % every:
             return record
-        told = list(recent)
+        told = self.choose_told(recent)
+        told_inside = sum(map(self.inside, told))
         fit = self.sampler.tell(told, batch_accuracy(self.net, told, self.x, self.y))
         proposals = self.sampler.ask(8, seed=cfg.seed * 7 + step)
         accuracies = batch_accuracy(self.net, proposals, self.x, self.y)
@@ -130,7 +188,7 @@ class SamplerTeacher:
         state["recent"] = []
         state["sampler"] = self.sampler.state()
         self.net.fix(active)
-        return {**record, **fit, "told": len(told)}
+        return {**record, **fit, "told": len(told), "told_inside": told_inside}
 
 
 def make_sampler(ctx: SearchContext, paths: PathSpace) -> TNASSampler:
@@ -199,9 +257,10 @@ def search(ctx: SearchContext) -> SearchOutcome:
         if proposals:
             plot_proposals(proposals, cfg.target_ms, ctx.run.path(PROPOSALS_PLOT))
     sources = [r.get("path") for r in ctx.run.records() if r.get("phase") == "search"]
-    every, inc = schedule(phase.total_steps, cfg.tell_every, cfg.eps_inc, cfg.eps_max)
-    details = {"epsilon_final": epsilon(sampler.fits_, inc, cfg.eps_max), "sampler_fits": sampler.fits_,
-               "tell_every": every, "eps_inc": inc,
+    plan = schedule(phase.total_steps, cfg.tell_every, cfg.eps_inc, cfg.eps_max, cfg.tell_paths)
+    details = {"epsilon_final": epsilon(sampler.fits_, plan.eps_inc, cfg.eps_max), "sampler_fits": sampler.fits_,
+               "tell_every": plan.every, "eps_inc": plan.eps_inc,
                "sampler_paths_share": (sources.count("sampler") / len(sources)) if sources else None,
+               "sampler_paths_share_expected": plan.expected_sampler_share(),
                "evolution_seeds_from_sampler": from_sampler}
     return outcome(ctx, net, paths, phase, ranked, evolution_s, details)
