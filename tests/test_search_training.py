@@ -179,3 +179,20 @@ def test_a_streamed_folder_trains_like_the_same_images_in_memory_and_resumes_exa
     for name, a in reference.model.state_dict().items():
         assert torch.equal(a, streamed.model.state_dict()[name]), name
         assert torch.equal(a, resumed.model.state_dict()[name]), name
+
+
+def test_the_checkpoint_record_count_follows_the_log_without_rereading_it(tmp_path, monkeypatch):
+    run = RunFolder(tmp_path / "r")
+    run.root.mkdir()
+    assert run.record_count() == 0
+    for i in range(5):
+        run.log({"step": i})
+    monkeypatch.setattr(RunFolder, "records", lambda self: pytest.fail("a checkpoint re-read the whole log"))
+    assert run.record_count() == 5
+    run.save_checkpoint({"w": torch.zeros(2)}, {"phase": "x"})
+    monkeypatch.undo()
+    assert run.load_checkpoint()[1]["records"] == 5
+    run.truncate_metrics(3)
+    assert run.record_count() == 3 == len(run.records())
+    RunFolder(run.root).log({"step": 3})           # another writer: the size changed, so it is recounted
+    assert run.record_count() == 4 == len(run.records())
