@@ -85,8 +85,39 @@ def test_cuda_accelerator_without_cuda_is_a_one_line_config_error():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
 def test_auto_accelerator_on_a_cpu_host_trains_on_the_cpu_and_ignores_mixed_precision():
     engine = Engine.from_config(settings(accelerator="auto", mixed_precision="bf16"))
-    assert engine.device.type == "cpu" and engine.precision == "off" and not engine.channels_last
+    assert engine.device.type == "cpu" and engine.precision == "off"
     assert engine.notes == ["mixed precision bf16 is ignored on the CPU (runs in float32)"]
+
+
+def test_channels_last_auto_is_on_for_the_cpu_and_off_turns_it_off():
+    assert Engine.from_config(settings(accelerator="cpu")).channels_last            # auto: the faster CPU layout
+    assert not Engine.from_config(settings(accelerator="cpu", channels_last="off")).channels_last
+    assert "channels-last" in Engine.from_config(settings(accelerator="cpu")).describe()
+
+
+def test_training_in_channels_last_follows_the_contiguous_loss_trajectory(tmp_path):
+    """The layout is a speed choice only: an epoch of the same seeded training (SGD, crop-flip, dropout, linear
+    schedule) gives the same per-step losses and weights in either layout, to float32 rounding. (Over many steps
+    on this tiny random problem -- batch 8, BatchNorm -- rounding differences grow chaotically, as they do
+    between two thread counts, so the comparison stops at the first epoch.)"""
+    hp = TrainingHyperparameters(lr=0.005, lr_schedule="linear", weight_decay=1e-3, optimizer="sgd",
+                                 augment="crop-flip")
+    losses, weights = {}, {}
+    for layout in (False, True):
+        run = RunFolder(tmp_path / f"cl-{layout}")
+        run.root.mkdir()
+        torch.manual_seed(0)
+        model = MobileNet(Architecture(SPACE, tuple(p.candidates[0] for p in SPACE.positions)))
+        train = TrainPhase(model=model, hyperparameters=hp, name="final", run=run, dataset=data(), epochs=1,
+                           batch_size=8, seed=0, engine=Engine(channels_last=layout))
+        train.run_loop()
+        losses[layout] = torch.tensor([r["ce"] for r in run.records()])
+        weights[layout] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        if layout:
+            assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert len(losses[True]) == 3
+    assert torch.allclose(losses[True], losses[False], rtol=0, atol=1e-4), (losses[True], losses[False])
+    assert (weights[True] - weights[False]).abs().max() < 1e-3, (weights[True] - weights[False]).abs().max()
 
 
 def test_channels_last_placement_computes_the_same_logits():
@@ -148,3 +179,20 @@ def test_a_streamed_folder_trains_like_the_same_images_in_memory_and_resumes_exa
     for name, a in reference.model.state_dict().items():
         assert torch.equal(a, streamed.model.state_dict()[name]), name
         assert torch.equal(a, resumed.model.state_dict()[name]), name
+
+
+def test_the_checkpoint_record_count_follows_the_log_without_rereading_it(tmp_path, monkeypatch):
+    run = RunFolder(tmp_path / "r")
+    run.root.mkdir()
+    assert run.record_count() == 0
+    for i in range(5):
+        run.log({"step": i})
+    monkeypatch.setattr(RunFolder, "records", lambda self: pytest.fail("a checkpoint re-read the whole log"))
+    assert run.record_count() == 5
+    run.save_checkpoint({"w": torch.zeros(2)}, {"phase": "x"})
+    monkeypatch.undo()
+    assert run.load_checkpoint()[1]["records"] == 5
+    run.truncate_metrics(3)
+    assert run.record_count() == 3 == len(run.records())
+    RunFolder(run.root).log({"step": 3})           # another writer: the size changed, so it is recounted
+    assert run.record_count() == 4 == len(run.records())

@@ -37,6 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="epochs of the fixed retraining recipe (default 4; 0: no retraining, with --protocol-samples 0)")
     add("--protocol-samples", type=int, default=10,
         help="random architectures in [0.95T, T] trained with the fixed recipe (default 10, as in the paper; 0: none)")
+    add("--recipe", default="legacy", choices=("standard", "legacy"),
+        help="fixed retraining recipe: standard (AdamW 3e-3, weight decay 0.05, one-cycle, crop + flip, label "
+             "smoothing 0.1) or legacy (weight decay 1e-4, no augmentation; default, as earlier comparisons)")
+    add("--depth-matched", type=int, default=0,
+        help="random networks per found network with its number of skipped layers, in [0.95T, T], trained with the "
+             "recipe (default 0: none)")
+    add("--reference", default="none",
+        help="hand-designed reference trained with the recipe once per seed: mnasnet-b1, or none (default)")
     add("--train-subset", type=int, help="train on N training images (stratified, seeded)")
     add("--train-resolution", type=int, default=32, help="training resolution (default 32)")
     add("--batch-size", type=int, default=64, help="batch size of searches and retraining (default 64)")
@@ -54,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds, budget_epochs=args.budget_epochs, final_share=args.final_share,
         retrain_epochs=args.retrain_epochs, protocol_samples=args.protocol_samples, train_subset=args.train_subset,
         train_resolution=args.train_resolution, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch,
-        threads=args.threads, variants=args.variants)
+        threads=args.threads, variants=args.variants, recipe=args.recipe, depth_matched=args.depth_matched,
+        reference=args.reference)
     report = run_comparison(settings, log=print, progress=not args.no_progress)
     print(Path(settings.out, "results.md").read_text(), end="")
     print(f"{len(report['rows'])} cells; files in {settings.out}: results.json, results.csv, results.md, "

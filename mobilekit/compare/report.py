@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from mobilekit import safewrite
-from mobilekit.compare.settings import PROTOCOL, CompareSettings
+from mobilekit.compare.settings import DEPTH_MATCHED, PROTOCOL, CompareSettings
 from mobilekit.jsonio import write_json_atomic
 
 MEASURES = ("test_accuracy", "retrain_test_accuracy", "predicted_ms", "search_s", "total_s", "forward_only_epochs",
-            "searched_lr", "searched_weight_decay")
-CSV_FIELDS = ("kind", "method", "base_method", "seed", "predicted_ms", "derived_ms", "within_window",
+            "searched_lr", "searched_weight_decay", "repairs", "skipped_layers")
+CSV_FIELDS = ("kind", "method", "base_method", "seed", "predicted_ms", "derived_ms", "skipped_layers", "within_window",
               "within_window_without_repair", "repairs", "test_accuracy", "val_accuracy", "retrain_test_accuracy",
               "retrain_val_accuracy", "search_s", "final_train_s", "total_s", "retrain_s", "search_epochs_nominal",
               "final_epochs", "images_epochs", "forward_only_images", "forward_only_epochs", "searched_lr",
@@ -39,9 +39,15 @@ def mean_std(values: list[float]) -> tuple[float, float] | None:
 
 
 def summarize(settings: CompareSettings, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-method aggregates (in the order of ``settings.methods``, then the protocol)."""
+    """Per-method aggregates (in the order of ``settings.methods``, then the protocol, the reference and the
+    depth-matched rows). Each method's retrained accuracy gets its margin over the random-search protocol, over
+    its own depth-matched networks and over the reference, each in that yardstick's sample standard deviation
+    (``margin_over_protocol_std``, ``margin_over_depth_matched_std``, ``margin_over_reference_std``; absent when the
+    yardstick has fewer than two runs or no spread)."""
     methods: dict[str, Any] = {}
-    for method in (*settings.methods, PROTOCOL):
+    extra = [settings.reference] if getattr(settings, "reference", None) else []
+    extra += [f"{DEPTH_MATCHED}:{m}" for m in settings.methods]
+    for method in (*settings.methods, PROTOCOL, *extra):
         mine = [r for r in rows if r["method"] == method]
         if not mine:
             continue
@@ -53,11 +59,18 @@ def summarize(settings: CompareSettings, rows: list[dict[str, Any]]) -> dict[str
         entry["images_epochs"] = mine[0].get("images_epochs")
         entry["base_method"] = mine[0].get("base_method", method)
         methods[method] = entry
-    protocol = methods.get(PROTOCOL, {}).get("retrain_test_accuracy")
+    def yardstick(name: str | None) -> tuple[float, float] | None:
+        return methods.get(name, {}).get("retrain_test_accuracy") if name else None
+
     for method, entry in methods.items():
         ours = entry["retrain_test_accuracy"]
-        if method != PROTOCOL and protocol and ours and protocol[1] > 0:
-            entry["margin_over_protocol_std"] = (ours[0] - protocol[0]) / protocol[1]
+        if method not in settings.methods or not ours:
+            continue
+        for key, name in (("protocol", PROTOCOL), ("depth_matched", f"{DEPTH_MATCHED}:{method}"),
+                          ("reference", getattr(settings, "reference", None))):
+            other = yardstick(name)
+            if other and other[1] > 0:
+                entry[f"margin_over_{key}_std"] = (ours[0] - other[0]) / other[1]
     return methods
 
 
@@ -72,23 +85,29 @@ def _fmt_small(value: tuple[float, float] | None) -> str:
 
 
 def markdown_table(settings: CompareSettings, methods: dict[str, Any]) -> str:
-    """The README table: one row per method (or variant) plus the protocol row. The searched lr / weight decay
-    column appears when some method searched them."""
+    """The README table: one row per method (or variant) plus the protocol, reference and depth-matched rows. A
+    method's retrained accuracy carries its margins in the yardsticks' standard deviations (σ_protocol,
+    σ_depth-matched, σ_reference). The searched lr / weight decay column appears when some method searched them."""
     searched = any(entry.get("searched_lr") for entry in methods.values())
-    header = ["method", "runs", "deliverable test acc. %", "retrained test acc. % (fixed recipe)", "predicted ms",
-              "in [0.9T, T] without repair", "search s", "search + final s", "images (epochs)",
-              "forward-only images (epochs)"] + (["searched lr / weight decay"] if searched else [])
+    header = ["method", "runs", "deliverable test acc. %",
+              f"retrained test acc. % ({getattr(settings, 'recipe', 'legacy')} recipe)", "predicted ms",
+              "skipped layers", "in [0.9T, T] without repair", "repairs", "search s", "search + final s",
+              "images (epochs)", "forward-only images (epochs)"] + (["searched lr / weight decay"] if searched else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, entry in methods.items():
-        protocol = method == PROTOCOL
-        margin = entry.get("margin_over_protocol_std")
-        retrained = _fmt(entry["retrain_test_accuracy"], 100) + (f" ({margin:+.1f} σ_protocol)" if margin is not None else "")
+        trained_only = method not in settings.methods
+        margins = [f"{entry[key]:+.1f} σ_{label}" for key, label in
+                   (("margin_over_protocol_std", "protocol"), ("margin_over_depth_matched_std", "depth-matched"),
+                    ("margin_over_reference_std", "reference")) if entry.get(key) is not None]
+        retrained = _fmt(entry["retrain_test_accuracy"], 100) + (f" ({', '.join(margins)})" if margins else "")
         images = entry.get("images_epochs")
-        cells = [method, str(entry["runs"]), "–" if protocol else _fmt(entry["test_accuracy"], 100), retrained,
-                 _fmt(entry["predicted_ms"]), f"{entry['within_window_without_repair']}/{entry['runs']}",
-                 "–" if protocol else _fmt(entry["search_s"], digits=0), _fmt(entry["total_s"], digits=0),
-                 ("retrain only: " if protocol else "") + ("–" if images is None else f"{images:g}"),
-                 "–" if protocol else _fmt(entry.get("forward_only_epochs"))]
+        cells = [method, str(entry["runs"]), "–" if trained_only else _fmt(entry["test_accuracy"], 100), retrained,
+                 _fmt(entry["predicted_ms"]), _fmt(entry.get("skipped_layers"), digits=1),
+                 f"{entry['within_window_without_repair']}/{entry['runs']}",
+                 "–" if trained_only else _fmt(entry.get("repairs"), digits=1),
+                 "–" if trained_only else _fmt(entry["search_s"], digits=0), _fmt(entry["total_s"], digits=0),
+                 ("retrain only: " if trained_only else "") + ("–" if images is None else f"{images:g}"),
+                 "–" if trained_only else _fmt(entry.get("forward_only_epochs"))]
         if searched:
             cells.append("–" if not entry.get("searched_lr") else
                          f"{_fmt_small(entry['searched_lr'])} / {_fmt_small(entry.get('searched_weight_decay'))}")
@@ -104,7 +123,8 @@ def plot(settings: CompareSettings, rows: list[dict[str, Any]], path: Path) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [*settings.methods, PROTOCOL]
+    methods = [*settings.methods, PROTOCOL, *([settings.reference] if getattr(settings, "reference", None) else []),
+               *[f"{DEPTH_MATCHED}:{m}" for m in settings.methods]]
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     panels = [("test_accuracy", "deliverable (what `mobilekit search` gives)")]
     if any(r.get("retrain_test_accuracy") is not None for r in rows):     # none with --retrain-epochs 0
@@ -118,7 +138,8 @@ def plot(settings: CompareSettings, rows: list[dict[str, Any]], path: Path) -> P
             if points:
                 x, y = zip(*points)
                 ax.scatter(x, np.array(y) * 100, color=colours[method], label=method, s=28,
-                           marker="x" if method == PROTOCOL else "o")
+                           marker="o" if method in settings.methods else "*" if method == settings.reference
+                           else "x" if method == PROTOCOL else "+")
         ax.axvline(settings.target_ms, color="0.4", lw=1, ls="--")
         latencies = [r["predicted_ms"] for r in rows]
         ax.set_xlim(min(0.85 * settings.target_ms, min(latencies) - 1), max(1.02 * settings.target_ms, max(latencies) + 1))

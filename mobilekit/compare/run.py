@@ -9,6 +9,9 @@ Layout of the output folder::
     cells/METHOD-sSEED.lock the process id of the worker computing that cell (several workers may share a folder:
                             each skips cells another live worker holds; a dead worker's lock is taken over)
     cells/random-protocol-iI.json
+    cells/depth-matched_METHOD-sSEED-iI.json   a random network with the skipped-layer count of METHOD-sSEED's
+                                                (:mod:`.protocols`; made once that cell is finished)
+    cells/REFERENCE-sSEED.json   the hand-designed reference (e.g. mnasnet-b1) trained with the recipe, seed SEED
     results.json / results.csv / results.md / accuracy_latency.png   (:mod:`.report`, rewritten after every cell)
 
 A search is called through the public API only (:func:`mobilekit.search.make_config` with flat keys and
@@ -29,7 +32,8 @@ import torch
 from mobilekit.compare.budget import forward_only_images, method_settings
 from mobilekit.compare.report import write_report
 from mobilekit.compare.retrain import Recipe, retrain
-from mobilekit.compare.settings import ADDED_DEFAULTS, PROTOCOL, RESUME_FREE, CompareSettings
+from mobilekit.compare.protocols import reference_network, sample_depth_matched, skipped_layers
+from mobilekit.compare.settings import ADDED_DEFAULTS, DEPTH_MATCHED, PROTOCOL, RESUME_FREE, CompareSettings
 from mobilekit.compare.variants import Variant
 from mobilekit.errors import ConfigError
 from mobilekit.jsonio import read_json, write_json_atomic
@@ -95,8 +99,8 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
         SearchError, TableError, DataError: from the searches (a target outside the table, bad data).
     """
     say = log or (lambda message: None)
-    recipe = Recipe(epochs=settings.retrain_epochs, batch_size=settings.batch_size,
-                    steps_per_epoch=settings.steps_per_epoch)
+    recipe = Recipe.named(settings.recipe, epochs=settings.retrain_epochs, batch_size=settings.batch_size,
+                          steps_per_epoch=settings.steps_per_epoch)
     for method in settings.methods:                 # fail fast on an unknown method or setting
         search_config(settings, method, 0)
     table = LatencyTable.load(settings.table)
@@ -108,10 +112,7 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
                           f"network takes {fastest:.1f} ms and the slowest {slowest:.1f} ms; pick a target in between")
     _prepare(settings)
     cells = Path(settings.out) / "cells"
-    plan = []
-    for index in range(max(settings.seeds, settings.protocol_samples)):
-        plan += [(method, index) for method in settings.methods if index < settings.seeds]
-        plan += [(PROTOCOL, index)] if index < settings.protocol_samples else []
+    plan = comparison_plan(settings)
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     bar = None
@@ -122,14 +123,24 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
     data_cache: dict[int, Any] = {}
     try:
         for method, index in plan:
-            name = f"{method}-i{index}" if method == PROTOCOL else f"{method}-s{index}"
+            name = cell_name(method, index)
             path = cells / f"{name}.json"
-            if not path.exists() and _claim(path.with_suffix(".lock")):
+            source = None
+            if method.startswith(DEPTH_MATCHED + ":"):     # needs its found network's cell (rerun: made then)
+                source_path = cells / f"{method.split(':', 1)[1]}-s{index // 1000}.json"
+                source = read_json(source_path, ConfigError, "missing") if source_path.exists() else None
+            ready = source is not None or not method.startswith(DEPTH_MATCHED + ":")
+            if ready and not path.exists() and _claim(path.with_suffix(".lock")):
                 try:
                     started = time.perf_counter()
-                    splits = _data(settings, index, data_cache)
+                    seed = index // 1000 if source is not None else index
+                    splits = _data(settings, seed, data_cache)
                     if method == PROTOCOL:
                         row = _protocol_cell(settings, table, splits, recipe, index)
+                    elif source is not None:
+                        row = _depth_matched_cell(settings, table, splits, recipe, method, source, index)
+                    elif method == settings.reference:
+                        row = _reference_cell(settings, table, splits, recipe, index)
                     else:
                         row = _search_cell(settings, splits, recipe, method, index, say)
                     row["cell_wall_s"] = round(time.perf_counter() - started, 2)
@@ -149,6 +160,30 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
         if bar is not None:
             bar.close()
     return write_report(settings, _rows(cells, plan))
+
+
+def comparison_plan(settings: CompareSettings) -> list[tuple[str, int]]:
+    """Every cell (row name, index) of the comparison in the order they run: per seed the methods, then the
+    reference, then the depth-matched networks of that seed's found networks (index ``1000 * seed + i``), with the
+    random-search protocol's samples interleaved."""
+    plan: list[tuple[str, int]] = []
+    for index in range(max(settings.seeds, settings.protocol_samples)):
+        if index < settings.seeds:
+            plan += [(method, index) for method in settings.methods]
+            plan += [(settings.reference, index)] if settings.reference else []
+            plan += [(f"{DEPTH_MATCHED}:{method}", 1000 * index + i) for method in settings.methods
+                     for i in range(settings.depth_matched)]
+        plan += [(PROTOCOL, index)] if index < settings.protocol_samples else []
+    return plan
+
+
+def cell_name(method: str, index: int) -> str:
+    """The file stem of a cell: ``METHOD-sSEED``, ``random-protocol-iI``, ``depth-matched_METHOD-sSEED-iI``."""
+    if method == PROTOCOL:
+        return f"{method}-i{index}"
+    if method.startswith(DEPTH_MATCHED + ":"):
+        return f"{method.replace(':', '_')}-s{index // 1000}-i{index % 1000}"
+    return f"{method}-s{index}"
 
 
 def _claim(lock: Path) -> bool:
@@ -174,8 +209,8 @@ def _rows(cells: Path, plan: list[tuple[str, int]]) -> list[dict[str, Any]]:
     """The finished cells of this plan (a rerun with fewer --seeds reports only those seeds)."""
     if not cells.is_dir():
         return []
-    rows = [read_json(p, ConfigError, "missing") for p in sorted(cells.glob("*.json"))]
-    return [r for r in rows if (r["method"], r["seed"]) in set(plan)]
+    wanted = {cell_name(method, index) for method, index in plan}
+    return [read_json(p, ConfigError, "missing") for p in sorted(cells.glob("*.json")) if p.stem in wanted]
 
 
 def _data(settings: CompareSettings, seed: int, cache: dict[int, Any]):
@@ -211,6 +246,8 @@ def _search_cell(settings: CompareSettings, splits, recipe: Recipe, method: str,
         "kind": "search", "method": method, "seed": seed, "arch": summary["arch"],
         "predicted_ms": float(summary["predicted_ms"]), "derived_ms": summary.get("derived_ms"),
         "within_window": bool(summary["within_window"]), "repairs": len(repairs),
+        "skipped_layers": skipped_layers(Architecture.from_string(
+            _train_space(LatencyTable.load(settings.table), settings, splits.num_classes), summary["arch"])),
         "within_window_without_repair": bool(summary["within_window"]) and not repairs,
         "test_accuracy": float(summary["test_accuracy"]), "val_accuracy": float(summary["val_accuracy"]),
         "retrain_test_accuracy": result["test_accuracy"], "retrain_val_accuracy": result["val_accuracy"],
@@ -254,4 +291,52 @@ def _protocol_cell(settings: CompareSettings, table: LatencyTable, splits, recip
         "retrain_s": result["train_s"], "search_s": 0.0, "final_train_s": 0.0, "total_s": result["train_s"],
         "search_epochs_nominal": 0.0, "final_epochs": settings.retrain_epochs,
         "images_epochs": float(settings.retrain_epochs), "rule": "fixed recipe only",
+        "skipped_layers": skipped_layers(arch),
     }
+
+
+def _retrain_row(kind: str, method: str, seed: int, arch: Architecture, predicted: float, target_ms: float,
+                 result: dict, retrain_epochs: int, rule: str) -> dict:
+    return {
+        "kind": kind, "method": method, "seed": seed, "arch": arch.to_string(), "predicted_ms": predicted,
+        "derived_ms": predicted, "within_window": 0.9 * target_ms <= predicted <= target_ms,
+        "repairs": 0, "within_window_without_repair": True, "test_accuracy": None, "val_accuracy": None,
+        "retrain_test_accuracy": result["test_accuracy"], "retrain_val_accuracy": result["val_accuracy"],
+        "retrain_s": result["train_s"], "search_s": 0.0, "final_train_s": 0.0, "total_s": result["train_s"],
+        "search_epochs_nominal": 0.0, "final_epochs": retrain_epochs, "images_epochs": float(retrain_epochs),
+        "rule": rule, "skipped_layers": skipped_layers(arch),
+    }
+
+
+def _depth_matched_cell(settings: CompareSettings, table: LatencyTable, splits, recipe: Recipe, row_name: str,
+                        source: dict, index: int) -> dict:
+    """A random network with the skipped-layer count of the found network in ``source`` (a finished cell), in
+    [0.95 T, T] (or [0.9 T, T] when none exists there), trained with the fixed recipe."""
+    from mobilekit.errors import SearchError
+    from mobilekit.latency.differentiable import ExpectedLatency
+
+    space = _train_space(table, settings, splits.num_classes)
+    runtime = ExpectedLatency(table, include_se=settings.search_keys.get("include_se"))
+    skips = skipped_layers(Architecture.from_string(space, source["arch"]))
+    rng = random.Random(2_000_003 * (index + 1) + sum(map(ord, row_name)))
+    try:
+        arch = sample_depth_matched(runtime, space, skips, *(w * settings.target_ms for w in PROTOCOL_WINDOW), rng)
+    except SearchError:
+        arch = sample_depth_matched(runtime, space, skips, 0.9 * settings.target_ms, settings.target_ms, rng)
+    seed = index // 1000
+    result = retrain(arch, splits.train, recipe, 10_000 + index, {"val": splits.val, "test": splits.test})
+    row = _retrain_row("depth-matched", row_name, seed, arch, runtime.lookup_ms(arch), settings.target_ms, result,
+                       settings.retrain_epochs, f"fixed recipe; {skips} skipped layers, as {source['method']}-s{seed}")
+    return dict(row, sample=index % 1000, matched_arch=source["arch"])
+
+
+def _reference_cell(settings: CompareSettings, table: LatencyTable, splits, recipe: Recipe, seed: int) -> dict:
+    """The hand-designed reference network trained with the fixed recipe at ``seed``."""
+    from mobilekit.latency.differentiable import ExpectedLatency
+
+    space = _train_space(table, settings, splits.num_classes)
+    arch = reference_network(settings.reference, space)
+    runtime = ExpectedLatency(table, include_se=settings.search_keys.get("include_se"))
+    result = retrain(arch, splits.train, recipe, seed, {"val": splits.val, "test": splits.test})
+    return _retrain_row("reference", settings.reference, seed, arch, runtime.lookup_ms(arch), settings.target_ms,
+                        result, settings.retrain_epochs, "hand-designed; fixed recipe only")

@@ -14,10 +14,12 @@ from mobilekit.errors import ConfigError
 
 DEFAULT_METHODS = ("single-path", "random", "multipath")
 PROTOCOL = "random-protocol"       # the row name of the paper's random-search protocol
+DEPTH_MATCHED = "depth-matched"     # rows "depth-matched:METHOD": random networks with METHOD's skipped-layer counts
 # Settings that may change between a comparison and its rerun: they add or drop cells, not change finished ones.
-RESUME_FREE = frozenset({"out", "methods", "seeds", "protocol_samples", "threads"})
-# Settings added since the first comparisons: a stored compare.json without them holds these defaults.
-ADDED_DEFAULTS: dict[str, Any] = {"variants": {}}
+RESUME_FREE = frozenset({"out", "methods", "seeds", "protocol_samples", "threads", "depth_matched", "reference"})
+# Settings added since the first comparisons: a stored compare.json without them holds these defaults (what those
+# comparisons ran).
+ADDED_DEFAULTS: dict[str, Any] = {"variants": {}, "recipe": "legacy", "depth_matched": 0, "reference": None}
 
 
 @dataclass
@@ -30,6 +32,10 @@ class CompareSettings:
     ``variants``: method variants (:mod:`mobilekit.compare.variants`) by name; ``methods`` may name them. Given as
     ``NAME=METHOD:KEY=VALUE`` strings, stored forms or :class:`~mobilekit.compare.variants.Variant` objects.
     ``retrain_epochs`` 0: no fixed-recipe retraining (the deliverable only; needs ``protocol_samples`` 0).
+    ``recipe``: the fixed retraining recipe (:data:`mobilekit.compare.retrain.RECIPES`: standard or legacy).
+    ``depth_matched``: random networks per found network with its number of skipped layers in [0.95 T, T]
+    (:mod:`mobilekit.compare.protocols`; 0: no depth-matched rows). ``reference``: a hand-designed network
+    (:data:`mobilekit.compare.protocols.REFERENCES`, e.g. mnasnet-b1) trained with the recipe once per seed, or None.
     """
 
     table: str
@@ -49,6 +55,9 @@ class CompareSettings:
     threads: int = 1
     search_keys: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, Variant] = field(default_factory=dict)
+    recipe: str = "legacy"
+    depth_matched: int = 0
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -83,6 +92,20 @@ class CompareSettings:
         need(self.train_subset is None or self.train_subset >= 1, "--train-subset must be >= 1")
         need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")
         need(self.threads >= 1, "--threads must be >= 1")
+        from mobilekit.compare.protocols import REFERENCES
+        from mobilekit.compare.retrain import RECIPES
+
+        if self.reference in ("", "none"):
+            self.reference = None
+        need(self.recipe in RECIPES, f"--recipe {self.recipe!r} is unknown; use one of {', '.join(RECIPES)}")
+        need(self.depth_matched >= 0, f"--depth-matched must be >= 0, got {self.depth_matched}")
+        need(self.reference is None or self.reference in REFERENCES,
+             f"--reference {self.reference!r} is unknown; use one of {', '.join(REFERENCES)} or none")
+        need(self.retrain_epochs > 0 or (self.depth_matched == 0 and self.reference is None),
+             "--retrain-epochs 0 leaves the depth-matched and reference networks untrained; add --depth-matched 0 "
+             "--reference none or retrain for 1 or more epochs")
+        need(not any(m.startswith(DEPTH_MATCHED) for m in self.methods) and self.reference not in self.methods,
+             f"{DEPTH_MATCHED} and reference rows are added by --depth-matched / --reference, not --methods")
         reserved = {"table", "target_ms", "out", "method", "data", "seed", "resume", "train_subset", "epochs",
                     "final_epochs", "threads"} & set(self.search_keys)
         need(not reserved, f"search settings {sorted(reserved)} are set by the comparison itself; drop them")

@@ -82,7 +82,8 @@ class SearchConfig:
     accelerator: str = option("auto", "where to train: cpu, cuda, or auto (CUDA when available)",
                               choices=ACCELERATORS, resume_free=True)
     mixed_precision: str = option("off", "autocast precision on CUDA (ignored on the CPU)", choices=PRECISIONS)
-    channels_last: str = option("auto", "channels-last memory format: auto (on CUDA with mixed precision), on, off",
+    channels_last: str = option("auto", "channels-last memory format: auto (on the CPU, and on CUDA with mixed "
+                                        "precision), on, off",
                                 choices=("auto", "on", "off"), resume_free=True)
     workers: int = option(2, "data-loader worker processes for streamed data sets (folder:DIR)", ge=0,
                           resume_free=True)

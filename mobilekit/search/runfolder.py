@@ -143,6 +143,7 @@ class RunFolder:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._count: tuple[int, int] | None = None     # (records, file size) when last counted or written
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -165,20 +166,36 @@ class RunFolder:
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one metrics record (a line of JSON)."""
+        count = self.record_count()
         safewrite.append_line(self.metrics, json.dumps(record))
+        self._count = (count + 1, self.metrics.stat().st_size)
 
     def records(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():
             return []
         return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
 
+    def record_count(self) -> int:
+        """How many metrics records the folder holds (its non-blank lines). Kept by :meth:`log` and
+        :meth:`truncate_metrics` and recounted only when the file's size is not the one they left, so a checkpoint
+        does not re-read and parse the whole log (which grows by a record per step)."""
+        size = self.metrics.stat().st_size if self.metrics.exists() else 0
+        if self._count is None or self._count[1] != size:
+            count = 0
+            if size:
+                with open(self.metrics, "rb") as handle:
+                    count = sum(1 for line in handle if line.strip())
+            self._count = (count, size)
+        return self._count[0]
+
     def truncate_metrics(self, keep: int) -> None:
         """Keep the first ``keep`` records (those written before the checkpoint a resumed run starts from)."""
         records = self.records()[:keep]
         safewrite.write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in records))
+        self._count = (len(records), self.metrics.stat().st_size)
 
     def save_checkpoint(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        meta = dict(meta, records=len(self.records()))
+        meta = dict(meta, records=self.record_count())
         save_state(self.checkpoint, tensors, meta)
 
     def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:

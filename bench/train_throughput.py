@@ -1,0 +1,226 @@
+"""Training throughput: a single-path search and the final training of ``mobilekit search``, in images/s, beside a
+plain PyTorch loop training the same derived network with the same settings, and where the pipeline's time goes.
+
+Goals (issue 26): the search loop within 15 % of the plain loop's images/s (ratio >= 0.85), the final training
+within 5 % (ratio >= 0.95).
+
+What is measured, all in one process at the same torch thread count:
+
+* the pipeline: :func:`mobilekit.search.run.run_search` (single-path, export off). Images/s of a phase is
+  ``(steps - 1) * batch / (t_last - t_first)`` over the wall-clock times at which its steps finish (the
+  ``on_step`` callback): everything between steps counts -- slicing the batch, augmentation, the step, metrics
+  logging, progress, checkpoints, the per-epoch monitoring validation. A breakdown (seconds in each, timed by
+  wrapping those functions) says what besides the step costs time.
+* the plain loop, right after: ``MobileNet(derived architecture)`` at the training resolution, the final training's
+  optimiser, lr, schedule (``torch.optim.lr_scheduler``), weight decay and augmentation, the same data tensors,
+  batch size and memory layout; a shuffled index per epoch, ``cross_entropy``, ``backward``, ``step``; nothing
+  else, for the final training's number of epochs. (The host is shared: the load average before, between and
+  after is printed, to judge whether both saw the same load.)
+
+    python bench/train_throughput.py [--data fashion-mnist] [--train-subset 2000] [--epochs 1] \\
+        [--final-epochs 1] [--batch-size 64] [--threads 1] [--out DIR]
+    python bench/train_throughput.py --smoke       # seconds: digits, 64 images, batch 16, a temp folder
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import contextlib
+import os
+import tempfile
+import time
+from collections import defaultdict
+from typing import Any, Callable, Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+TABLE = REPO / "latency_tables" / "pixel1-spnas.json"
+SEARCH_GOAL, FINAL_GOAL = 0.85, 0.95
+
+
+@contextlib.contextmanager
+def timing(spent: dict[str, float], marks: dict[str, tuple[float, dict[str, float]]]) -> Iterator[None]:
+    """Wrap the pipeline's per-step helpers so that ``spent[name]`` accumulates their seconds: ``step`` (the
+    method's or the final training's step), ``augment``, ``to device/layout`` (:meth:`Engine.batch`),
+    ``metrics log``, ``checkpoints``, ``monitoring validation``. ``marks[phase]`` is (when that phase's loop
+    began, a copy of ``spent`` then)."""
+    from mobilekit.search import training
+    from mobilekit.search.engine import Engine
+    from mobilekit.search.methods.single_path import SinglePathPhase
+    from mobilekit.search.runfolder import RunFolder
+
+    patched: list[tuple[Any, str, Any]] = []
+
+    def wrap(owner: Any, attr: str, name: str) -> None:
+        original = getattr(owner, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - started
+
+        patched.append((owner, attr, original))
+        setattr(owner, attr, timed)
+
+    wrap(training, "augment", "augment")
+    wrap(Engine, "batch", "to device/layout")
+    wrap(RunFolder, "log", "metrics log")
+    wrap(training.Phase, "save", "checkpoints")
+    wrap(training.Phase, "validate", "monitoring validation")
+    wrap(SinglePathPhase, "step", "step")
+    wrap(training.TrainPhase, "step", "step")
+    original_loop = training.Phase.run_loop
+
+    def run_loop(self: Any, *args: Any, **kwargs: Any) -> Any:
+        marks[self.name] = (time.perf_counter(), dict(spent))
+        return original_loop(self, *args, **kwargs)
+
+    patched.append((training.Phase, "run_loop", original_loop))
+    training.Phase.run_loop = run_loop
+    try:
+        yield
+    finally:
+        for owner, attr, original in reversed(patched):
+            setattr(owner, attr, original)
+
+
+def run_pipeline(args: argparse.Namespace, out: Path) -> tuple[dict, dict[str, list[float]], dict[str, dict]]:
+    """Run the search; returns (summary, per phase [start of its loop, then the finish time of each step],
+    per phase the seconds spent in each wrapped helper)."""
+    from mobilekit.search.config import make_config
+    from mobilekit.search.run import run_search
+
+    finished: dict[str, list[float]] = defaultdict(list)
+    spent: dict[str, float] = defaultdict(float)
+    marks: dict[str, tuple[float, dict[str, float]]] = {}
+
+    def on_step(record: dict) -> None:
+        phase = record["phase"]
+        if not finished[phase]:
+            finished[phase].append(marks[phase][0])
+        finished[phase].append(time.perf_counter())
+
+    config = make_config(table=str(TABLE), target_ms=args.target_ms, out=str(out), method="single-path",
+                         data=args.data, train_subset=args.train_subset, epochs=args.epochs,
+                         final_epochs=args.final_epochs, batch_size=args.batch_size, export="none",
+                         threads=args.threads, seed=0)
+    with timing(spent, marks):
+        summary = run_search(config, on_step=on_step)
+    phases = [phase for phase in marks if finished.get(phase)]
+    by_phase: dict[str, dict] = {}
+    for i, phase in enumerate(phases):
+        start = marks[phase][1]
+        end = marks[phases[i + 1]][1] if i + 1 < len(phases) else spent
+        by_phase[phase] = {k: end.get(k, 0.0) - start.get(k, 0.0) for k in spent}
+    return summary, dict(finished), by_phase
+
+
+def plain_loop(summary: dict, args: argparse.Namespace, channels_last: bool) -> float:
+    """Images/s of plain PyTorch training of the derived network with the final training's settings."""
+    import torch
+    import torch.nn.functional as F
+
+    from mobilekit.data import load_dataset
+    from mobilekit.models.torch_builder import MobileNet
+    from mobilekit.search.training import augment
+    from mobilekit.space import Architecture, get_space
+
+    splits = load_dataset(args.data, 32, seed=0, train_subset=args.train_subset)
+    x_all, y_all = splits.train.tensors
+    space = get_space(resolution=32, num_classes=splits.num_classes)
+    arch = Architecture.from_string(space, summary["arch"])
+    hp = summary["final_hyperparameters"]
+    torch.manual_seed(1)
+    model = MobileNet(arch).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizers: dict[str, Callable] = {
+        "adam": lambda: torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"]),
+        "adamw": lambda: torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"]),
+        "sgd": lambda: torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=0.9, nesterov=True,
+                                       weight_decay=hp["weight_decay"])}
+    optimizer = optimizers[hp["optimizer"]]()
+    per_epoch = len(x_all) // args.batch_size
+    total = per_epoch * args.final_epochs
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total))
+    started, steps = time.perf_counter(), 0
+    for epoch in range(args.final_epochs):
+        order = torch.randperm(len(x_all))
+        for i in range(per_epoch):
+            index = order[i * args.batch_size:(i + 1) * args.batch_size]
+            x = augment(x_all[index], hp["augment"], steps)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), y_all[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            steps += 1
+    return steps * args.batch_size / (time.perf_counter() - started)
+
+
+def rate(times: list[float], batch_size: int) -> float:
+    """Images/s from [loop start, finish time of each step]."""
+    if len(times) < 2:
+        return float("nan")
+    return (len(times) - 1) * batch_size / (times[-1] - times[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--train-subset", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=1, help="search epochs")
+    parser.add_argument("--final-epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--target-ms", type=float, default=80.0)
+    parser.add_argument("--out", help="run folder (default: a temporary one, removed)")
+    parser.add_argument("--smoke", action="store_true", help="seconds: digits, 64 images, batch 16, 1 epoch each")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.data, args.train_subset, args.batch_size, args.epochs, args.final_epochs = "digits", 64, 16, 1, 1
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out) if args.out else Path(tmp) / "run"
+        from mobilekit.search.config import make_config
+        from mobilekit.search.engine import Engine
+
+        engine = Engine.from_config(make_config(table=str(TABLE), target_ms=args.target_ms, out=str(out)))
+        print(f"settings: single-path on {args.data} ({args.train_subset} training images), Pixel 1 table at "
+              f"{args.target_ms:g} ms, batch {args.batch_size}, {args.epochs} search / {args.final_epochs} final "
+              f"epoch(s), {args.threads} torch thread(s), {engine.describe()}")
+        load = [os.getloadavg()[0]]
+        summary, finished, spent = run_pipeline(args, out)
+        load.append(os.getloadavg()[0])
+        plain = plain_loop(summary, args, engine.channels_last)
+        load.append(os.getloadavg()[0])
+    print(f"derived network: {summary['arch']} ({summary['predicted_ms']:.1f} ms predicted)")
+    print(f"plain PyTorch loop: {plain:.1f} images/s, {args.final_epochs} epoch(s) right after the pipeline (host "
+          f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} before / between / after)")
+    goals = {"search": SEARCH_GOAL, "final": FINAL_GOAL}
+    for phase, times in finished.items():
+        images = rate(times, args.batch_size)
+        wall = times[-1] - times[0]
+        parts = spent.get(phase, {})
+        other = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in sorted(parts.items(), key=lambda kv: -kv[1]))
+        goal = goals.get(phase)
+        verdict = "" if goal is None else f" (goal >= {goal:.2f}: {'met' if images / plain >= goal else 'missed'})"
+        print(f"{phase}: {images:.1f} images/s over {len(times) - 1} steps ({wall:.1f} s wall); / plain loop "
+              f"{images / plain:.2f}{verdict}")
+        print(f"  where its time went: {other}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
