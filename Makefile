@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine:
 #   make demo   create .venv, install (+ Debian's Fashion-MNIST), run the whole pipeline on this CPU
-#   make test   create .venv, install with test extras (+ Debian's adb client and Fashion-MNIST), run the test suite
+#   make test   create .venv, install with test extras (+ Debian's adb client, PostgreSQL server and Fashion-MNIST),
+#               run the test suite
 # Both are idempotent: a second run reinstalls only when pyproject.toml changed.
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test install install-test adb fashion-mnist clean bench
+.PHONY: demo test install install-test adb fashion-mnist postgresql clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,13 @@ adb:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq adb >/dev/null; }
 
+# Debian's PostgreSQL server: tests/test_tune_postgres.py starts a throwaway cluster (initdb + pg_ctl in a temporary
+# folder) and runs tune workers on it.
+postgresql:
+	@{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 # Debian's Fashion-MNIST (IDX files under /usr/share/datasets/fashion-mnist): --data fashion-mnist, mobilekit compare.
 fashion-mnist:
 	@[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || { \
@@ -39,7 +47,7 @@ fashion-mnist:
 demo: install fashion-mnist
 	$(BIN)/python -m mobilekit.demo --out $(DEMO_OUT)
 
-test: install-test adb fashion-mnist
+test: install-test adb fashion-mnist postgresql
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -6,6 +6,7 @@ best eq. 19 over trials per sampler (Single-Path NAS, Fig. 9 left). Prints a tab
 validation accuracy and derived latency per (target, sampler).
 
     nice python bench/tune_lambda.py [--targets 60 80 100] [--trials 3] [--workers 2]
+    python bench/tune_lambda.py --smoke     # seconds: one target, one random trial of one step, a temp folder
 
 The searches are very short (2 epochs of 3 steps of 16 images, threshold_lr 0.05 so thresholds can move at
 all in 6 steps, no final training: the accuracy is the derived network's with the supernet's weights) so 27
@@ -27,6 +28,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import json
+import tempfile
 import time
 
 from mobilekit.tune import TuneConfig, parse_param, run_tune
@@ -34,6 +36,15 @@ from mobilekit.tune import TuneConfig, parse_param, run_tune
 REPO = Path(__file__).resolve().parents[1]
 SETS = {"epochs": 2, "steps_per_epoch": 3, "final_epochs": 0, "batch_size": 16, "threshold_lr": 0.05,
         "export": ()}
+# --smoke: one search step on a 20-image folder (mobilekit.testing.tiny_images: a few validation / test images, so
+# evaluation and BN re-calibration cost next to nothing), no loader workers, no event files: the code path, not a figure
+SMOKE_SETS = {**SETS, "epochs": 1, "steps_per_epoch": 1, "batch_size": 8, "workers": 0, "tensorboard": False}
+
+
+def smoke_sets(tmp: str) -> dict:
+    from mobilekit.testing.tiny_images import write_image_folder
+
+    return {**SMOKE_SETS, "data": f"folder:{write_image_folder(Path(tmp) / 'images')}"}
 
 
 def main() -> None:
@@ -43,7 +54,19 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "runs" / "bench-tune-lambda"))
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds: target 80, random sampler, 1 trial of 1 step, 1 worker, a temporary --out")
     args = parser.parse_args()
+    sets = SETS
+    if args.smoke:
+        with tempfile.TemporaryDirectory(prefix="mobilekit-smoke-") as tmp:
+            args.targets, args.samplers, args.trials, args.workers, args.out = [80], ["random"], 1, 1, tmp + "/out"
+            run(args, smoke_sets(tmp))
+        return
+    run(args, sets)
+
+
+def run(args: argparse.Namespace, sets: dict) -> None:
     rows = []
     print("target_ms sampler  best_lambda  eq19    val_acc  derived_ms  final_ms  wall_s", flush=True)
     for target in args.targets:
@@ -52,7 +75,7 @@ def main() -> None:
         for sampler in args.samplers:
             config = TuneConfig(
                 out=str(out), recipe=str(REPO / "search" / "pixel1-80ms.toml"),
-                params=(parse_param("lambda:log:1e-2:10"),), sets={**SETS, "target_ms": target},
+                params=(parse_param("lambda:log:1e-2:10"),), sets={**sets, "target_ms": target},
                 trials=args.trials, sampler=sampler, startup_trials=2, workers=args.workers, threads=2,
                 storage=f"sqlite:///{out / 'study.db'}", study=f"p{target:g}-{sampler}")
             started = time.perf_counter()

@@ -137,6 +137,9 @@ def test_report_files_are_written(finished):
     table = (out / "results.md").read_text()
     assert "| single-path | 2 |" in table and "| random-protocol | 2 | – |" in table
     assert (out / "accuracy_latency.png").read_bytes()[:4] == b"\x89PNG"
+    # every searched cell's run folder holds its TensorBoard event files (tensorboard --logdir OUT shows them all)
+    for method in ("single-path", "random"):
+        assert any((out / "runs" / f"{method}-s0" / "tensorboard").glob("events.out.tfevents.*")), method
 
 
 def test_rerun_skips_finished_cells(finished, monkeypatch):

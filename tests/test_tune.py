@@ -127,7 +127,10 @@ def test_each_sampler_runs_a_study_and_writes_the_outputs(tmp_path, tiny, capsys
     rows = (out / "trials.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("number,state,reward,param_lambda")
     assert (out / "history.png").stat().st_size > 0
-    assert f"best run folder: {best.user_attrs['run_folder']}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"best run folder: {best.user_attrs['run_folder']}" in printed
+    assert f"tensorboard --logdir {out}" in printed         # every trial's run folder has its event files
+    assert all(any(Path(t.user_attrs["run_folder"], "tensorboard").glob("events.out.tfevents.*")) for t in study.trials)
 
 
 def test_pruner_gets_eq19_per_epoch_and_stops_trials_early(tmp_path, tiny):

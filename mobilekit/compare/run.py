@@ -111,6 +111,10 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
         raise ConfigError(f"--target-ms {settings.target_ms:g} is outside what {settings.table} allows: the fastest "
                           f"network takes {fastest:.1f} ms and the slowest {slowest:.1f} ms; pick a target in between")
     _prepare(settings)
+    if search_config(settings, settings.methods[0], 0)[0].tensorboard:
+        from mobilekit.search.board import logdir_line
+
+        say(logdir_line(settings.out) + " (every searched cell's run folder under runs/)")
     cells = Path(settings.out) / "cells"
     plan = comparison_plan(settings)
     threads = torch.get_num_threads()

@@ -87,6 +87,8 @@ class SearchConfig:
                                 choices=("auto", "on", "off"), resume_free=True)
     workers: int = option(2, "data-loader worker processes for streamed data sets (folder:DIR)", ge=0,
                           resume_free=True)
+    tensorboard: bool = option(True, "write TensorBoard event files to OUT/tensorboard/ (watch with tensorboard "
+                                     "--logdir OUT); --no-tensorboard: none", resume_free=True)
     method_options: Any = field(default=None, metadata={"internal": True})
 
     def __post_init__(self) -> None:

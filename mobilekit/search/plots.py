@@ -76,6 +76,16 @@ KERNEL_COLORS = {3: "tab:blue", 5: "tab:orange", 7: "tab:red"}
 def plot_architecture(arch: Architecture, layer_ms: list[float | None], path: str | Path, title: str = "") -> Path:
     """One bar per layer position: height = table latency (ms), colour = kernel, hatch = expansion 6, label = type."""
     plt = _pyplot()
+    fig = architecture_figure(arch, layer_ms, title)
+    path = Path(path)
+    safewrite.save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def architecture_figure(arch: Architecture, layer_ms: list[float | None], title: str = "") -> Any:
+    """The matplotlib figure of :func:`plot_architecture` (the caller closes it; TensorBoard's image per epoch)."""
+    plt = _pyplot()
     layers = arch.layers()
     fig, ax = plt.subplots(figsize=(10, 4))
     for spec, ms in zip(layers, layer_ms):
@@ -100,7 +110,4 @@ def plot_architecture(arch: Architecture, layer_ms: list[float | None], path: st
                 Patch(color="lightgray", label="skip")]
     ax.legend(handles=handles, loc="upper left", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    safewrite.save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

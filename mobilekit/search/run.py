@@ -153,118 +153,134 @@ def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, l
         f"{bounds[0]:.1f}-{bounds[1]:.1f} ms; SE types {'searched' if latency_model.include_se else 'not searched'}")
     say(f"training on {engine.describe()}" + "".join(f"; {note}" for note in engine.notes))
 
-    seed_everything(config.seed)
-    checkpoint = run.load_checkpoint()
-    if checkpoint is None and run.metrics.exists() and engine.is_writer:
-        run.truncate_metrics(0)
-    bar = _progress_bar() if progress and engine.is_writer else None
-    if bar is not None:
-        plain = say
+    board = None
+    if config.tensorboard and engine.is_writer:
+        from mobilekit.search.board import logdir_line, open_board
 
-        def say(message: str) -> None:  # keep messages off the progress bar's line
-            with bar.external_write_mode():
-                plain(message)
+        board = open_board(run.root, True, train_space, latency_model)
+        board.json_text("config", config.to_dict())
+        say(logdir_line(run.root))
     try:
-        ctx = SearchContext(config, latency_model, splits, train_space, run, checkpoint, bar, on_step, engine)
-        if checkpoint is not None and checkpoint[1].get("phase") == "final":
-            search = checkpoint[1]["search"]
-            hyperparameters = TrainingHyperparameters(**search["hyperparameters"])
-            arch = Architecture.load(run.path("arch.json")).with_space(train_space)
-            model = MobileNet(arch)
-        else:
-            outcome: SearchOutcome = method.searcher(ctx)
-            arch, model, hyperparameters = outcome.arch, outcome.model, outcome.hyperparameters
-            derived = outcome.derived_arch or arch
-            search = {"search_s": outcome.search_s, "derived_arch": derived.to_string(),
-                      "derived_ms": latency_model.lookup_ms(derived), "repairs": [r.to_dict() for r in outcome.repairs],
-                      "hyperparameters": hyperparameters.to_dict(), **outcome.details}
-            if engine.is_writer:
-                arch.with_space(deploy_space).save(run.path("arch.json"))
-            if config.final_init == "scratch" and config.final_epochs_ > 0:
-                torch.manual_seed(config.seed + 1)
-                model = MobileNet(arch)
-            elif outcome.recalibrate_bn:
-                recalibrate_batchnorm(engine.place(model), splits.train, config.batch_size, seed=config.seed,
-                                      engine=engine, workers=config.workers)
-            checkpoint = None
-        say(f"architecture: {arch.to_string()}")
-        say(f"predicted latency {latency_model.lookup_ms(arch):.2f} ms on {device_name} (target {config.target_ms:g} ms)"
-            + (f"; the search derived {search['derived_ms']:.2f} ms and {len(search['repairs'])} layer change(s) "
-               "moved it into [0.9T, T]" if search.get("repairs") else ""))
-        if config.final_epochs_ > 0:
-            say(f"final training, {config.final_epochs_} epochs: {TrainingHyperparameters(**search['hyperparameters']).describe()}")
-        else:
-            say("final epochs 0: the search's own network is the deliverable")
-        final = TrainPhase(model=model, hyperparameters=hyperparameters,
-                           **ctx.phase_kwargs("final", epochs=config.final_epochs_))
-        start = final.restore(checkpoint)
-        if checkpoint is None:
-            final.save(0, {"search": search})
-        final.run_loop(start, {"search": search})
-    finally:
+        seed_everything(config.seed)
+        checkpoint = run.load_checkpoint()
+        if checkpoint is None and run.metrics.exists() and engine.is_writer:
+            run.truncate_metrics(0)
+        bar = _progress_bar() if progress and engine.is_writer else None
         if bar is not None:
-            bar.close()
-    model.eval()
-    val_accuracy = evaluate(model, splits.val, engine=engine, workers=config.workers)
-    test_accuracy = evaluate(model, splits.test, engine=engine, workers=config.workers)
-    model = model.cpu().to(memory_format=torch.contiguous_format)
-    predicted = latency_model.lookup_ms(arch)
-    summary: dict[str, Any] = {
-        "method": config.method,
-        "target_ms": config.target_ms,
-        "predicted_ms": predicted,
-        "measured_ms": None,
-        "val_accuracy": val_accuracy,
-        "test_accuracy": test_accuracy,
-        "search_s": round(float(search["search_s"]), 2),
-        "final_train_s": round(final.elapsed_s, 2),
-        "within_window": WINDOW[0] * config.target_ms <= predicted <= WINDOW[1] * config.target_ms,
-        "arch": arch.to_string(),
-        "derived_arch": search.get("derived_arch"),
-        "derived_ms": search.get("derived_ms"),
-        "repairs": search.get("repairs", []),
-        "lambda_final": search.get("lambda_final"),
-        "search_steps": search.get("search_steps"),
-        "final_hyperparameters": search["hyperparameters"] if config.final_epochs_ > 0 else None,
-        "table": str(config.table),
-        "table_device": device_name,
-        "table_range_ms": [round(bounds[0], 4), round(bounds[1], 4)],
-        "include_se": latency_model.include_se,
-        "data": splits.name,
-        "train_resolution": config.train_resolution,
-        "deploy_resolution": table_space.resolution,
-        "resolution_note": (f"trained at {config.train_resolution}x{config.train_resolution}; latency predicted "
-                            f"from the table at {table_space.resolution}x{table_space.resolution}; exported files "
-                            f"take {table_space.resolution}x{table_space.resolution}"),
-        "accuracy_is_proxy": config.train_resolution != table_space.resolution,
-        "accuracy_note": (None if config.train_resolution == table_space.resolution else
-                          f"proxy: val/test accuracy of the network at {config.train_resolution}x"
-                          f"{config.train_resolution}, not of the exported {table_space.resolution}x"
-                          f"{table_space.resolution} files"),
-        "num_classes": splits.num_classes,
-        "relax": getattr(config.method_options, "relax", None),
-        "epochs": config.epochs,
-        "final_epochs": config.final_epochs_,
-        "final_init": config.final_init,
-        "seed": config.seed,
-        "accelerator": engine.describe(),
-        "processes": engine.world_size,
-        "rank": engine.rank,
-        "engine_notes": list(engine.notes),
-    }
-    for key, value in search.items():
-        if key not in summary and key not in ("search_s", "hyperparameters"):
-            summary[key] = value
-    if not engine.is_writer:
+            plain = say
+
+            def say(message: str) -> None:  # keep messages off the progress bar's line
+                with bar.external_write_mode():
+                    plain(message)
+        try:
+            ctx = SearchContext(config, latency_model, splits, train_space, run, checkpoint, bar, on_step, engine, board)
+            if checkpoint is not None and checkpoint[1].get("phase") == "final":
+                search = checkpoint[1]["search"]
+                hyperparameters = TrainingHyperparameters(**search["hyperparameters"])
+                arch = Architecture.load(run.path("arch.json")).with_space(train_space)
+                model = MobileNet(arch)
+            else:
+                outcome: SearchOutcome = method.searcher(ctx)
+                arch, model, hyperparameters = outcome.arch, outcome.model, outcome.hyperparameters
+                derived = outcome.derived_arch or arch
+                search = {"search_s": outcome.search_s, "derived_arch": derived.to_string(),
+                          "derived_ms": latency_model.lookup_ms(derived), "repairs": [r.to_dict() for r in outcome.repairs],
+                          "hyperparameters": hyperparameters.to_dict(), **outcome.details}
+                if engine.is_writer:
+                    arch.with_space(deploy_space).save(run.path("arch.json"))
+                if config.final_init == "scratch" and config.final_epochs_ > 0:
+                    torch.manual_seed(config.seed + 1)
+                    model = MobileNet(arch)
+                elif outcome.recalibrate_bn:
+                    recalibrate_batchnorm(engine.place(model), splits.train, config.batch_size, seed=config.seed,
+                                          engine=engine, workers=config.workers)
+                checkpoint = None
+            say(f"architecture: {arch.to_string()}")
+            say(f"predicted latency {latency_model.lookup_ms(arch):.2f} ms on {device_name} (target {config.target_ms:g} ms)"
+                + (f"; the search derived {search['derived_ms']:.2f} ms and {len(search['repairs'])} layer change(s) "
+                   "moved it into [0.9T, T]" if search.get("repairs") else ""))
+            if board is not None:
+                board.architecture("final/architecture", arch, 0)
+                board.json_text("final/hyperparameters", search["hyperparameters"])
+            if config.final_epochs_ > 0:
+                say(f"final training, {config.final_epochs_} epochs: {TrainingHyperparameters(**search['hyperparameters']).describe()}")
+            else:
+                say("final epochs 0: the search's own network is the deliverable")
+            final = TrainPhase(model=model, hyperparameters=hyperparameters,
+                               **ctx.phase_kwargs("final", epochs=config.final_epochs_))
+            start = final.restore(checkpoint)
+            if checkpoint is None:
+                final.save(0, {"search": search})
+            final.run_loop(start, {"search": search})
+        finally:
+            if bar is not None:
+                bar.close()
+        model.eval()
+        val_accuracy = evaluate(model, splits.val, engine=engine, workers=config.workers)
+        test_accuracy = evaluate(model, splits.test, engine=engine, workers=config.workers)
+        model = model.cpu().to(memory_format=torch.contiguous_format)
+        predicted = latency_model.lookup_ms(arch)
+        summary: dict[str, Any] = {
+            "method": config.method,
+            "target_ms": config.target_ms,
+            "predicted_ms": predicted,
+            "measured_ms": None,
+            "val_accuracy": val_accuracy,
+            "test_accuracy": test_accuracy,
+            "search_s": round(float(search["search_s"]), 2),
+            "final_train_s": round(final.elapsed_s, 2),
+            "within_window": WINDOW[0] * config.target_ms <= predicted <= WINDOW[1] * config.target_ms,
+            "arch": arch.to_string(),
+            "derived_arch": search.get("derived_arch"),
+            "derived_ms": search.get("derived_ms"),
+            "repairs": search.get("repairs", []),
+            "lambda_final": search.get("lambda_final"),
+            "search_steps": search.get("search_steps"),
+            "final_hyperparameters": search["hyperparameters"] if config.final_epochs_ > 0 else None,
+            "table": str(config.table),
+            "table_device": device_name,
+            "table_range_ms": [round(bounds[0], 4), round(bounds[1], 4)],
+            "include_se": latency_model.include_se,
+            "data": splits.name,
+            "train_resolution": config.train_resolution,
+            "deploy_resolution": table_space.resolution,
+            "resolution_note": (f"trained at {config.train_resolution}x{config.train_resolution}; latency predicted "
+                                f"from the table at {table_space.resolution}x{table_space.resolution}; exported files "
+                                f"take {table_space.resolution}x{table_space.resolution}"),
+            "accuracy_is_proxy": config.train_resolution != table_space.resolution,
+            "accuracy_note": (None if config.train_resolution == table_space.resolution else
+                              f"proxy: val/test accuracy of the network at {config.train_resolution}x"
+                              f"{config.train_resolution}, not of the exported {table_space.resolution}x"
+                              f"{table_space.resolution} files"),
+            "num_classes": splits.num_classes,
+            "relax": getattr(config.method_options, "relax", None),
+            "epochs": config.epochs,
+            "final_epochs": config.final_epochs_,
+            "final_init": config.final_init,
+            "seed": config.seed,
+            "accelerator": engine.describe(),
+            "processes": engine.world_size,
+            "rank": engine.rank,
+            "engine_notes": list(engine.notes),
+        }
+        for key, value in search.items():
+            if key not in summary and key not in ("search_s", "hyperparameters"):
+                summary[key] = value
+        if not engine.is_writer:
+            return summary
+        save_weights(model, run.path("weights.pt"))
+        run.write_json("bundle.json", run_bundle(arch.with_space(deploy_space), config, splits, table_space.resolution,
+                                                 device_name))
+        _plots(run, arch, latency_model, config, summary)
+        summary.update(export_and_measure(model, deploy_space, config, table, splits, run, say, predicted))
+        run.write_json("summary.json", summary)
+        if board is not None:
+            board.json_text("summary", summary)
+        run.checkpoint.unlink(missing_ok=True)
         return summary
-    save_weights(model, run.path("weights.pt"))
-    run.write_json("bundle.json", run_bundle(arch.with_space(deploy_space), config, splits, table_space.resolution,
-                                             device_name))
-    _plots(run, arch, latency_model, config, summary)
-    summary.update(export_and_measure(model, deploy_space, config, table, splits, run, say, predicted))
-    run.write_json("summary.json", summary)
-    run.checkpoint.unlink(missing_ok=True)
-    return summary
+    finally:
+        if board is not None:
+            board.close()
 
 
 def _progress_bar():

@@ -12,6 +12,8 @@ Layout (``runs/NAME/``)::
                        train / deploy resolution, preprocessing recipe, table and device (``run.run_bundle``)
     search.png         CE and R over the search (Single-Path NAS Fig. 5), architecture.png the final network
     exported/          ONNX / TFLite files and their parity checks
+    tensorboard/       TensorBoard event files, written once per epoch (``mobilekit.search.board``; off with
+                       ``--no-tensorboard``)
     summary.json       method, target_ms, predicted_ms, measured_ms, val/test accuracy, search_s, ...
 
 Checkpoints are ``.npz`` files (tensors, read with ``allow_pickle=False``) plus a JSON metadata blob, so resuming

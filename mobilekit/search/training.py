@@ -195,6 +195,7 @@ class SearchContext:
     progress: Any = None
     on_step: Callable[[dict[str, Any]], None] | None = None
     engine: Engine = field(default_factory=Engine)
+    board: Any = None                          # a mobilekit.search.board.Board (TensorBoard), or None
 
     @property
     def options(self) -> Any:
@@ -207,7 +208,7 @@ class SearchContext:
                     epochs=cfg.epochs if epochs is None else epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                     steps_per_epoch=cfg.steps_per_epoch, checkpoint_every=cfg.checkpoint_every,
                     progress=self.progress, on_step=self.on_step, engine=self.engine, augment=cfg.augment,
-                    workers=cfg.workers, val_dataset=getattr(self.splits, "val", None))
+                    workers=cfg.workers, val_dataset=getattr(self.splits, "val", None), board=self.board)
 
 
 @dataclass
@@ -239,6 +240,17 @@ class Phase:
     workers: int = 0
     schedulers: dict[str, Any] = field(default_factory=dict)
     val_dataset: Dataset | None = None          # validated at the end of every epoch when set
+    board: Any = None                           # TensorBoard writer (mobilekit.search.board.Board) or None
+    _epoch_records: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+
+    def monitor(self) -> dict[str, Any]:
+        """What TensorBoard shows about the phase's state at an epoch's end besides its records (tag -> number,
+        or str for text): by default how decided the searched layers of ``modules["net"]`` are
+        (:func:`mobilekit.search.board.decision_scalars`); a phase adds its own (searched hyper-parameters,
+        augmentation policy)."""
+        from mobilekit.search.board import decision_scalars
+
+        return decision_scalars(self.modules.get("net"))
 
     def validation_model(self) -> nn.Module | None:
         """The network whose top-1 accuracy on ``val_dataset`` is recorded at each epoch's end (``None``: none).
@@ -319,6 +331,11 @@ class Phase:
                             self.progress.set_postfix_str(f"{_postfix(self.progress)} val acc {val_accuracy:.3f}")
                 if self.engine.is_writer:
                     self.run.log(record)
+                    if self.board is not None:
+                        self._epoch_records.append(record)
+                        if step % per_epoch == 0:
+                            self.board.epoch(self.name, step // per_epoch, self._epoch_records, self.monitor())
+                            self._epoch_records = []
                 if self.progress is not None:
                     self.progress.update(1)
                 if self.on_step is not None:

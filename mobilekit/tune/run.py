@@ -19,9 +19,9 @@ from mobilekit.tune.workers import WorkerReport, run_local_workers, run_ray
 Log = Callable[[str], None]
 
 
-def check_trial_settings(config: TuneConfig) -> None:
+def check_trial_settings(config: TuneConfig) -> Any:
     """Build one trial's search config (tuned options at their lower bound / first choice) so a bad recipe,
-    ``--set`` value or range fails before any trial runs.
+    ``--set`` value or range fails before any trial runs; returns it.
 
     Raises:
         ConfigError: whatever :func:`mobilekit.search.make_config` rejects.
@@ -32,7 +32,7 @@ def check_trial_settings(config: TuneConfig) -> None:
     for spec in config.params:
         options[spec.option] = spec.choices[0] if spec.kind == "cat" else (
             int(spec.low) if spec.kind == "int" else spec.low)
-    make_config(config.recipe, **options, out=str(config.trial_folder(0)))
+    return make_config(config.recipe, **options, out=str(config.trial_folder(0)))
 
 
 def run_tune(config: TuneConfig, *, progress: bool = False, log: Log | None = None) -> dict[str, Any]:
@@ -44,9 +44,13 @@ def run_tune(config: TuneConfig, *, progress: bool = False, log: Log | None = No
         ConfigError: bad settings, storage or study (before any trial runs).
     """
     say = log or (lambda message: None)
-    check_trial_settings(config)
+    first = check_trial_settings(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    if first.tensorboard:
+        from mobilekit.search.board import logdir_line
+
+        say(logdir_line(out) + " (every trial's run folder)")
     study = open_study(config)
     wanted, already = requested_trials(config), finished_trials(study)
     where = storage_url(config)

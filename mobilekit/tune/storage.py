@@ -2,7 +2,8 @@
 
 - default: an SQLite file ``study.db`` in the output folder (Optuna's RDB storage), so a killed ``tune``
   resumes with every finished trial kept;
-- ``--storage postgresql://...`` / ``mysql://...`` / ``sqlite:///...``: a shared database (RDB storage);
+- ``--storage postgresql://...`` / ``mysql://...`` / ``sqlite:///...``: a shared database (RDB storage;
+  PostgreSQL through psycopg 3, a dependency of mobilekit; MySQL needs a driver such as PyMySQL);
 - ``--storage journal:PATH`` or a path ending in ``.log`` / ``.journal``: Optuna's journal file storage, for
   machines that share a file system but no database server.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -68,6 +70,24 @@ def storage_kind(url: str) -> str:
                       "(journal:PATH, or a path ending in .log)")
 
 
+SCHEMA_RACE_TRIES = 5
+
+
+def schema_race(exc: BaseException) -> bool:
+    """Whether opening an RDB storage failed because another worker was creating Optuna's tables in the same
+    empty database at the same moment (PostgreSQL: "duplicate key value violates unique constraint
+    pg_type_typname_nsp_index", or "already exists"): opening it again a moment later finds the tables."""
+    text = str(exc)
+    return "duplicate key value" in text or "already exists" in text
+
+
+def driver_url(url: str) -> str:
+    """``url`` with the PostgreSQL driver mobilekit installs (psycopg 3): a bare ``postgresql://`` means psycopg2
+    to SQLAlchemy 2.0 and psycopg to 2.1, so it is made explicit (``postgresql+psycopg://``). A URL naming its
+    driver (``postgresql+psycopg2://``) is left as it is."""
+    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
 def open_storage(url: str, heartbeat_s: int = 30) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url`` (see the module docstring). RDB storages get a heartbeat every
     ``heartbeat_s`` seconds; a trial silent for 2·``heartbeat_s`` is failed and retried.
@@ -89,11 +109,18 @@ def open_storage(url: str, heartbeat_s: int = 30) -> optuna.storages.BaseStorage
             folder = Path(url.removeprefix("sqlite:///")).parent
             if not folder.is_dir():
                 raise ConfigError(f"--storage {url}: folder {folder} does not exist; create it or pick another path")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
-                                              grace_period=2 * heartbeat_s,
-                                              heartbeat_stale_trial_callback=retry_callback())
+        for attempt in range(SCHEMA_RACE_TRIES):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs,
+                                                      heartbeat_interval=heartbeat_s,
+                                                      grace_period=2 * heartbeat_s,
+                                                      heartbeat_stale_trial_callback=retry_callback())
+            except Exception as exc:  # noqa: BLE001 - see schema_race
+                if attempt + 1 == SCHEMA_RACE_TRIES or not schema_race(exc):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except ConfigError:
         raise
     except ImportError as exc:

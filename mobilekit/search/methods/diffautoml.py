@@ -194,6 +194,20 @@ class DiffAutoMLPhase(Phase):
         self.penalty = LatencyPenalty.from_config(config, self.state)
         self._fixed: Architecture | None = None
 
+    def monitor(self) -> dict[str, Any]:
+        """TensorBoard's view besides the records: how decided alpha is (:meth:`Phase.monitor`), and with
+        ``augment_search`` the policy: ``augment/op/NAME`` every operation's probability (first or second of a
+        pair) and ``augment/top`` the five most likely transformations as text."""
+        out = super().monitor()
+        if self.options.augment_search:
+            summary = policy_summary(self.policy, top=5)
+            for name, p in summary["operation_probs"].items():
+                out[f"augment/op/{name}"] = p
+            out["augment/top"] = "  \n".join(f"{i + 1}. {' then '.join(t['transformation'])}: {t['probability']:.4f}"
+                                              for i, t in enumerate(summary["top"]))
+            out["augment/top1_probability"] = summary["top"][0]["probability"]
+        return out
+
     @property
     def search_steps(self) -> int:
         """Steps of the search stage (alpha learned); the tuning stage takes the rest."""
