@@ -221,3 +221,13 @@ def test_class_names_round_trip_through_model_json_and_the_tflite_metadata(deliv
         normalization = sub_table(unit, 1)
         mean = normalization.GetVectorAsNumpy(flatbuffers.number_types.Float32Flags, field_offset(normalization, 0))
         assert mean == pytest.approx([255 * m for m in model_json["mean"]], rel=1e-5)
+
+
+def test_a_proxy_run_whose_files_score_far_below_the_proxy_is_warned():
+    from mobilekit.search.run import resolution_warning
+
+    summary = {"accuracy_is_proxy": True, "accuracy": 0.157, "test_accuracy": 0.659, "train_resolution": 32,
+               "deploy_resolution": 224}
+    assert "--train-resolution 224" in resolution_warning(summary)
+    assert resolution_warning({**summary, "accuracy": 0.64}) is None
+    assert resolution_warning({**summary, "accuracy_is_proxy": False}) is None

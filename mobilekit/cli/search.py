@@ -166,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
           f"{summary['resolution_note']}")
     if summary.get("latency_warning"):
         print(f"warning: {summary['latency_warning']}")
+    if summary.get("resolution_warning"):
+        print(f"warning: {summary['resolution_warning']}")
     print(f"run folder: {config.out} (summary.json, arch.json, weights.pt, bundle.json, metrics.jsonl, search.png, "
           "architecture.png)")
     if summary.get("export_error"):
