@@ -82,7 +82,10 @@ def test_run_folder_metrics_weights_and_architecture_agree(tmp_path, table_path,
     assert arch.space.resolution == 224 and arch.space.num_classes == 10
     model = MobileNet(arch)
     model.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
-    assert summary["predicted_ms"] == pytest.approx(synthetic_table(width=WIDTH).lookup_ms(arch), rel=1e-9)
+    table_ms = synthetic_table(width=WIDTH).lookup_ms(arch)       # the table's head has 1000 classes, digits 10
+    assert summary["predicted_ms_table"] == pytest.approx(table_ms, rel=1e-9)
+    assert summary["predicted_ms"] == pytest.approx(table_ms + summary["head_correction"]["delta_ms"], rel=1e-9)
+    assert summary["head_correction"]["num_classes"] == 10 and summary["head_correction"]["delta_ms"] < 0
 
 
 class Killed(Exception):

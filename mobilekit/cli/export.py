@@ -33,13 +33,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="repeat for several formats (default: onnx and tflite)")
     parser.add_argument("--data", default=None,
                         help="data set for int8 calibration and checks (e.g. digits); random inputs when omitted")
+    parser.add_argument("--score-images", type=positive_int, default=None,
+                        help="score the files on N test images (stratified, seeded; default: the whole test split "
+                             "of --data or of the run's data)")
     parser.add_argument("--out", required=True, help="output folder (model files + model.json)")
     parser.set_defaults(func=run_export)
 
-    check = subparsers.add_parser("check", help="open a .onnx / .tflite file, run it once and print its shapes")
+    check = subparsers.add_parser(
+        "check", help="open a .onnx / .tflite file, run and time it; with --data, score it on labelled images",
+        description="Open MODEL, run it and time it. With --data, score it on that data set's test split at the "
+                    "file's own resolution, normalized as the model.json beside it says (accuracy, confusion "
+                    "matrix), and with --weights compare it with those PyTorch weights on the same images.")
     check.add_argument("model", help="model file")
     check.add_argument("--runs", type=positive_int, default=10, help="timed runs (default 10)")
+    check.add_argument("--data", default=None, help="labelled images to score the file on (e.g. digits, folder:DIR)")
+    check.add_argument("--split", default="test", choices=("test", "val", "train"),
+                       help="which split of --data (default test)")
+    check.add_argument("--seed", type=_seed, default=0,
+                       help="the split's seed (the run's --seed; default 0)")
+    check.add_argument("--score-images", type=positive_int, default=None,
+                       help="score N images of the split (stratified, seeded; default all)")
+    check.add_argument("--model-json", default=None, help="model.json describing the file (default: beside it)")
+    check.add_argument("--weights", default=None,
+                       help="PyTorch state_dict of the same network (architecture from model.json) to compare with")
+    check.add_argument("--out", default=None,
+                       help="folder for check.json and confusion.png (default: print only)")
     check.set_defaults(func=run_check)
+
+
+def _seed(text: str) -> int:
+    value = int_at_least(0)(text)
+    if value > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{value} is too large; a seed is 0 to 2**32-1")
+    return value
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -66,13 +92,25 @@ def run_export(args: argparse.Namespace) -> int:
     representative, mean, std, class_names = None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None
     if bundle is not None:
         mean, std, class_names = tuple(bundle["mean"]), tuple(bundle["std"]), bundle.get("class_names")
-    if args.data:
+    evaluation, evaluation_name = None, None
+    data = args.data or (bundle or {}).get("data")
+    if data:
         from mobilekit.data import load_dataset
+        from mobilekit.export.scoring import stratified_subset
 
-        splits = load_dataset(args.data, resolution=space.resolution)
+        seed = _run_seed(bundle)
+        # a run's data at its training resolution (the files' resolution is served on access by test_at)
+        resolution = int(bundle.get("train_resolution") or space.resolution) if bundle else space.resolution
+        splits = load_dataset(data, resolution=resolution, seed=seed)
         representative = _stack(splits.val, 64)
         if bundle is None:      # a run's own normalisation wins: the weights were trained with it
             mean, std, class_names = splits.mean, splits.std, splits.class_names
+        elif splits.num_classes != space.num_classes:
+            raise ConfigError(f"--data {data} has {splits.num_classes} classes, the network {space.num_classes}; "
+                              "pass the data the weights were trained on")
+        evaluation = stratified_subset(splits.test_at(space.resolution, mean, std), args.score_images, seed)
+        evaluation_name = (f"{splits.name} test split (seed {seed}), {len(evaluation)} images at "
+                           f"{space.resolution}x{space.resolution}")
     elif args.weights and bundle is None:
         print("warning: trained weights without --data or --run: model.json records mean 0 / std 1 and no class "
               "names; pass --run RUN_FOLDER or the --data the weights were trained on", file=sys.stderr)
@@ -81,9 +119,12 @@ def run_export(args: argparse.Namespace) -> int:
           f"{', weights ' + args.weights if args.weights else ', random weights'}")
     started = time.perf_counter()
     report = export_model(model.eval(), args.out, formats=args.formats or ("onnx", "tflite"),
-                          representative=representative, mean=mean, std=std, class_names=class_names)
+                          representative=representative, mean=mean, std=std, class_names=class_names,
+                          evaluation=evaluation if args.weights else None, evaluation_name=evaluation_name)
     for fmt, path in report.files.items():
         print(f"  {path}  ({path.stat().st_size / 1e6:.1f} MB)  {report.checks[fmt]}")
+    for score in report.scores.values():
+        print(f"  scored {score.line()}")
     print(f"wrote {report.model_json} in {time.perf_counter() - started:.0f} s")
     return 0
 
@@ -113,7 +154,24 @@ def _bundle(args: argparse.Namespace) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not a run bundle ({exc}); re-run the search or pass --arch, --weights and "
                           "--data") from None
+    bundle["_folder"] = path.parent
     return bundle
+
+
+def _run_seed(bundle: dict | None) -> int:
+    """The seed of the run a bundle comes from (its split of the data), from ``bundle.json`` or the run's
+    ``config.json``; 0 without either."""
+    if not bundle:
+        return 0
+    if isinstance(bundle.get("seed"), int):
+        return bundle["seed"]
+    import json
+
+    config = bundle.get("_folder") and (bundle["_folder"] / "config.json")
+    try:
+        return int(json.loads(config.read_text()).get("seed", 0)) if config and config.is_file() else 0
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
 
 
 def _stack(dataset, count: int):
@@ -136,4 +194,43 @@ def run_check(args: argparse.Namespace) -> int:
     timing = time_model(model, runs=args.runs, warmup=2)
     print(f"{args.model}: input {shape}, output {tuple(output.shape)}, "
           f"median {timing.median_ms:.2f} ms over {timing.runs} runs (1 thread)")
+    if args.data is None:
+        for option in ("weights", "out", "model_json", "score_images"):
+            if getattr(args, option) is not None:
+                raise ConfigError(f"--{option.replace('_', '-')} needs --data (the labelled images to score on)")
+        return 0
+    return _check_data(args)
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mobilekit.export.check import check_on_data, plot_confusion
+    from mobilekit.jsonio import write_json_atomic
+    from mobilekit.validation import check_input_file, check_output_dir
+
+    if args.weights:
+        check_input_file(args.weights, "--weights", missing="no such weights file")
+    if args.model_json:
+        check_input_file(args.model_json, "--model-json", missing="no such file")
+    out = check_output_dir(args.out, "--out") if args.out else None
+    result = check_on_data(args.model, args.data, split=args.split, seed=args.seed, images=args.score_images,
+                           model_json=args.model_json, weights=args.weights)
+    print(f"accuracy {result.accuracy:.4f} on {result.images} {result.split} images of {result.data} at "
+          f"{result.resolution}x{result.resolution}")
+    if result.pytorch_accuracy is not None:
+        print(f"PyTorch weights {args.weights}: accuracy {result.pytorch_accuracy:.4f}; top-1 agreement with the "
+              f"file {result.agreement:.1%} on the same images")
+    for note in result.notes:
+        print(f"note: {note}")
+    width = max(len(str(n)) for n in result.class_names[:20])
+    if len(result.class_names) <= 20:
+        print("confusion matrix (rows: true class, columns: predicted):")
+        for name, row in zip(result.class_names, result.confusion):
+            print(f"  {str(name):>{width}} " + " ".join(f"{v:4d}" for v in row))
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(out) / "check.json", result.to_dict())
+        plot = plot_confusion(result, Path(out) / "confusion.png")
+        print(f"wrote {Path(out) / 'check.json'} and {plot}")
     return 0

@@ -148,14 +148,26 @@ def run(args: argparse.Namespace) -> int:
         return 0
     measured = summary.get("measured_ms")
     print(f"{summary['method']}: {summary['arch']}")
-    print(f"target {summary['target_ms']:g} ms | predicted {summary['predicted_ms']:.2f} ms | measured "
+    head = summary.get("head_correction") or {}
+    reprice = (f" (table {summary['predicted_ms_table']:.2f} ms, classifier re-priced for {head['num_classes']} "
+               "classes)" if head.get("delta_ms") else "")
+    print(f"target {summary['target_ms']:g} ms | predicted {summary['predicted_ms']:.2f} ms{reprice} | measured "
           + (f"{measured:.2f} ms on {summary.get('measured_on')}" if measured is not None else
              f"- ({summary.get('measure_note')})"))
     proxy = " (PROXY: trained at another resolution than the exported files)" if summary.get("accuracy_is_proxy") else ""
-    print(f"val accuracy {summary['val_accuracy']:.4f} | test accuracy {summary['test_accuracy']:.4f}{proxy} | "
-          f"search {summary['search_s']:.0f} s | {summary['resolution_note']}")
+    if summary.get("accuracy") is not None:
+        score = summary["exported_accuracy"][summary["accuracy_file"]]
+        agreement = (f"; top-1 agreement with {score['agreement_with']} {score['agreement']:.1%}"
+                     if score.get("agreement") is not None else "")
+        print(f"deliverable accuracy {summary['accuracy']:.4f}: {score['file']} on {score['images']} test images at "
+              f"{score['resolution']}x{score['resolution']}{agreement}")
+    print(f"PyTorch val accuracy {summary['val_accuracy']:.4f} | PyTorch test accuracy {summary['test_accuracy']:.4f} "
+          f"at {summary['train_resolution']}x{summary['train_resolution']}{proxy} | search {summary['search_s']:.0f} s | "
+          f"{summary['resolution_note']}")
     if summary.get("latency_warning"):
         print(f"warning: {summary['latency_warning']}")
+    if summary.get("resolution_warning"):
+        print(f"warning: {summary['resolution_warning']}")
     print(f"run folder: {config.out} (summary.json, arch.json, weights.pt, bundle.json, metrics.jsonl, search.png, "
           "architecture.png)")
     if summary.get("export_error"):

@@ -42,6 +42,7 @@ import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -81,8 +82,20 @@ class DataSplits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resolution: int
+    test_source: Callable[[int, Sequence[float], Sequence[float]], Dataset] | None = None
 
-    def describe(self) -> dict:
+    def test_at(self, resolution: int, mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None) -> Dataset:
+        """The same test images, labels and order at another ``resolution`` (pixels), normalized with ``mean`` /
+        ``std`` (default this split's): how an exported file at its own resolution is scored. Images are resized
+        from the source images (not from the ``resolution`` ones) and on access, so a large resolution never
+        sits in memory; the result at ``self.resolution`` with the default statistics equals ``self.test``."""
+        mean = tuple(self.mean if mean is None else mean)
+        std = tuple(self.std if std is None else std)
+        if self.test_source is None:
+            raise DataError(f"{self.name}: the test split cannot be re-read at another resolution")
+        return self.test_source(resolution, mean, std)
+
         return {"name": self.name, "num_classes": self.num_classes, "resolution": self.resolution,
                 "train": len(self.train), "val": len(self.val), "test": len(self.test),
                 "mean": list(self.mean), "std": list(self.std)}
@@ -285,9 +298,14 @@ def _folder(root: Path, resolution: int, seed: int, stats_images: int = 256, tra
     def split(indices: np.ndarray) -> ImageFolderSplit:
         return ImageFolderSplit([files[i] for i in indices], labels_array[indices], resolution, mean, std)
 
+    test_files = [files[i] for i in test_idx]
+
+    def test_source(res: int, mean_: Sequence[float], std_: Sequence[float]) -> ImageFolderSplit:
+        return ImageFolderSplit(test_files, labels_array[test_idx], res, tuple(mean_), tuple(std_))
+
     return DataSplits(name=f"folder:{root}", train=split(train_idx), val=split(val_idx), test=split(test_idx),
                       num_classes=len(classes), class_names=tuple(classes), mean=mean, std=std,
-                      resolution=resolution)
+                      resolution=resolution, test_source=test_source)
 
 
 # ---- splitting, resizing, normalizing ---------------------------------------------------------------------------
@@ -371,4 +389,24 @@ def _split_and_normalize(name: str, images: np.ndarray, labels: np.ndarray, clas
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
         resolution=resolution,
+        test_source=lambda res, mean_, std_: ResizedArraySplit(test_x, test_y, res, mean_, std_),
     )
+
+
+class ResizedArraySplit(Dataset):
+    """In-memory source images (N, C, H, W) (uint8 0-255 or float [0, 1]) served at ``resolution``:
+    ``split[i]`` -> (image (3, R, R) float32 resized bilinearly like the training splits and normalized with
+    ``mean`` / ``std``, label int64). Resizes on access, so (N, 3, 224, 224) never sits in memory."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, resolution: int, mean: Sequence[float],
+                 std: Sequence[float]) -> None:
+        self.images, self.labels, self.resolution = images, np.asarray(labels, dtype=np.int64), resolution
+        self.mean = torch.tensor(tuple(mean), dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(tuple(std), dtype=torch.float32)[:, None, None]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = _to_float(self.images[index:index + 1], self.resolution)[0]
+        return (image - self.mean) / self.std, torch.tensor(self.labels[index])

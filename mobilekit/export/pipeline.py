@@ -10,12 +10,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
-from mobilekit import __version__
+from mobilekit import __version__, safewrite
 from mobilekit.errors import ExportError
 from mobilekit.jsonio import write_json_atomic
 from mobilekit.export.onnx_export import export_onnx
 from mobilekit.export.runtimes import OnnxModel, TfliteModel
+from mobilekit.export.scoring import FileScore, score_files
+from mobilekit.export.tflite_metadata import LABELS_FILE, add_label_metadata, labels_text
 from mobilekit.export.verify import ParityResult, check_parity, torch_outputs
 from mobilekit.models.torch_builder import MobileNet, build_torch_model
 
@@ -32,6 +35,9 @@ class ExportReport:
     checks: dict[str, str] = field(default_factory=dict)
     parity: dict[str, ParityResult] = field(default_factory=dict)
     quantization: dict[str, dict] = field(default_factory=dict)
+    scores: dict[str, FileScore] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    evaluation: str | None = None
     model_json: Path | None = None
 
 
@@ -52,7 +58,8 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
                  representative: np.ndarray | None = None, deploy_resolution: int | None = None,
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
                  num_samples: int = 8, seed: int = 0, min_int8_agreement: float = 0.0,
-                 class_names: Sequence[str] | None = None) -> ExportReport:
+                 class_names: Sequence[str] | None = None, evaluation: Dataset | None = None,
+                 evaluation_name: str | None = None) -> ExportReport:
     """Export ``model`` to each of ``formats`` in ``out_dir`` and verify each file against PyTorch.
 
     Args:
@@ -62,6 +69,10 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
         deploy_resolution: input resolution of the files (default: the architecture's own).
         mean, std: per-channel normalization the model expects, recorded in ``model.json``.
         class_names: the name of each output index in order (recorded in ``model.json``); None when unknown.
+        evaluation: labelled images ((3, R, R) float32 at the deployment resolution, normalized with ``mean`` /
+            ``std``, label) on which every written file is scored (:mod:`.scoring`), with the PyTorch network at
+            the same resolution beside them; the accuracies go into the report and ``model.json``.
+        evaluation_name: what ``evaluation`` is (e.g. ``digits test split (seed 0)``), for ``model.json``.
 
     Raises:
         ExportError: a conversion failed or a float file differs from PyTorch by more than 1e-4 (the file is
@@ -78,6 +89,11 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
     samples = _samples(representative, input_nchw, num_samples, seed)
     reference = torch_outputs(model, samples[:num_samples])
     report = ExportReport(out_dir)
+    if class_names is not None:
+        if len(class_names) != space.num_classes:
+            raise ExportError(f"{len(class_names)} class names for a network with {space.num_classes} outputs; "
+                              "pass the data the weights were trained on")
+        safewrite.write_text(out_dir / LABELS_FILE, labels_text(class_names))
     keras_model = None
     for fmt in formats:
         path = out_dir / FILE_NAMES[fmt]
@@ -93,6 +109,10 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
 
             export_tflite(keras_model, path, int8=fmt == "tflite-int8", representative=samples.transpose(0, 2, 3, 1),
                           seed=seed)
+            if class_names is not None:
+                _add_metadata(path, class_names, mean, std, model)
+                report.metadata[fmt] = (f"TFLite metadata: {LABELS_FILE} (TENSOR_AXIS_LABELS) on the output, RGB "
+                                        "image input with NormalizationOptions (0-255 scale)")
             exported = TfliteModel(path)
         result = check_parity(fmt, exported, reference, samples[:num_samples], min_int8_agreement)
         if not result.passed:
@@ -102,8 +122,22 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
         report.files[fmt], report.checks[fmt], report.parity[fmt] = path, result.line(), result
         if isinstance(exported, TfliteModel) and exported.quantized:
             report.quantization[fmt] = quantization_parameters(exported)
+    if evaluation is not None and len(evaluation):
+        report.scores = score_files(report.files, evaluation, model=model)
+        report.evaluation = evaluation_name or "labelled images"
     report.model_json = write_model_json(out_dir, model, report, mean, std, class_names)
     return report
+
+
+def _add_metadata(path: Path, class_names: Sequence[str], mean: Sequence[float], std: Sequence[float],
+                  model: MobileNet) -> None:
+    """Rewrite the .tflite file at ``path`` with TFLite metadata and the zipped label file
+    (:mod:`.tflite_metadata`)."""
+    described = model.arch.space
+    description = (f"mobilekit {described.name} network, {described.num_classes} classes, input "
+                   f"{described.resolution}x{described.resolution} RGB; see model.json for the preprocessing")
+    data = add_label_metadata(path.read_bytes(), class_names, mean, std, description, __version__)
+    safewrite.write_bytes(path, data)
 
 
 def quantization_parameters(model: TfliteModel) -> dict:
@@ -158,6 +192,10 @@ def write_model_json(out_dir: Path, model: MobileNet, report: ExportReport, mean
         }
         if fmt in report.quantization:
             files[fmt]["quantization"] = report.quantization[fmt]
+        if fmt in report.scores:
+            files[fmt]["test_accuracy"] = report.scores[fmt].to_dict()
+        if fmt in report.metadata:
+            files[fmt]["metadata"] = report.metadata[fmt]
     info = {
         "architecture": model.arch.to_dict(),
         "resolution": space.resolution,
@@ -166,7 +204,10 @@ def write_model_json(out_dir: Path, model: MobileNet, report: ExportReport, mean
         "std": list(map(float, std)),
         "preprocessing": PREPROCESSING,
         "class_names": list(class_names) if class_names is not None else None,
+        "labels_file": LABELS_FILE if class_names is not None else None,
         "files": files,
+        "scored_on": report.evaluation if report.scores else info.get("scored_on"),
+        "pytorch_test_accuracy": report.scores["pytorch"].to_dict() if "pytorch" in report.scores else None,
         "mobilekit_version": __version__,
     }
     return write_json_atomic(path, info)

@@ -74,6 +74,9 @@ class SearchConfig:
     export: tuple[str, ...] = option(("onnx", "tflite"), "comma-separated export formats (onnx, tflite, tflite-int8), or "
                                      "none; with an int8 table tflite-int8 is added and measured",
                                      resume_free=True)
+    score_images: int | None = option(None, "score the exported files on N test images (stratified, seeded) at "
+                                            "their resolution; default: the whole test split", ge=1,
+                                      resume_free=True)
     measure_runs: int = option(50, "timed runs when measuring the exported model", ge=1, resume_free=True)
     checkpoint_every: int = option(20, "steps between checkpoints (and at every epoch end)", ge=1)
     resume: bool = option(False, "continue the run in --out from its checkpoint", resume_free=True)
