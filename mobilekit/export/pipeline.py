@@ -13,6 +13,7 @@ import torch
 
 from mobilekit import __version__
 from mobilekit.errors import ExportError
+from mobilekit import safewrite
 from mobilekit.jsonio import write_json_atomic
 from mobilekit.export.onnx_export import export_onnx
 from mobilekit.export.runtimes import OnnxModel, TfliteModel
@@ -97,6 +98,7 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
         result = check_parity(fmt, exported, reference, samples[:num_samples], min_int8_agreement)
         if not result.passed:
             failed = path.with_suffix(path.suffix + ".failed")
+            safewrite.check_target(failed)  # a planted symlink or folder at the .failed name is refused
             os.replace(path, failed)
             raise ExportError(f"{failed}: {result.line()}; the file was kept for inspection but must not be deployed")
         report.files[fmt], report.checks[fmt], report.parity[fmt] = path, result.line(), result
