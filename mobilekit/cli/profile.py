@@ -64,6 +64,7 @@ def run_profile(args: argparse.Namespace) -> int:
         return _run_farm(args, [load_device(d) for d in devices], space, positions)
     descriptor = load_device(devices[0])
     out = str(check_output_file(args.out or f"latency_tables/{_table_name(descriptor.name, args.precision)}", "--out"))
+    _claim_tables([out])
     runs = args.runs if args.runs is not None else descriptor.runs
     started = time.perf_counter()
     with open_runner(descriptor) as runner:
@@ -86,6 +87,16 @@ def run_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claim_tables(outs: list) -> None:
+    """Refuse, before any device is touched, an output that is a symlink, not a regular file, or a file that is
+    neither listed in its folder's manifest nor a mobilekit latency table (with or without --no-resume)."""
+    from mobilekit import safewrite
+    from mobilekit.latency_table import is_table_file
+
+    for out in outs:
+        safewrite.claim(out, recognise=is_table_file)
+
+
 def _table_name(device_name: str, precision: str) -> str:
     return f"{device_name}{'' if precision == 'float32' else '-' + precision}.json"
 
@@ -100,6 +111,7 @@ def _run_farm(args: argparse.Namespace, descriptors: list, space, positions) -> 
 
     folder = check_output_dir(args.out or "latency_tables", "--out")
     outs = [Path(check_output_file(folder / _table_name(d.name, args.precision), "--out")) for d in descriptors]
+    _claim_tables(outs)
     print(f"farm of {len(descriptors)} devices: {', '.join(d.name for d in descriptors)}; space {space.name} width "
           f"{space.width:g} resolution {space.resolution} -> {folder}/")
     results = profile_farm(descriptors, space, outs, work_dir=args.work_dir, export_workers=args.export_workers,

@@ -72,6 +72,8 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
     if unknown:
         raise ExportError(f"unknown export format {unknown[0]!r}: choose from {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
+    for name in [*(FILE_NAMES[f] for f in formats), *(FILE_NAMES[f] + ".failed" for f in formats), "model.json"]:
+        safewrite.claim(out_dir / name)  # never replace a file mobilekit did not write: refused before converting
     out_dir.mkdir(parents=True, exist_ok=True)
     model = at_resolution(model.eval(), deploy_resolution or model.arch.space.resolution)
     space = model.arch.space
@@ -98,8 +100,7 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
         result = check_parity(fmt, exported, reference, samples[:num_samples], min_int8_agreement)
         if not result.passed:
             failed = path.with_suffix(path.suffix + ".failed")
-            safewrite.check_target(failed)  # a planted symlink or folder at the .failed name is refused
-            os.replace(path, failed)
+            safewrite.rename(path, failed)  # a planted symlink, folder or user's file at the .failed name is refused
             raise ExportError(f"{failed}: {result.line()}; the file was kept for inspection but must not be deployed")
         report.files[fmt], report.checks[fmt], report.parity[fmt] = path, result.line(), result
         if isinstance(exported, TfliteModel) and exported.quantized:

@@ -138,6 +138,14 @@ def _tuples(value: Any) -> Any:
 
 
 # ---- the folder ---------------------------------------------------------------------------------------------------
+#: Every file a run (of any method) may write at the top of its folder; checked before the run starts, so a
+#: user's file at one of these names is refused at once, not after training (:meth:`RunFolder.claim_outputs`).
+OUTPUT_NAMES = ("config.json", "metrics.jsonl", "checkpoint.npz", "arch.json", "weights.pt", "bundle.json",
+                "search.png", "architecture.png", "summary.json", "hyperparameters.json", "hyperparameters.png",
+                "augment_policy.json", "augment_policy.png", "best_trial.pt", "best_proxy.pt", "evolution.json",
+                "tnas_proposals.json", "tnas_proposals.png")
+
+
 class RunFolder:
     """Paths and small I/O helpers of one run folder (see the module docstring for the layout)."""
 
@@ -146,6 +154,16 @@ class RunFolder:
 
     def path(self, name: str) -> Path:
         return self.root / name
+
+    def claim_outputs(self) -> None:
+        """Refuse (one line) a run folder where a name mobilekit writes is a symlink, not a regular file, or a
+        file mobilekit did not write (not in the folder's ``.mobilekit-manifest.json``).
+
+        Raises:
+            safewrite.OutputError
+        """
+        for name in OUTPUT_NAMES:
+            safewrite.claim(self.path(name))
 
     @property
     def checkpoint(self) -> Path:

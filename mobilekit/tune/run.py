@@ -9,14 +9,19 @@ from typing import Any, Callable
 
 import optuna
 
+from mobilekit import locks, safewrite
 from mobilekit.tune.config import TuneConfig
 from mobilekit.tune.grid import plot_grid
 from mobilekit.tune.multi_objective import plot_pareto
 from mobilekit.tune.outputs import history_series, plot_history, write_best, write_trials_csv
+from mobilekit.tune.storage import is_mobilekit_study_db
 from mobilekit.tune.study import finished_trials, open_study, requested_trials, run_worker, storage_url
 from mobilekit.tune.workers import WorkerReport, run_local_workers, run_ray
 
 Log = Callable[[str], None]
+#: the files ``tune`` writes in ``--out`` besides the study and the trial folders
+TUNE_LOCK = ".mobilekit-tune.lock"
+OUTPUT_NAMES = ("trials.csv", "best.json", "history.png", "pareto.png", "grid.png")
 
 
 def check_trial_settings(config: TuneConfig) -> None:
@@ -46,8 +51,22 @@ def run_tune(config: TuneConfig, *, progress: bool = False, log: Log | None = No
     say = log or (lambda message: None)
     check_trial_settings(config)
     out = Path(config.out)
+    for name in OUTPUT_NAMES:  # refuse a user's file at an output name before anything is created
+        safewrite.claim(out / name)
+    if not config.storage:  # never add Optuna's tables to a study.db mobilekit did not create
+        safewrite.claim(out / "study.db", recognise=is_mobilekit_study_db)
+    # one tune per output folder (its outputs and trial folders); other machines join the study through a
+    # shared --storage with their own --out, and this run's worker processes do not take the lock
+    with locks.exclusive(out / TUNE_LOCK, f"tune folder {out}"):
+        return _run_tune_locked(config, out, say, progress)
+
+
+def _run_tune_locked(config: TuneConfig, out: Path, say: Log, progress: bool) -> dict[str, Any]:
+    default_db = None if config.storage else out / "study.db"
     out.mkdir(parents=True, exist_ok=True)
     study = open_study(config)
+    if default_db is not None:
+        safewrite.record(default_db)
     wanted, already = requested_trials(config), finished_trials(study)
     where = storage_url(config)
     say(f"study {config.study!r} in {where}: {already} of {wanted} trials finished; "
