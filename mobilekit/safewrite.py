@@ -8,7 +8,7 @@ rename; never through a symlink.
   regular file (a folder, a device node, a FIFO).
 * The data is flushed and fsynced, then ``os.replace`` makes it appear at once; a failure removes the temp file.
 * **Never replace a file mobilekit did not create.** Every folder mobilekit writes into gets a manifest,
-  ``.mobilekit-manifest.json``, listing the names of the files mobilekit wrote there (updated under an
+  ``.mobilekit-manifest``, listing the names of the files mobilekit wrote there (updated under an
   ``flock`` on the folder, so parallel workers writing one folder lose no entry). A file that already exists
   is replaced (or appended to, or removed) only when it is listed there, or when the caller's ``recognise``
   check says it is a file of mobilekit's own format (a latency table, an Optuna study mobilekit made: files
@@ -42,6 +42,10 @@ def check_target(path: str | Path) -> Path:
         st = os.lstat(target)
     except FileNotFoundError:
         return target
+    except NotADirectoryError:
+        blocker = next((p for p in reversed(target.parents) if p.exists() and not p.is_dir()), target.parent)
+        raise OutputError(f"{blocker}: is a file, not a folder, so {target} cannot be written; use another "
+                          "--out") from None
     except OSError as exc:
         raise OutputError(f"{target}: cannot check it ({exc.strerror or type(exc).__name__})") from None
     if stat.S_ISLNK(st.st_mode):
@@ -52,13 +56,13 @@ def check_target(path: str | Path) -> Path:
     return target
 
 
-MANIFEST_NAME = ".mobilekit-manifest.json"
+MANIFEST_NAME = ".mobilekit-manifest"
 MANIFEST_FORMAT = "mobilekit-manifest"
 Recognise = Callable[[Path], bool]
 
 
 def manifest_path(folder: str | Path) -> Path:
-    """The manifest of ``folder`` (``FOLDER/.mobilekit-manifest.json``)."""
+    """The manifest of ``folder`` (``FOLDER/.mobilekit-manifest``)."""
     return Path(folder) / MANIFEST_NAME
 
 

@@ -172,3 +172,108 @@ def test_the_resume_error_for_a_file_that_is_not_a_table_does_not_recommend_no_r
     assert_one_line_failure(code, err, "notes.json", "mobilekit did not write it", "another --out")
     assert "--no-resume" not in err
     assert out.read_text() == '{"mine": true}\n'
+
+
+# ---- OS errors: one line naming the path, the variable or flag, and the fix (item 7) ----------------------------
+@pytest.mark.parametrize("variable", ["MOBILEKIT_CACHE", "XDG_CACHE_HOME", "HOME"])
+def test_a_cache_folder_that_is_a_file_is_one_line_naming_the_variable(tmp_path, monkeypatch, variable):
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("mine")
+    for name in ("MOBILEKIT_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, str(blocker))
+    code, _, err = run_cli([*PROFILE, "--out", str(tmp_path / "t.json")])
+    assert_one_line_failure(code, err, variable, "MOBILEKIT_CACHE", str(blocker))
+    assert blocker.read_text() == "mine" and not (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize("command", ["search", "tune", "export"])
+def test_an_out_under_a_file_is_one_line_naming_the_file(tmp_path, command):
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine")
+    out = str(blocker / "sub")
+    argv = {"search": ["search", *TINY_SEARCH, "--out", out],
+            "tune": ["tune", "--out", out, "--param", "lambda:log:1e-3:1", "--set", f"table={TABLE}", "--set",
+                     "target_ms=80"],
+            "export": ["export", "--arch", valid_long_architecture(), "--resolution", "32", "--out", out]}[command]
+    code, _, err = run_cli(argv)
+    assert_one_line_failure(code, err, str(blocker))
+    assert blocker.read_text() == "mine"
+
+
+# ---- complete validation at load (item 5) ---------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_with_a_non_finite_tensor_are_refused_before_export(tmp_path, bad):
+    import torch
+
+    from mobilekit.models.torch_builder import build_torch_model
+    from mobilekit.space import Architecture, get_space
+
+    arch = Architecture.from_string(get_space(resolution=32), valid_long_architecture())
+    state = build_torch_model(arch).state_dict()
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name].clone().fill_(bad)
+    weights = tmp_path / "w.pt"
+    torch.save(state, weights)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["export", "--arch", valid_long_architecture(), "--resolution", "32", "--weights",
+                            str(weights), "--out", str(out), "--format", "onnx"])
+    assert_one_line_failure(code, err, "w.pt", name, "NaN or inf")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def _run_folder_with(tmp: Path, config: bytes | None, metrics: bytes | None) -> Path:
+    """A run folder whose files mobilekit wrote (listed in its manifest), then damaged on disk."""
+    from mobilekit.search.runfolder import RunFolder
+
+    run = RunFolder(tmp / "run")
+    run.write_json("config.json", {"table": TABLE, "target_ms": 80})
+    safewrite.write_bytes(run.path("weights.pt"), b"state")  # training state: --resume must read config.json
+    if metrics is not None:
+        run.log({"step": 0})
+        run.metrics.write_bytes(metrics)
+        safewrite.remove(run.path("weights.pt"))              # metrics alone hold the state
+    if config is not None:
+        run.path("config.json").write_bytes(config)
+    return run.root
+
+
+damaged_json = st.one_of(st.binary(max_size=60), st.sampled_from([b"[1, 2]", b"\"text\"", b"{", b"\xff\xfe{}",
+                                                                  b"[" * 5000 + b"]" * 5000]))
+
+
+@FUZZ
+@given(config=damaged_json)
+def test_a_damaged_config_met_on_resume_is_one_line(config):
+    import json
+
+    try:
+        json.loads(config)
+        if isinstance(json.loads(config), dict):
+            return  # an object is a config with other settings: refused elsewhere
+    except (ValueError, RecursionError):
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _run_folder_with(Path(tmp), config, None)
+        before = tree(Path(tmp))
+        code, _, err = run_cli(["search", *TINY_SEARCH, "--out", str(root), "--resume"])
+        assert_one_line_failure(code, err, "config.json")
+        assert tree(Path(tmp)) == before
+
+
+@FUZZ
+@given(line=st.one_of(st.binary(min_size=1, max_size=40), st.sampled_from([b"[1]", b"3", b"{\"a\": ", b"\xff"])))
+def test_a_damaged_metrics_log_met_on_resume_is_one_line(line):
+    import json
+
+    try:
+        if isinstance(json.loads(line), dict) or not line.strip():
+            return
+    except (ValueError, RecursionError):
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _run_folder_with(Path(tmp), None, b'{"step": 0}\n' + line + b"\n")
+        before = tree(Path(tmp))
+        code, _, err = run_cli(["search", *TINY_SEARCH, "--out", str(root), "--resume"])
+        assert_one_line_failure(code, err, "metrics.jsonl")
+        assert tree(Path(tmp)) == before

@@ -192,6 +192,10 @@ def load_weights(model: MobileNet, weights: str | Path) -> MobileNet:
                                               for k, v in state.items()):
         raise ExportError(f"{path}: not a state_dict (a mapping of parameter names to tensors, got "
                           f"{type(state).__name__}); save one with torch.save(model.state_dict(), path)")
+    for name, tensor in state.items():  # a NaN/inf weight would export a model that outputs NaN
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise ExportError(f"{path}: tensor {name!r} holds NaN or inf values; export the weights of a run that "
+                              "trained without diverging")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:

@@ -361,7 +361,30 @@ def check_precision(precision: str, runtime: str) -> str:
 
 
 def default_work_dir() -> Path:
-    """Where profiles keep their model files: ``$MOBILEKIT_CACHE`` or ``~/.cache/mobilekit`` + ``/model-files``."""
-    base = os.environ.get("MOBILEKIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mobilekit")
-    return Path(base) / "model-files"
+    """Where profiles keep their model files: ``$MOBILEKIT_CACHE`` or ``~/.cache/mobilekit`` + ``/model-files``,
+    created if missing.
+
+    Raises:
+        ConfigError: that folder cannot be used (a file is in the way, it is read-only): one line naming the
+            path, the variable it came from and the fix.
+    """
+    if os.environ.get("MOBILEKIT_CACHE"):
+        base, source = Path(os.environ["MOBILEKIT_CACHE"]), "MOBILEKIT_CACHE"
+    elif os.environ.get("XDG_CACHE_HOME"):
+        base, source = Path(os.environ["XDG_CACHE_HOME"]) / "mobilekit", "XDG_CACHE_HOME"
+    else:
+        base, source = Path(os.path.expanduser("~/.cache")) / "mobilekit", "HOME"
+    folder = base / "model-files"
+    fix = "set MOBILEKIT_CACHE to a writable folder, or pass --work-dir"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"model cache {folder} (from {source}): a file is in the way of the folder; {fix}") from None
+    except OSError as exc:
+        raise ConfigError(f"model cache {folder} (from {source}): cannot create it ({exc.strerror or exc}); "
+                          f"{fix}") from None
+    if not folder.is_dir():
+        raise ConfigError(f"model cache {folder} (from {source}): is not a folder; {fix}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"model cache {folder} (from {source}): not writable (permission denied); {fix}")
+    return folder

@@ -157,7 +157,7 @@ class RunFolder:
 
     def claim_outputs(self) -> None:
         """Refuse (one line) a run folder where a name mobilekit writes is a symlink, not a regular file, or a
-        file mobilekit did not write (not in the folder's ``.mobilekit-manifest.json``).
+        file mobilekit did not write (not in the folder's ``.mobilekit-manifest``).
 
         Raises:
             safewrite.OutputError
@@ -179,16 +179,44 @@ class RunFolder:
         return path
 
     def read_json(self, name: str) -> Any:
-        return json.loads(self.path(name).read_text())
+        """A JSON object of the run folder; a missing, damaged or non-object file is one line (SearchError)."""
+        from mobilekit.jsonio import read_json
+
+        path = self.path(name)
+        fix = "; the run folder is damaged: use another --out for a new run"
+        data = read_json(path, SearchError, "missing from the run folder" + fix, fix)
+        if not isinstance(data, dict):
+            raise SearchError(f"{path}: expected a JSON object, got {type(data).__name__}{fix}")
+        return data
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one metrics record (a line of JSON)."""
         safewrite.append_line(self.metrics, json.dumps(record))
 
     def records(self) -> list[dict[str, Any]]:
+        """The metrics records; a damaged ``metrics.jsonl`` (not UTF-8, a line that is not a JSON object) is one
+        line (SearchError) naming the file and line, never a traceback."""
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        fix = "the run folder is damaged: use another --out for a new run"
+        try:
+            text = self.metrics.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise SearchError(f"{self.metrics}: not UTF-8 text; {fix}") from None
+        except OSError as exc:
+            raise SearchError(f"{self.metrics}: cannot read it ({exc.strerror or exc}); {fix}") from None
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                record = None
+            if not isinstance(record, dict):
+                raise SearchError(f"{self.metrics}: line {number} is not a JSON object; {fix}")
+            records.append(record)
+        return records
 
     def truncate_metrics(self, keep: int) -> None:
         """Keep the first ``keep`` records (those written before the checkpoint a resumed run starts from)."""

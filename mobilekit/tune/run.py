@@ -10,6 +10,7 @@ from typing import Any, Callable
 import optuna
 
 from mobilekit import locks, safewrite
+from mobilekit.errors import ConfigError, SearchError
 from mobilekit.tune.config import TuneConfig
 from mobilekit.tune.grid import plot_grid
 from mobilekit.tune.multi_objective import plot_pareto
@@ -67,6 +68,8 @@ def _run_tune_locked(config: TuneConfig, out: Path, say: Log, progress: bool) ->
     study = open_study(config)
     if default_db is not None:
         safewrite.record(default_db)
+    check_trial_folders(study, config)
+    failed_before = _failed(study)
     wanted, already = requested_trials(config), finished_trials(study)
     where = storage_url(config)
     say(f"study {config.study!r} in {where}: {already} of {wanted} trials finished; "
@@ -85,10 +88,40 @@ def _run_tune_locked(config: TuneConfig, out: Path, say: Log, progress: bool) ->
     result["worker_exit_codes"] = report.exit_codes
     result["task_errors"] = report.task_errors
     done = finished_trials(study)
+    failed_now = [t for n, t in sorted(_failed(study).items()) if n not in failed_before]
+    if done == 0 and failed_now:
+        first = failed_now[0]
+        reason = first.user_attrs.get("error") or "see its run folder"
+        raise SearchError(f"every trial of study {config.study!r} failed ({len(failed_now)}); trial {first.number}: "
+                          f"{reason}")
     if done < wanted:
         say(f"the study holds {done} of {wanted} finished trials (some failed or a worker died); "
             "run the same command again to complete it")
     return result
+
+
+def check_trial_folders(study: optuna.Study, config: TuneConfig) -> None:
+    """Refuse trial folders the study does not know (left by an earlier study whose ``study.db`` was removed):
+    a new trial would meet an old run there and fail, and so would every trial after it.
+
+    Raises:
+        ConfigError: one line naming the folder and the fix.
+    """
+    root = Path(config.out) / config.study
+    known = {f"trial-{t.number:04d}" for t in study.get_trials(deepcopy=False)}
+    try:
+        stale = sorted(p.name for p in root.iterdir() if p.name.startswith("trial-") and p.name not in known)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stale:
+        raise ConfigError(f"{root}: holds trial folders the study {config.study!r} in {storage_url(config)} does not "
+                          f"have ({stale[0]}, {len(stale)} in all: left by an earlier study?); move them away, or "
+                          "use another --out or --study")
+
+
+def _failed(study: optuna.Study) -> dict[int, Any]:
+    """Failed trials by number."""
+    return {t.number: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
 
 
 def write_outputs(study: optuna.Study, config: TuneConfig) -> dict[str, Any]:
