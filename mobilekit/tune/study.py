@@ -89,9 +89,12 @@ def open_study(config: TuneConfig, worker: int = 0) -> optuna.Study:
         ConfigError: bad storage, or a study of that name exists with other objectives.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(storage_url(config), config.heartbeat_s)
-    sampler = _sampler(config, worker, _trials_in(storage, config.study))
+    sampler = _sampler(config, worker)  # a bad sampler or pruner is refused before the storage is created
     pruner = make_pruner(config.pruner_, config.fidelity)
+    storage = open_storage(storage_url(config), config.heartbeat_s)
+    existing = _trials_in(storage, config.study)
+    if existing:
+        sampler = _sampler(config, worker, existing)
     try:
         study = optuna.create_study(storage=storage, study_name=config.study, directions=config.directions,
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
