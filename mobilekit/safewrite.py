@@ -250,7 +250,8 @@ def atomic_path(path: str | Path, suffix: str = ".tmp", recognise: Recognise | N
     _ensure_folder(target.parent)
     with _atomic_tmp(target, suffix) as tmp:
         yield tmp
-    record(target)
+        # listed before the rename, so a process killed between the two never leaves a file of its own unlisted
+        record(target)
 
 
 @contextlib.contextmanager
@@ -302,7 +303,8 @@ def append_line(path: str | Path, line: str) -> None:
     """Append one line to ``path`` (created if absent), never through a symlink (``O_NOFOLLOW``); for logs that
     grow one record at a time (``metrics.jsonl``). An existing file must be one mobilekit wrote."""
     target = claim(path)
-    created = not os.path.lexists(target)
+    if not os.path.lexists(target):
+        record(target)  # listed before it is created (a kill in between leaves no unlisted file of ours)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(target, flags, 0o644)
@@ -310,8 +312,6 @@ def append_line(path: str | Path, line: str) -> None:
         raise OutputError(f"{target}: cannot append to it ({exc.strerror or type(exc).__name__})") from None
     with os.fdopen(fd, "a", encoding="utf-8") as handle:
         handle.write(line if line.endswith("\n") else line + "\n")
-    if created:
-        record(target)
 
 
 def _fsync_file(path: Path) -> None:
