@@ -229,6 +229,8 @@ class ScriptedTransport:
         from mobilekit.profile.transports import ShellResult
 
         self.commands.append(list(argv))
+        if argv[:2] == ["sh", "-c"] and "readlink -f" in argv[2]:  # device_dir resolution: no symlinks here
+            return ShellResult(f"mobilekit-resolved\n{argv[3]}\n{argv[3]}\n", 0)
         if argv[0] == "getprop":
             return ShellResult("[ro.product.manufacturer]: [Google]\n[ro.product.model]: [Pixel]\n"
                                "[ro.product.cpu.abi]: [arm64-v8a]\n[ro.build.version.release]: [10]\n", 0)
