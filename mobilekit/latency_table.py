@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mobilekit.errors import TableError
-from mobilekit.jsonio import read_json, write_json_atomic
+from mobilekit.jsonio import json_field_is, read_json, write_json_atomic
 from mobilekit.space import Architecture, LayerType, SearchSpace, get_space, parse_layer_type
 from mobilekit.validation.table import validate_table_data
 
@@ -42,6 +42,12 @@ FORMAT = "mobilekit-latency-table/1"
 FILL_ROUTES = ("fill the gaps from the layer regression: 'mobilekit latency fit --table TABLE --out PREDICTOR.json "
                "--filled-table FILLED.json' and use FILLED.json, or search with the predictor: "
                "'mobilekit search --table TABLE --predictor PREDICTOR.json'")
+
+
+def is_table_file(path: str | Path) -> bool:
+    """True when ``path`` is a JSON object with ``"format": "mobilekit-latency-table/1"`` (it may still fail full
+    validation); the format check that lets mobilekit replace a table it did not list in a manifest."""
+    return json_field_is(path, "format", FORMAT)
 
 
 @dataclass
@@ -137,8 +143,10 @@ class LatencyTable:
         }
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write atomically (temp file in the same folder, then rename)."""
-        self.path = write_json_atomic(path or self.path or "latency_table.json", self.to_dict(), indent=1)
+        """Write atomically (temp file in the same folder, then rename). An existing file is replaced only when
+        mobilekit wrote it or it is a mobilekit latency table (:func:`is_table_file`)."""
+        self.path = write_json_atomic(path or self.path or "latency_table.json", self.to_dict(), indent=1,
+                                      recognise=is_table_file)
         return self.path
 
     @classmethod

@@ -243,6 +243,38 @@ def test_pull_round_trips_a_1mb_binary_file_byte_for_byte(transport: AdbTranspor
     assert not back.with_name("back.bin.part").exists()
 
 
+def test_pull_refuses_a_planted_symlink_and_leaves_its_target_unchanged(transport: AdbTransport, tmp_path: Path):
+    from mobilekit.safewrite import OutputError
+
+    source = tmp_path / "blob.bin"
+    source.write_bytes(b"from the device")
+    (remote,) = transport.push([source], TMP_DIR)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    link = tmp_path / "back.bin"
+    link.symlink_to(victim)
+    (tmp_path / "back.bin.part").symlink_to(victim)  # the old fixed temp name
+    with pytest.raises(OutputError, match="symlink"):
+        transport.pull(remote, link)
+    assert victim.read_text() == "precious" and link.is_symlink()
+    transport.pull(remote, tmp_path / "fresh.bin")
+    assert (tmp_path / "fresh.bin").read_bytes() == b"from the device"
+    assert victim.read_text() == "precious"
+
+
+def test_key_generation_never_follows_a_planted_symlink(tmp_path: Path):
+    from mobilekit.safewrite import OutputError
+
+    victim = tmp_path / "not-yet"  # a dangling link: writing through it would create a file elsewhere
+    folder = tmp_path / "android"
+    folder.mkdir()
+    (folder / "adbkey").symlink_to(victim)
+    with pytest.raises(OutputError, match="symlink"):
+        ensure_adb_key(folder / "adbkey")
+    assert not victim.exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["adbkey"]  # no scratch folder left behind
+
+
 def test_pull_of_a_missing_file_raises_remote_file_error(transport: AdbTransport, tmp_path: Path):
     with pytest.raises(RemoteFileError) as excinfo:
         transport.pull(f"{TMP_DIR}/missing.bin", tmp_path / "out.bin")

@@ -209,7 +209,8 @@ def test_a_truncated_weights_file_is_one_line(tmp_path):
 # ---- writes ---------------------------------------------------------------------------------------------
 def test_a_failed_atomic_write_removes_its_temp_file_and_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "t.json"
-    target.write_text('{"old": true}\n')
+    write_json_atomic(target, {"old": True})  # a file mobilekit wrote (listed in the folder's manifest)
+    manifest = (tmp_path / ".mobilekit-manifest").read_bytes()
 
     def fail(*args):
         raise OSError(28, "No space left on device")
@@ -217,8 +218,9 @@ def test_a_failed_atomic_write_removes_its_temp_file_and_keeps_the_old_file(tmp_
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError):
         write_json_atomic(target, {"new": True})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mobilekit-manifest", "t.json"]
     assert json.loads(target.read_text()) == {"old": True}
+    assert (tmp_path / ".mobilekit-manifest").read_bytes() == manifest
 
 
 def test_atomic_writes_are_fsynced(tmp_path, monkeypatch):

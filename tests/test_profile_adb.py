@@ -229,6 +229,8 @@ class ScriptedTransport:
         from mobilekit.profile.transports import ShellResult
 
         self.commands.append(list(argv))
+        if argv[:2] == ["sh", "-c"] and "readlink -f" in argv[2]:  # device_dir resolution: no symlinks here
+            return ShellResult(f"mobilekit-resolved\n{argv[3]}\n{argv[3]}\n", 0)
         if argv[0] == "getprop":
             return ShellResult("[ro.product.manufacturer]: [Google]\n[ro.product.model]: [Pixel]\n"
                                "[ro.product.cpu.abi]: [arm64-v8a]\n[ro.build.version.release]: [10]\n", 0)
@@ -355,6 +357,34 @@ def test_a_hostile_device_dir_is_refused_before_the_phone_is_touched(tmp_path, h
         open_runner(hostile)
     assert {path: path.read_bytes() for path in user_files} == user_files
     assert emulator.service_log == []  # refused before any connection
+
+
+def test_a_device_dir_through_a_symlink_out_of_data_local_tmp_is_refused_on_the_device(host_side, emulator):
+    """Resolved on the device (readlink -f) before mkdir/rm: /data/local/tmp/link -> /sdcard must not make mobilekit
+    create (or later remove) folders in /sdcard."""
+    sdcard = emulator.storage / "sdcard"
+    sdcard.mkdir(parents=True, exist_ok=True)
+    (sdcard / "photo.jpg").write_bytes(b"a user's photo")
+    tmp = emulator.storage / "data/local/tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "link").symlink_to(sdcard)
+    def listing():
+        return sorted(str(p.relative_to(emulator.storage)) for folder in (sdcard, tmp) for p in folder.rglob("*"))
+
+    before = listing()
+    for device_dir in ("/data/local/tmp/link/sub", "/data/local/tmp/link", "/data/local/tmp/link/a/b"):
+        with pytest.raises(DeviceError, match="resolves on the device to /sdcard") as caught:
+            open_runner(descriptor(host_side, emulator.address, device_dir=device_dir))
+        assert "\n" not in str(caught.value)
+    assert listing() == before
+    assert (sdcard / "photo.jpg").read_bytes() == b"a user's photo"
+    # a link that stays inside /data/local/tmp is fine: the work folder is made (and removed) in the real folder
+    (tmp / "real").mkdir()
+    (tmp / "inside").symlink_to(tmp / "real")
+    with open_runner(descriptor(host_side, emulator.address, device_dir="/data/local/tmp/inside/m")) as runner:
+        assert runner._folder.path == "/data/local/tmp/real/m/mobilekit-run"
+        assert (tmp / "real/m/mobilekit-run").is_dir()
+    assert not (tmp / "real/m").exists() and (tmp / "inside").is_symlink()
 
 
 def test_device_dir_is_normalised():

@@ -17,7 +17,8 @@ def test_writes_and_replaces_atomically(tmp_path: Path) -> None:
     safewrite.write_text(target, "one\n")
     safewrite.write_text(target, "two\n")
     assert target.read_text() == "two\n"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["a.txt"]  # no temp left behind
+    assert sorted(p.name for p in target.parent.iterdir()) == [safewrite.MANIFEST_NAME, "a.txt"]  # no temp left
+    assert safewrite.written_by_mobilekit(target.parent) == {"a.txt"}
 
 
 def test_refuses_symlink_and_leaves_its_target_unchanged(tmp_path: Path) -> None:
@@ -62,6 +63,64 @@ def test_refuses_non_regular_target_and_failed_writer_leaves_no_temp(tmp_path: P
     with pytest.raises(RuntimeError):
         safewrite.write_with(tmp_path / "plot.png", boom, suffix=".png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.json"]
+
+
+def test_a_file_mobilekit_did_not_write_is_never_replaced_appended_or_removed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "summary.json"
+    mine.write_bytes(b"the user's own file")
+    for write in (lambda: safewrite.write_text(mine, "x"), lambda: safewrite.append_line(mine, "{}"),
+                  lambda: write_json_atomic(mine, {"a": 1}), lambda: safewrite.remove(mine),
+                  lambda: safewrite.rename(out / "new.json", mine)):
+        with pytest.raises(safewrite.OutputError, match="mobilekit did not write it") as info:
+            write()
+        assert "\n" not in str(info.value)
+    assert mine.read_bytes() == b"the user's own file"
+    # what mobilekit wrote itself it may replace, append to and remove
+    safewrite.write_text(out / "ours.json", "1")
+    safewrite.write_text(out / "ours.json", "2")
+    safewrite.append_line(out / "log.jsonl", "{}")
+    safewrite.append_line(out / "log.jsonl", "{}")
+    assert safewrite.written_by_mobilekit(out) == {"ours.json", "log.jsonl"}
+    assert safewrite.remove(out / "ours.json") and not (out / "ours.json").exists()
+    assert safewrite.written_by_mobilekit(out) == {"log.jsonl"}
+    # a caller's format check may accept a file of mobilekit's own format that is not listed
+    safewrite.write_text(mine, "replaced", recognise=lambda p: p.read_bytes().startswith(b"the user's"))
+    assert mine.read_text() == "replaced" and "summary.json" in safewrite.written_by_mobilekit(out)
+
+
+def test_a_planted_or_damaged_manifest_is_refused(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for content in (None, "not json", '{"format": "other", "files": []}', '{"format": "mobilekit-manifest"}'):
+        out = tmp_path / f"out{hash(content) & 0xffff}"
+        out.mkdir()
+        manifest = out / safewrite.MANIFEST_NAME
+        if content is None:
+            manifest.symlink_to(victim)
+        else:
+            manifest.write_text(content)
+        with pytest.raises(safewrite.OutputError, match="manifest|symlink") as info:
+            safewrite.write_text(out / "a.json", "x")
+        assert "\n" not in str(info.value)
+        assert victim.read_text() == "precious"
+    with pytest.raises(safewrite.OutputError, match="manifest"):
+        safewrite.write_text(tmp_path / "o" / safewrite.MANIFEST_NAME, "{}")
+
+
+def test_parallel_writers_of_one_folder_lose_no_manifest_entry(tmp_path: Path) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(4) as pool:
+        list(pool.map(_write_some, [(tmp_path, i) for i in range(4)]))
+    assert safewrite.written_by_mobilekit(tmp_path) == {f"w{i}-{j}.txt" for i in range(4) for j in range(10)}
+
+
+def _write_some(args: tuple[Path, int]) -> None:
+    folder, i = args
+    for j in range(10):
+        safewrite.write_text(folder / f"w{i}-{j}.txt", str(j))
 
 
 def test_figure_and_onnx_export_refuse_a_planted_symlink(tmp_path: Path) -> None:

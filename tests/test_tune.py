@@ -246,3 +246,50 @@ def test_eq19_scores_the_accuracy_and_latency_of_one_network():
                "measured_ms": None, "repairs": [{"position": 3}]}
     assert summary_latency_ms(summary) == 9.5
     assert summary_reward(summary) == pytest.approx(0.8)               # the repaired network meets the target
+
+
+# ---- interruptions and reruns (issue 23, item 8) ----------------------------------------------------------------
+def test_a_rerun_does_not_repropose_the_points_its_first_run_tried(tmp_path, tiny):
+    run_tune(tiny_config(tiny, tmp_path, trials=1, sampler="random"))
+    run_tune(tiny_config(tiny, tmp_path, trials=2, sampler="random"))   # the same command, one trial more
+    lambdas = [t.params["lambda"] for t in load(tmp_path).trials]
+    assert len(lambdas) == 2 and lambdas[0] != pytest.approx(lambdas[1])
+
+
+def test_a_fresh_study_over_old_trial_folders_is_refused_before_any_trial(tmp_path, tiny, capsys):
+    old = tmp_path / "tune" / "trial-0000"
+    old.mkdir(parents=True)
+    (old / "config.json").write_text("{}")
+    code = main(["tune", "--out", str(tmp_path), "--param", "lambda:log:1e-3:1", "--trials", "1", "--no-progress",
+                 *set_args(tiny)])
+    err = capsys.readouterr().err
+    assert code == 2 and "trial-0000" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert load(tmp_path).trials == []
+
+
+def test_a_study_whose_every_trial_fails_exits_2_with_the_reason(tmp_path, tiny, capsys):
+    code = main(["tune", "--out", str(tmp_path), "--param", "lambda:log:1e-3:1", "--trials", "2", "--no-progress",
+                 *set_args({**tiny, "target_ms": 0.01})])   # below the table's fastest network: every search refuses
+    err = capsys.readouterr().err
+    assert code == 2 and "every trial" in err and "target" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_ctrl_c_is_one_line_without_optunas_traceback(tmp_path, tiny):
+    args = [sys.executable, "-m", "mobilekit", "tune", "--out", str(tmp_path), "--param", "lambda:log:1e-3:1",
+            "--trials", "3", "--sampler", "random", "--no-progress", *set_args({**tiny, "epochs": 3})]
+    process = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "tune" / "trial-0000" / "metrics.jsonl").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the tune never started trial 0"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines() == [err.strip()] and "interrupted" in err

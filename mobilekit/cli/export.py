@@ -214,6 +214,11 @@ def _check_data(args: argparse.Namespace) -> int:
     if args.model_json:
         check_input_file(args.model_json, "--model-json", missing="no such file")
     out = check_output_dir(args.out, "--out") if args.out else None
+    if out is not None:
+        from mobilekit import safewrite
+
+        for name in ("check.json", "confusion.png"):  # refused before scoring, not after the first file
+            safewrite.claim(Path(out) / name)
     result = check_on_data(args.model, args.data, split=args.split, seed=args.seed, images=args.score_images,
                            model_json=args.model_json, weights=args.weights)
     print(f"accuracy {result.accuracy:.4f} on {result.images} {result.split} images of {result.data} at "

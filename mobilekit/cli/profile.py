@@ -7,8 +7,7 @@ import argparse
 import time
 
 from mobilekit.space.search_space import MIN_RESOLUTION
-from mobilekit.validation.options import (int_at_least, nonempty_text, nonnegative_int, positive_float,
-                                          positive_int)
+from mobilekit.validation.options import int_at_least, int_in, nonempty_text, positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,11 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resolution", type=int_at_least(MIN_RESOLUTION), default=224,
                         help="input resolution (default 224)")
     parser.add_argument("--num-classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
-    parser.add_argument("--runs", type=positive_int, default=None,
+    parser.add_argument("--runs", type=int_in(1, 100_000), default=None,
                         help="timed runs per entry and round (default: the device's, 50)")
-    parser.add_argument("--warmup", type=nonnegative_int, default=None,
+    parser.add_argument("--warmup", type=int_in(0, 100_000), default=None,
                         help="untimed runs before them (default: the device's, 5)")
-    parser.add_argument("--repeats", type=positive_int, default=3,
+    parser.add_argument("--repeats", type=int_in(1, 1000), default=3,
                         help="interleaved rounds over all entries; an entry keeps the median (default 3)")
     parser.add_argument("--positions", type=nonempty_text, default=None,
                         help="layer positions to measure, e.g. 1,2,5-8 (default all; stem and head always)")
@@ -41,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where model files are kept and reused (default ~/.cache/mobilekit/model-files)")
     parser.add_argument("--precision", choices=("float32", "int8"), default="float32",
                         help="float32 files, or full-integer int8 TFLite files (an int8 table; default float32)")
-    parser.add_argument("--export-workers", type=int, default=None,
+    parser.add_argument("--export-workers", type=int_in(0, 1024), default=None,
                         help="processes converting model files ahead of the device (default: one per core; 0: serial)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run_profile)
@@ -60,10 +59,15 @@ def run_profile(args: argparse.Namespace) -> int:
     positions = parse_positions(args.positions, space) if args.positions is not None else None
     if args.work_dir is not None:
         check_output_dir(args.work_dir, "--work-dir")
+    else:
+        from mobilekit.profile.model_files import default_work_dir
+
+        default_work_dir()  # a cache folder that is a file or read-only: one line before any device is touched
     if len(devices) > 1:
         return _run_farm(args, [load_device(d) for d in devices], space, positions)
     descriptor = load_device(devices[0])
     out = str(check_output_file(args.out or f"latency_tables/{_table_name(descriptor.name, args.precision)}", "--out"))
+    _claim_tables([out])
     runs = args.runs if args.runs is not None else descriptor.runs
     started = time.perf_counter()
     with open_runner(descriptor) as runner:
@@ -86,6 +90,16 @@ def run_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claim_tables(outs: list) -> None:
+    """Refuse, before any device is touched, an output that is a symlink, not a regular file, or a file that is
+    neither listed in its folder's manifest nor a mobilekit latency table (with or without --no-resume)."""
+    from mobilekit import safewrite
+    from mobilekit.latency_table import is_table_file
+
+    for out in outs:
+        safewrite.claim(out, recognise=is_table_file)
+
+
 def _table_name(device_name: str, precision: str) -> str:
     return f"{device_name}{'' if precision == 'float32' else '-' + precision}.json"
 
@@ -100,6 +114,7 @@ def _run_farm(args: argparse.Namespace, descriptors: list, space, positions) -> 
 
     folder = check_output_dir(args.out or "latency_tables", "--out")
     outs = [Path(check_output_file(folder / _table_name(d.name, args.precision), "--out")) for d in descriptors]
+    _claim_tables(outs)
     print(f"farm of {len(descriptors)} devices: {', '.join(d.name for d in descriptors)}; space {space.name} width "
           f"{space.width:g} resolution {space.resolution} -> {folder}/")
     results = profile_farm(descriptors, space, outs, work_dir=args.work_dir, export_workers=args.export_workers,

@@ -21,7 +21,6 @@ variant (:mod:`.variants`) is its method with option overrides, named like a met
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Callable
 
 import torch
 
+from mobilekit import locks
 from mobilekit.compare.budget import forward_only_images, method_settings
 from mobilekit.compare.report import write_report
 from mobilekit.compare.retrain import Recipe, retrain
@@ -38,7 +38,6 @@ from mobilekit.compare.variants import Variant
 from mobilekit.errors import ConfigError
 from mobilekit.jsonio import read_json, write_json_atomic
 from mobilekit.latency_table import LatencyTable
-from mobilekit.processes import process_alive
 from mobilekit.space import Architecture, get_space
 
 Log = Callable[[str], None]
@@ -85,7 +84,9 @@ def _prepare(settings: CompareSettings) -> None:
         current["variants"] = {**stored_variants, **current["variants"]}
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and holds no comparison; choose an empty or new --out")
-    write_json_atomic(stored_path, current)
+    # the stored settings just matched this comparison's: that is the format check for a compare.json from
+    # before run manifests (safewrite refuses any other file it did not list)
+    write_json_atomic(stored_path, current, recognise=lambda path: stored_path.exists())
 
 
 def run_comparison(settings: CompareSettings, *, log: Log | None = None, progress: bool = False) -> dict[str, Any]:
@@ -150,7 +151,7 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
                     row["cell_wall_s"] = round(time.perf_counter() - started, 2)
                     write_json_atomic(path, row)
                 finally:
-                    path.with_suffix(".lock").unlink(missing_ok=True)
+                    locks.release(path.with_suffix(".lock"))
                 say(f"{name}: predicted {row['predicted_ms']:.2f} ms"
                     + (f", retrained test accuracy {row['retrain_test_accuracy']:.4f}"
                        if row.get("retrain_test_accuracy") is not None else "")
@@ -191,22 +192,9 @@ def cell_name(method: str, index: int) -> str:
 
 
 def _claim(lock: Path) -> bool:
-    """Take the cell's lock for this process; False when another live process holds it."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            holder = int(lock.read_text().strip() or "0")
-        except (OSError, ValueError):
-            return False
-        if holder and holder != os.getpid() and not process_alive(holder):
-            lock.unlink(missing_ok=True)                  # its worker died: take the cell over
-            return _claim(lock)
-        return holder == os.getpid()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(str(os.getpid()))
-    return True
+    """Take the cell's lock for this process; False when another live process holds it (a dead worker's lock
+    is taken over: :func:`mobilekit.locks.try_lock`)."""
+    return locks.try_lock(lock)
 
 
 def _rows(cells: Path, plan: list[tuple[str, int]]) -> list[dict[str, Any]]:

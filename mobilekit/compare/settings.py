@@ -82,16 +82,20 @@ class CompareSettings:
         need(len(self.methods) >= 1, "--methods needs at least one method (e.g. single-path,random,multipath)")
         need(PROTOCOL not in self.methods, f"{PROTOCOL} is not a search method: it is the row --protocol-samples adds")
         need(len(set(self.methods)) == len(self.methods), f"--methods names a method twice: {','.join(self.methods)}")
-        need(self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}")
-        need(self.budget_epochs >= 2, f"--budget must be >= 2 epochs (search + final), got {self.budget_epochs}")
-        need(self.retrain_epochs >= 0, f"--retrain-epochs must be >= 0 (0: no retraining), got {self.retrain_epochs}")
-        need(self.protocol_samples >= 0, f"--protocol-samples must be >= 0, got {self.protocol_samples}")
+        need(1 <= self.seeds <= 1000, f"--seeds must be 1 to 1000, got {self.seeds}")
+        need(2 <= self.budget_epochs <= 100_000,
+             f"--budget must be 2 to 100000 epochs (search + final), got {self.budget_epochs}")
+        need(0 <= self.retrain_epochs <= 100_000,
+             f"--retrain-epochs must be 0 to 100000 (0: no retraining), got {self.retrain_epochs}")
+        need(0 <= self.protocol_samples <= 10_000, f"--protocol-samples must be 0 to 10000, got {self.protocol_samples}")
         need(self.retrain_epochs > 0 or self.protocol_samples == 0,
              f"--retrain-epochs 0 leaves the random-search protocol's {self.protocol_samples} architectures "
              "untrained; add --protocol-samples 0 or retrain for 1 or more epochs")
         need(self.train_subset is None or self.train_subset >= 1, "--train-subset must be >= 1")
         need(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")
-        need(self.threads >= 1, "--threads must be >= 1")
+        need(1 <= self.threads <= 4096, f"--threads must be 1 to 4096, got {self.threads}")
+        need(32 <= self.train_resolution <= 2048,
+             f"--train-resolution must be 32 to 2048, got {self.train_resolution}")
         from mobilekit.compare.protocols import REFERENCES
         from mobilekit.compare.retrain import RECIPES
 

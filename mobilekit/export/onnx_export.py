@@ -20,13 +20,15 @@ logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(loggin
 
 
 def export_onnx(module: torch.nn.Module, path: str | Path, input_shape: tuple[int, int, int, int],
-                exporter: str = "dynamo") -> Path:
+                exporter: str = "dynamo", recognise: safewrite.Recognise | None = None) -> Path:
     """Write ``module`` (in eval mode) to ``path`` as one ``.onnx`` file, weights embedded (no ``.onnx.data``).
 
     Args:
         input_shape: (N, C, H, W) of the example input; the file has this fixed shape.
         exporter: ``"dynamo"`` (torch.export based, PyTorch's default) or ``"torchscript"`` (the legacy
             exporter: about 10x faster, used for the many small models of a profile).
+        recognise: a format check that lets an existing ``path`` not listed in its folder's manifest be
+            replaced (:func:`mobilekit.safewrite.claim`); by default such a file is refused.
     """
     import onnx
 
@@ -34,7 +36,7 @@ def export_onnx(module: torch.nn.Module, path: str | Path, input_shape: tuple[in
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     example = (torch.zeros(input_shape),)
-    with safewrite.atomic_path(path, suffix=".onnx") as tmp:  # secure temp, no symlink, atomic rename
+    with safewrite.atomic_path(path, suffix=".onnx", recognise=recognise) as tmp:  # secure temp, no symlink, atomic rename
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             try:

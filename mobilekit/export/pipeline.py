@@ -82,6 +82,9 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
     if unknown:
         raise ExportError(f"unknown export format {unknown[0]!r}: choose from {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
+    for name in [*(FILE_NAMES[f] for f in formats), *(FILE_NAMES[f] + ".failed" for f in formats), "model.json",
+                 LABELS_FILE]:
+        safewrite.claim(out_dir / name)  # never replace a file mobilekit did not write: refused before converting
     out_dir.mkdir(parents=True, exist_ok=True)
     model = at_resolution(model.eval(), deploy_resolution or model.arch.space.resolution)
     space = model.arch.space
@@ -117,7 +120,7 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
         result = check_parity(fmt, exported, reference, samples[:num_samples], min_int8_agreement)
         if not result.passed:
             failed = path.with_suffix(path.suffix + ".failed")
-            os.replace(path, failed)
+            safewrite.rename(path, failed)  # a planted symlink, folder or user's file at the .failed name is refused
             raise ExportError(f"{failed}: {result.line()}; the file was kept for inspection but must not be deployed")
         report.files[fmt], report.checks[fmt], report.parity[fmt] = path, result.line(), result
         if isinstance(exported, TfliteModel) and exported.quantized:
@@ -230,6 +233,10 @@ def load_weights(model: MobileNet, weights: str | Path) -> MobileNet:
                                               for k, v in state.items()):
         raise ExportError(f"{path}: not a state_dict (a mapping of parameter names to tensors, got "
                           f"{type(state).__name__}); save one with torch.save(model.state_dict(), path)")
+    for name, tensor in state.items():  # a NaN/inf weight would export a model that outputs NaN
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise ExportError(f"{path}: tensor {name!r} holds NaN or inf values; export the weights of a run that "
+                              "trained without diverging")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:

@@ -22,7 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def export_tflite(keras_model, path: str | Path, int8: bool = False,
-                  representative: np.ndarray | None = None, num_representative: int = 64, seed: int = 0) -> Path:
+                  representative: np.ndarray | None = None, num_representative: int = 64, seed: int = 0,
+                  recognise: safewrite.Recognise | None = None) -> Path:
     """Convert a Keras model to ``path``.
 
     Args:
@@ -48,7 +49,7 @@ def export_tflite(keras_model, path: str | Path, int8: bool = False,
             flatbuffer = converter.convert()
         except Exception as exc:
             raise ExportError(f"{path}: TFLite conversion failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    safewrite.write_bytes(path, flatbuffer)
+    safewrite.write_bytes(path, flatbuffer, recognise=recognise)
     return path
 
 

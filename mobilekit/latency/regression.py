@@ -44,7 +44,7 @@ import numpy as np
 from mobilekit.validation.predictor import validate_predictor_data
 from mobilekit import __version__
 from mobilekit.errors import ConfigError, TableError
-from mobilekit.jsonio import read_json, write_json_atomic
+from mobilekit.jsonio import json_field_is, read_json, write_json_atomic
 from mobilekit.latency.features import (
     COST_TERMS, FEATURE_NAMES, LayerLike, as_layer_shape, cost_matrix, feature_matrix,
     fixed_part_macs,
@@ -325,7 +325,8 @@ class LayerLatencyRegressor:
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model as JSON (atomically)."""
-        return write_json_atomic(path, self.to_dict(), indent=None, separators=(",", ":"))
+        return write_json_atomic(path, self.to_dict(), indent=None, separators=(",", ":"),
+                                 recognise=lambda p: json_field_is(p, "format", FORMAT))  # an older predictor
 
     @classmethod
     def load(cls, path: str | Path) -> "LayerLatencyRegressor":

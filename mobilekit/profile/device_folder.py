@@ -6,6 +6,11 @@ mobilekit works on a device only inside its own folder, ``<device_dir>/mobilekit
   :data:`SAFE_ROOT` (``/data/local/tmp``, the folder Android gives the shell user for exactly this); anything
   else, ``..`` escapes included, is refused by :func:`check_device_dir` with a one-line
   :class:`~mobilekit.errors.DeviceError`.
+* Then, on the device, before anything is created or removed, ``device_dir`` is resolved with ``readlink -f``
+  (its deepest existing part; arguments shell-quoted) by :meth:`DeviceWorkFolder.open`: a path that passes
+  through a symlink out of :data:`SAFE_ROOT` (``/data/local/tmp/link/sub`` with ``link -> /sdcard``) is refused
+  with one line, and every later ``mkdir``/``rm``/``rmdir`` uses the resolved path. After ``mkdir -p`` the
+  work folder is resolved again and must be exactly where it was expected (a swap in between is refused).
 * The work folder is created by mobilekit and holds a marker file (:data:`MARKER_NAME`). A work folder without
   the marker was not made by mobilekit and is never touched: opening it fails with the fix.
 * Before a file is pushed its name is appended to a manifest (:data:`MANIFEST_NAME`) in the work folder. After an
@@ -74,6 +79,7 @@ class DeviceWorkFolder:
         self._created_device_dir = False
         self._pushed: dict[str, None] = {}  # remote paths of this run, in push order
         self._open = False
+        self._resolved_root = SAFE_ROOT
 
     def _file(self, name: str) -> str:
         return posixpath.join(self.path, _plain_name(name))
@@ -81,13 +87,46 @@ class DeviceWorkFolder:
     def _shell(self, argv: Sequence[str]):
         return self.transport.shell(list(argv), timeout_s=self._timeout_s)
 
-    def open(self) -> None:
-        """Create the folder (or reuse one a previous run left, after deleting the files its manifest names).
+    def _resolve(self, device_path: str) -> str:
+        """``device_path`` as the device resolves it: ``readlink -f`` of its deepest existing part (found on
+        the device, so a symlink anywhere on the way counts) joined with the parts that do not exist yet.
 
         Raises:
-            DeviceError: the work folder exists but has no marker (mobilekit did not create it), or is not a
-                folder.
+            DeviceError: the device cannot resolve it.
         """
+        script = ('p="$0"; while [ ! -e "$p" ] && [ ! -L "$p" ] && [ "$p" != / ]; do p=$(dirname "$p"); done; '
+                  'r=$(readlink -f "$p") && printf "mobilekit-resolved\\n%s\\n%s\\n" "$p" "$r"')
+        result = self._shell(["sh", "-c", script, device_path])
+        lines = [line.rstrip("\r") for line in result.output.splitlines()]
+        if len(lines) < 3 or "mobilekit-resolved" not in lines[-3] or not lines[-1].startswith("/"):
+            raise DeviceError(f"{self.label}: cannot resolve device_dir {device_path} on the device "
+                              f"({result.output.strip()[:120]!r}); check that readlink -f works there or choose "
+                              "another device_dir")
+        existing, resolved = lines[-2], lines[-1]
+        rest = device_path[len(existing):] if device_path.startswith(existing) else ""
+        return posixpath.normpath(resolved + "/" + rest.lstrip("/")) if rest.strip("/") else posixpath.normpath(resolved)
+
+    def _check_resolved(self, requested: str, resolved: str) -> None:
+        roots = {SAFE_ROOT, self._resolved_root}
+        if not any(resolved == root or resolved.startswith(root + "/") for root in roots):
+            raise DeviceError(f"{self.label}: device_dir {requested} resolves on the device to {resolved}, outside "
+                              f"{SAFE_ROOT} (a symlink on the way); mobilekit never writes or deletes there: use a "
+                              f"real folder in {SAFE_ROOT}")
+
+    def open(self) -> None:
+        """Resolve ``device_dir`` on the device, then create the folder (or reuse one a previous run left, after
+        deleting the files its manifest names).
+
+        Raises:
+            DeviceError: ``device_dir`` resolves outside :data:`SAFE_ROOT` (through a symlink), the work folder
+                exists but has no marker (mobilekit did not create it), or is not a folder.
+        """
+        self._resolved_root = self._resolve(SAFE_ROOT)
+        requested = self.device_dir
+        resolved = self._resolve(requested)
+        self._check_resolved(requested, resolved)
+        self.device_dir = resolved
+        self.path = posixpath.join(self.device_dir, WORK_FOLDER_NAME)
         self._created_device_dir = self.transport.stat(self.device_dir) is None
         existing = self.transport.stat(self.path)
         if existing is not None:
@@ -99,6 +138,9 @@ class DeviceWorkFolder:
             self._remove_listed()
         else:
             self._shell(["mkdir", "-p", self.path])
+            if self._resolve(self.path) != self.path:  # swapped for a symlink between the check and mkdir
+                raise DeviceError(f"{self.label}: {self.path} resolves elsewhere on the device after mkdir (a "
+                                  "symlink appeared on the way); choose another device_dir")
             result = self._shell(["sh", "-c", 'printf "%s\\n" "$1" > "$0"', self._file(MARKER_NAME), _MARKER_TEXT])
             if result.exit_code not in (0, None):
                 raise DeviceError(f"{self.label}: cannot create {self.path} ({result.output.strip()[:120]}); "

@@ -33,7 +33,8 @@ import numpy as np
 
 from mobilekit import __version__
 from mobilekit.errors import ArchitectureError, ConfigError, ExportError
-from mobilekit.jsonio import write_json_atomic
+from mobilekit import safewrite
+from mobilekit.jsonio import json_field_is, write_json_atomic
 from mobilekit.export.torch_threads import one_torch_thread
 from mobilekit.space import Architecture, LayerSpec, SearchSpace
 
@@ -164,7 +165,11 @@ def _export_and_check(parts, runtime: str, path: Path, key: str, precision: str 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = _record_path(path)
-    record.unlink(missing_ok=True)
+    # A cache file from an older mobilekit (before manifests) is replaced only when its check record names
+    # this key; anything else at these names is refused (safewrite.claim), never overwritten.
+    ours = json_field_is(record, "key", key)
+    safewrite.adopt(path, (lambda p: ours) if ours else None)
+    safewrite.remove(record, recognise=lambda p: json_field_is(p, "key", key))
     started = time.perf_counter()
     sample = np.random.default_rng(_seed(key) + 1).standard_normal(input_nchw).astype(np.float32)
     with torch.no_grad():
@@ -223,7 +228,7 @@ def _quiet_native_stderr():
 
 def _check_output(path: Path, output: np.ndarray, reference: np.ndarray, precision: str = "float32") -> float:
     def reject(reason: str) -> ExportError:
-        path.unlink(missing_ok=True)
+        safewrite.remove(path)  # mobilekit just wrote it
         return ExportError(f"{path.name}: {reason}; the file was deleted (a broken conversion must not be measured)")
 
     if output.shape != reference.shape:
@@ -356,7 +361,30 @@ def check_precision(precision: str, runtime: str) -> str:
 
 
 def default_work_dir() -> Path:
-    """Where profiles keep their model files: ``$MOBILEKIT_CACHE`` or ``~/.cache/mobilekit`` + ``/model-files``."""
-    base = os.environ.get("MOBILEKIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mobilekit")
-    return Path(base) / "model-files"
+    """Where profiles keep their model files: ``$MOBILEKIT_CACHE`` or ``~/.cache/mobilekit`` + ``/model-files``,
+    created if missing.
+
+    Raises:
+        ConfigError: that folder cannot be used (a file is in the way, it is read-only): one line naming the
+            path, the variable it came from and the fix.
+    """
+    if os.environ.get("MOBILEKIT_CACHE"):
+        base, source = Path(os.environ["MOBILEKIT_CACHE"]), "MOBILEKIT_CACHE"
+    elif os.environ.get("XDG_CACHE_HOME"):
+        base, source = Path(os.environ["XDG_CACHE_HOME"]) / "mobilekit", "XDG_CACHE_HOME"
+    else:
+        base, source = Path(os.path.expanduser("~/.cache")) / "mobilekit", "HOME"
+    folder = base / "model-files"
+    fix = "set MOBILEKIT_CACHE to a writable folder, or pass --work-dir"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"model cache {folder} (from {source}): a file is in the way of the folder; {fix}") from None
+    except OSError as exc:
+        raise ConfigError(f"model cache {folder} (from {source}): cannot create it ({exc.strerror or exc}); "
+                          f"{fix}") from None
+    if not folder.is_dir():
+        raise ConfigError(f"model cache {folder} (from {source}): is not a folder; {fix}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"model cache {folder} (from {source}): not writable (permission denied); {fix}")
+    return folder

@@ -53,14 +53,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection, Sequence
 
-from mobilekit import __version__
+from mobilekit import __version__, locks, safewrite
 from mobilekit.errors import ConfigError, DeviceError, SpaceError, TableError
 from mobilekit.profile.export_pool import ExportJob, ExportPool, default_workers
 from mobilekit.profile.measurement import Measurement
 from mobilekit.profile.protocol import ProtocolSession, ProtocolSettings
 from mobilekit.profile.model_files import ModelFileCache, check_precision, default_work_dir
 from mobilekit.profile.runners import DeviceRunner
-from mobilekit.latency_table import LatencyTable
+from mobilekit.latency_table import LatencyTable, is_table_file
 from mobilekit.space import Architecture, LayerSpec, SearchSpace
 
 FIXED_PARTS = ("stem", "head")
@@ -135,6 +135,31 @@ def plan_items(space: SearchSpace, positions: Sequence[int] | None = None) -> li
 
 
 def profile_device(runner: DeviceRunner, space: SearchSpace, out: str | Path, runs: int = 50, repeats: int = 3,
+                   positions: Sequence[int] | None = None, resume: bool = True, progress: bool = True,
+                   work_dir: str | Path | None = None, *, warmup: int | None = None,
+                   batch_size: int = 8, precision: str = "float32", export_workers: int | None = None,
+                   pool: ExportPool | None = None, report: ProfileReport | None = None,
+                   apply_protocol: bool = True, only: Collection[tuple[int, str]] | None = None) -> LatencyTable:
+    """One writer per table: :func:`profile_table_locked` while holding ``.TABLE.lock`` beside ``out`` (a
+    second ``profile`` of the same table is refused with one line, so two runs never measure at once; a dead
+    holder's lock is taken over, see :mod:`mobilekit.locks`). An ``out`` that is a symlink, not a regular file,
+    or a file neither listed in its folder's manifest nor a mobilekit table is refused first."""
+    out = Path(out)
+    safewrite.claim(out, recognise=is_table_file)
+    with locks.exclusive(table_lock(out), f"latency table {out}"):
+        return profile_table_locked(runner, space, out, runs, repeats, positions, resume, progress, work_dir,
+                                    warmup=warmup, batch_size=batch_size, precision=precision,
+                                    export_workers=export_workers, pool=pool, report=report,
+                                    apply_protocol=apply_protocol, only=only)
+
+
+def table_lock(out: str | Path) -> Path:
+    """The lock file of the table ``out``: ``.NAME.lock`` in its folder."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.lock")
+
+
+def profile_table_locked(runner: DeviceRunner, space: SearchSpace, out: str | Path, runs: int = 50, repeats: int = 3,
                    positions: Sequence[int] | None = None, resume: bool = True, progress: bool = True,
                    work_dir: str | Path | None = None, *, warmup: int | None = None,
                    batch_size: int = 8, precision: str = "float32", export_workers: int | None = None,
@@ -475,6 +500,9 @@ def _open_table(out: Path, space: SearchSpace, device: dict[str, Any], runner: D
         "mobilekit": __version__,
     }
     if resume and out.exists():
+        if not is_table_file(out):
+            raise TableError(f"{out}: exists and is not a mobilekit latency table; mobilekit never replaces such a "
+                             "file: move it away or pass another --out")
         try:
             table = LatencyTable.load(out)
         except TableError as exc:

@@ -41,17 +41,21 @@ class SearchConfig:
     method: str = option("single-path", "searcher (see the list above)")
     data: str = option(DEFAULT_DATA, "digits (default), fashion-mnist, idx:DIR, cifar10:DIR or folder:DIR (folder "
                                  "images stream from disk)")
-    train_subset: int | None = option(None, "train on N training images (stratified, seeded) for quick runs", ge=1)
-    epochs: int = option(8, "search epochs", ge=1)
+    train_subset: int | None = option(None, "train on N training images (stratified, seeded) for quick runs", ge=1,
+                                          le=1_000_000_000)
+    epochs: int = option(8, "search epochs", ge=1, le=100_000)
     final_epochs: int | None = option(None, "epochs to train the derived network (default: --epochs, or the "
                                             "method's own, 0 for an end-to-end method); 0: the search's own "
-                                            "network is the deliverable", ge=0)
+                                            "network is the deliverable", ge=0, le=100_000)
     final_init: str = option("inherit", "start the final training from the search weights or from scratch",
                              choices=("inherit", "scratch"))
     seed: int = option(0, "random seed (0 to 2**32-1: numpy and torch both accept it)", ge=0, le=2**32 - 1)
-    train_resolution: int = option(32, "training input resolution (the network downsamples by 32)", ge=32)
-    batch_size: int = option(64, "global batch size (split across distributed processes)", ge=2)
-    steps_per_epoch: int | None = option(None, "cap on batches per epoch, for quick tries", ge=1)
+    train_resolution: int = option(32, "training input resolution (the network downsamples by 32)", ge=32,
+                                 le=2048)
+    batch_size: int = option(64, "global batch size (split across distributed processes)", ge=2,
+                            le=65_536)
+    steps_per_epoch: int | None = option(None, "cap on batches per epoch, for quick tries", ge=1,
+                                             le=10_000_000)
     lr: float = option(3e-3, "weight learning rate", gt=0)
     lr_schedule: str = option("cosine", "learning-rate schedule (torch.optim.lr_scheduler)", choices=LR_SCHEDULES)
     weight_decay: float = option(0.0, "weight decay of the network weights", ge=0)
@@ -77,10 +81,11 @@ class SearchConfig:
     score_images: int | None = option(None, "score the exported files on N test images (stratified, seeded) at "
                                             "their resolution; default: the whole test split", ge=1,
                                       resume_free=True)
-    measure_runs: int = option(50, "timed runs when measuring the exported model", ge=1, resume_free=True)
+    measure_runs: int = option(50, "timed runs when measuring the exported model", ge=1, le=100_000,
+                              resume_free=True)
     checkpoint_every: int = option(20, "steps between checkpoints (and at every epoch end)", ge=1)
     resume: bool = option(False, "continue the run in --out from its checkpoint", resume_free=True)
-    threads: int | None = option(None, "torch CPU threads (default: half the cores, at least 1)", ge=1,
+    threads: int | None = option(None, "torch CPU threads (default: half the cores, at least 1)", ge=1, le=1024,
                                  resume_free=True)
     accelerator: str = option("auto", "where to train: cpu, cuda, or auto (CUDA when available)",
                               choices=ACCELERATORS, resume_free=True)
@@ -88,7 +93,7 @@ class SearchConfig:
     channels_last: str = option("auto", "channels-last memory format: auto (on the CPU, and on CUDA with mixed "
                                         "precision), on, off",
                                 choices=("auto", "on", "off"), resume_free=True)
-    workers: int = option(2, "data-loader worker processes for streamed data sets (folder:DIR)", ge=0,
+    workers: int = option(2, "data-loader worker processes for streamed data sets (folder:DIR)", ge=0, le=256,
                           resume_free=True)
     tensorboard: bool = option(True, "write TensorBoard event files to OUT/tensorboard/ (watch with tensorboard "
                                      "--logdir OUT); --no-tensorboard: none", resume_free=True)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from mobilekit import locks, safewrite
 from mobilekit.errors import ExportError, MobilekitError, SearchError
 from mobilekit.latency.differentiable import TableLatency, build_latency_model
 from mobilekit.latency_table import LatencyTable
@@ -51,6 +52,7 @@ def build_latency_model_for(config: SearchConfig, table: LatencyTable | None = N
 
 
 
+RUN_LOCK = ".mobilekit-run.lock"
 TRAINING_STATE = ("checkpoint.npz", "weights.pt", "arch.json", "summary.json")
 
 
@@ -71,6 +73,8 @@ def prepare_run_folder(run: RunFolder, config: SearchConfig, write: bool = True)
             config differs in a field that changes the result.
     """
     stored_path = run.path("config.json")
+    if write:
+        run.claim_outputs()  # never replace a file mobilekit did not write: refused before anything runs
     if write and stored_path.exists() and has_training_state(run):
         if not config.resume:
             raise SearchError(f"{run.root} already holds a run; pass --resume to continue it or choose another --out")
@@ -128,6 +132,19 @@ def _run(config: SearchConfig, progress: bool, say: Log, on_step) -> dict[str, A
 
 def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, latency_model: TableLatency,
             bounds: tuple[float, float], progress: bool, say: Log, on_step) -> dict[str, Any]:
+    """One writer per run folder: the writing rank holds ``RUN/.mobilekit-run.lock`` for the whole run (a second
+    ``search`` or ``search --resume`` on the same folder is refused with one line; a dead holder's lock is taken
+    over, see :mod:`mobilekit.locks`)."""
+    if not engine.is_writer:
+        return _run_locked(engine, config, method, table, latency_model, bounds, progress, say, on_step)
+    root = Path(config.out)
+    RunFolder(root).claim_outputs()  # before the lock creates the folder: a user's file is refused first
+    with locks.exclusive(root / RUN_LOCK, f"run folder {root}"):
+        return _run_locked(engine, config, method, table, latency_model, bounds, progress, say, on_step)
+
+
+def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTable, latency_model: TableLatency,
+                bounds: tuple[float, float], progress: bool, say: Log, on_step) -> dict[str, Any]:
     if not engine.is_writer:
         say = lambda message: None  # noqa: E731 - only rank 0 talks
     run = RunFolder(config.out)
@@ -288,7 +305,7 @@ def _run_on(engine: Engine, config: SearchConfig, method, table: LatencyTable, l
         run.write_json("summary.json", summary)
         if board is not None:
             board.json_text("summary", summary)
-        run.checkpoint.unlink(missing_ok=True)
+        safewrite.remove(run.checkpoint)
         return summary
     finally:
         if board is not None:

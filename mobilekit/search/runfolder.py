@@ -140,6 +140,14 @@ def _tuples(value: Any) -> Any:
 
 
 # ---- the folder ---------------------------------------------------------------------------------------------------
+#: Every file a run (of any method) may write at the top of its folder; checked before the run starts, so a
+#: user's file at one of these names is refused at once, not after training (:meth:`RunFolder.claim_outputs`).
+OUTPUT_NAMES = ("config.json", "metrics.jsonl", "checkpoint.npz", "arch.json", "weights.pt", "bundle.json",
+                "search.png", "architecture.png", "summary.json", "hyperparameters.json", "hyperparameters.png",
+                "augment_policy.json", "augment_policy.png", "best_trial.pt", "best_proxy.pt", "evolution.json",
+                "tnas_proposals.json", "tnas_proposals.png")
+
+
 class RunFolder:
     """Paths and small I/O helpers of one run folder (see the module docstring for the layout)."""
 
@@ -149,6 +157,16 @@ class RunFolder:
 
     def path(self, name: str) -> Path:
         return self.root / name
+
+    def claim_outputs(self) -> None:
+        """Refuse (one line) a run folder where a name mobilekit writes is a symlink, not a regular file, or a
+        file mobilekit did not write (not in the folder's ``.mobilekit-manifest``).
+
+        Raises:
+            safewrite.OutputError
+        """
+        for name in OUTPUT_NAMES:
+            safewrite.claim(self.path(name))
 
     @property
     def checkpoint(self) -> Path:
@@ -164,7 +182,15 @@ class RunFolder:
         return path
 
     def read_json(self, name: str) -> Any:
-        return json.loads(self.path(name).read_text())
+        """A JSON object of the run folder; a missing, damaged or non-object file is one line (SearchError)."""
+        from mobilekit.jsonio import read_json
+
+        path = self.path(name)
+        fix = "; the run folder is damaged: use another --out for a new run"
+        data = read_json(path, SearchError, "missing from the run folder" + fix, fix)
+        if not isinstance(data, dict):
+            raise SearchError(f"{path}: expected a JSON object, got {type(data).__name__}{fix}")
+        return data
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one metrics record (a line of JSON)."""
@@ -173,9 +199,29 @@ class RunFolder:
         self._count = (count + 1, self.metrics.stat().st_size)
 
     def records(self) -> list[dict[str, Any]]:
+        """The metrics records; a damaged ``metrics.jsonl`` (not UTF-8, a line that is not a JSON object) is one
+        line (SearchError) naming the file and line, never a traceback."""
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        fix = "the run folder is damaged: use another --out for a new run"
+        try:
+            text = self.metrics.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise SearchError(f"{self.metrics}: not UTF-8 text; {fix}") from None
+        except OSError as exc:
+            raise SearchError(f"{self.metrics}: cannot read it ({exc.strerror or exc}); {fix}") from None
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                record = None
+            if not isinstance(record, dict):
+                raise SearchError(f"{self.metrics}: line {number} is not a JSON object; {fix}")
+            records.append(record)
+        return records
 
     def record_count(self) -> int:
         """How many metrics records the folder holds (its non-blank lines). Kept by :meth:`log` and

@@ -93,11 +93,16 @@ class TuneConfig:
         need(len(set(names)) == len(names), f"--param names a search option twice ({', '.join(names)})")
         clash = sorted(set(names) & set(self.sets))
         need(not clash, f"{', '.join(clash)} is both tuned (--param) and fixed (--set); drop one")
-        need(self.trials >= 1, f"--trials must be >= 1, got {self.trials}")
-        need(self.workers >= 1, f"--workers must be >= 1, got {self.workers}")
-        need(self.threads is None or self.threads >= 1, "--threads must be >= 1")
-        need(self.heartbeat_s >= 1, "--heartbeat must be >= 1 second")
-        need(self.grid_points >= 2, "--grid-points must be >= 2")
+        # ranges a real study could need and no more (issue 23, item 6): a huge value runs for weeks or spawns
+        # thousands of processes before saying anything
+        need(1 <= self.trials <= 100_000, f"--trials must be 1 to 100000, got {self.trials}")
+        need(1 <= self.workers <= 1024, f"--workers must be 1 to 1024, got {self.workers}")
+        need(self.threads is None or 1 <= self.threads <= 4096, f"--threads must be 1 to 4096, got {self.threads}")
+        need(1 <= self.heartbeat_s <= 86_400, f"--heartbeat must be 1 to 86400 seconds, got {self.heartbeat_s}")
+        need(2 <= self.grid_points <= 1000, f"--grid-points must be 2 to 1000, got {self.grid_points}")
+        need(0 <= self.seed <= 2**32 - 1, f"--seed must be 0 to 2**32-1, got {self.seed}")
+        need(self.startup_trials is None or 0 <= self.startup_trials <= 100_000,
+             f"--startup-trials must be 0 to 100000, got {self.startup_trials}")
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         need(not unknown and len(set(self.objectives)) == len(self.objectives) and self.objectives,
              f"--objectives {','.join(self.objectives)}: use distinct names from {', '.join(OBJECTIVES)} "

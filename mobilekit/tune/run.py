@@ -9,14 +9,20 @@ from typing import Any, Callable
 
 import optuna
 
+from mobilekit import locks, safewrite
+from mobilekit.errors import ConfigError, SearchError
 from mobilekit.tune.config import TuneConfig
 from mobilekit.tune.grid import plot_grid
 from mobilekit.tune.multi_objective import plot_pareto
 from mobilekit.tune.outputs import history_series, plot_history, write_best, write_trials_csv
+from mobilekit.tune.storage import is_mobilekit_study_db
 from mobilekit.tune.study import finished_trials, open_study, requested_trials, run_worker, storage_url
 from mobilekit.tune.workers import WorkerReport, run_local_workers, run_ray
 
 Log = Callable[[str], None]
+#: the files ``tune`` writes in ``--out`` besides the study and the trial folders
+TUNE_LOCK = ".mobilekit-tune.lock"
+OUTPUT_NAMES = ("trials.csv", "best.json", "history.png", "pareto.png", "grid.png")
 
 
 def check_trial_settings(config: TuneConfig) -> Any:
@@ -46,12 +52,28 @@ def run_tune(config: TuneConfig, *, progress: bool = False, log: Log | None = No
     say = log or (lambda message: None)
     first = check_trial_settings(config)
     out = Path(config.out)
+    for name in OUTPUT_NAMES:  # refuse a user's file at an output name before anything is created
+        safewrite.claim(out / name)
+    if not config.storage:  # never add Optuna's tables to a study.db mobilekit did not create
+        safewrite.claim(out / "study.db", recognise=is_mobilekit_study_db)
+    # one tune per output folder (its outputs and trial folders); other machines join the study through a
+    # shared --storage with their own --out, and this run's worker processes do not take the lock
+    with locks.exclusive(out / TUNE_LOCK, f"tune folder {out}"):
+        return _run_tune_locked(config, out, say, progress)
+
+
+def _run_tune_locked(config: TuneConfig, out: Path, say: Log, progress: bool) -> dict[str, Any]:
+    default_db = None if config.storage else out / "study.db"
     out.mkdir(parents=True, exist_ok=True)
     if first.tensorboard:
         from mobilekit.search.board import logdir_line
 
         say(logdir_line(out) + " (every trial's run folder)")
     study = open_study(config)
+    if default_db is not None:
+        safewrite.record(default_db)
+    check_trial_folders(study, config)
+    failed_before = _failed(study)
     wanted, already = requested_trials(config), finished_trials(study)
     where = storage_url(config)
     say(f"study {config.study!r} in {where}: {already} of {wanted} trials finished; "
@@ -70,10 +92,40 @@ def run_tune(config: TuneConfig, *, progress: bool = False, log: Log | None = No
     result["worker_exit_codes"] = report.exit_codes
     result["task_errors"] = report.task_errors
     done = finished_trials(study)
+    failed_now = [t for n, t in sorted(_failed(study).items()) if n not in failed_before]
+    if done == 0 and failed_now:
+        first = failed_now[0]
+        reason = first.user_attrs.get("error") or "see its run folder"
+        raise SearchError(f"every trial of study {config.study!r} failed ({len(failed_now)}); trial {first.number}: "
+                          f"{reason}")
     if done < wanted:
         say(f"the study holds {done} of {wanted} finished trials (some failed or a worker died); "
             "run the same command again to complete it")
     return result
+
+
+def check_trial_folders(study: optuna.Study, config: TuneConfig) -> None:
+    """Refuse trial folders the study does not know (left by an earlier study whose ``study.db`` was removed):
+    a new trial would meet an old run there and fail, and so would every trial after it.
+
+    Raises:
+        ConfigError: one line naming the folder and the fix.
+    """
+    root = Path(config.out) / config.study
+    known = {f"trial-{t.number:04d}" for t in study.get_trials(deepcopy=False)}
+    try:
+        stale = sorted(p.name for p in root.iterdir() if p.name.startswith("trial-") and p.name not in known)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stale:
+        raise ConfigError(f"{root}: holds trial folders the study {config.study!r} in {storage_url(config)} does not "
+                          f"have ({stale[0]}, {len(stale)} in all: left by an earlier study?); move them away, or "
+                          "use another --out or --study")
+
+
+def _failed(study: optuna.Study) -> dict[int, Any]:
+    """Failed trials by number."""
+    return {t.number: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
 
 
 def write_outputs(study: optuna.Study, config: TuneConfig) -> dict[str, Any]:

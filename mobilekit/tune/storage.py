@@ -40,6 +40,76 @@ def default_storage_url(out: str | Path) -> str:
     return f"sqlite:///{Path(out).resolve() / 'study.db'}"
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+OPTUNA_TABLES = {"studies", "version_info", "trials"}
+
+
+def _sqlite_tables(path: Path) -> set[str] | None:
+    """Table names of the SQLite file ``path`` (opened read-only, never created), or None if it is not one."""
+    import sqlite3
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                return None
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            connection.close()
+    except (OSError, sqlite3.Error):
+        return None
+
+
+def is_optuna_sqlite(path: str | Path) -> bool:
+    """True when ``path`` is an SQLite file holding Optuna's tables."""
+    tables = _sqlite_tables(Path(path))
+    return tables is not None and OPTUNA_TABLES <= tables
+
+
+def is_mobilekit_study_db(path: str | Path) -> bool:
+    """True when ``path`` is an Optuna SQLite storage whose studies mobilekit made (each carries the
+    ``sampler`` user attribute ``tune`` sets): the format check that lets ``tune`` reuse a ``study.db`` from
+    before run manifests."""
+    import sqlite3
+
+    if not is_optuna_sqlite(path):
+        return False
+    try:
+        connection = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            studies = {row[0] for row in connection.execute("SELECT study_id FROM studies")}
+            marked = {row[0] for row in connection.execute(
+                "SELECT study_id FROM study_user_attributes WHERE key = 'sampler'")}
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return False
+    return bool(studies) and studies <= marked
+
+
+def check_sqlite_file(url: str) -> None:
+    """For ``sqlite:///FILE``: refuse a FILE that is a symlink, not a regular file, or an existing non-empty
+    file that is not an Optuna storage (Optuna would add its tables to someone else's database).
+
+    Raises:
+        ConfigError: one line naming the file and the fix.
+    """
+    from mobilekit import safewrite
+
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    try:
+        safewrite.check_target(path)
+    except safewrite.OutputError as exc:
+        raise ConfigError(f"--storage {url}: {exc}") from None
+    if path.is_file() and path.stat().st_size > 0 and not is_optuna_sqlite(path):
+        raise ConfigError(f"--storage {url}: {path} exists and is not an Optuna storage; mobilekit never adds "
+                          "tables to another database: move it away or name another file")
+
+
 def retry_callback() -> RetryHeartbeatStaleTrialCallback:
     """Queue a failed (killed) trial once more with its parameters; its run folder is resumed when it is here."""
     with warnings.catch_warnings():
@@ -109,6 +179,7 @@ def open_storage(url: str, heartbeat_s: int = 30) -> optuna.storages.BaseStorage
             folder = Path(url.removeprefix("sqlite:///")).parent
             if not folder.is_dir():
                 raise ConfigError(f"--storage {url}: folder {folder} does not exist; create it or pick another path")
+            check_sqlite_file(url)
         for attempt in range(SCHEMA_RACE_TRIES):
             try:
                 with warnings.catch_warnings():

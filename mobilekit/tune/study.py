@@ -5,6 +5,8 @@ pruned) trials (Optuna's :class:`~optuna.study.MaxTrialsCallback`), so a rerun t
 
 from __future__ import annotations
 
+import logging
+
 import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
@@ -19,6 +21,41 @@ from mobilekit.tune.storage import default_storage_url, fail_dead_local_trials, 
 from mobilekit.tune.trial import TrialRunner
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+RERUN_SEED_STEP = 7919
+
+
+def _trials_in(storage: optuna.storages.BaseStorage, study: str) -> int:
+    """Trials the study ``study`` holds in ``storage`` (0 when it does not exist yet)."""
+    try:
+        return len(storage.get_all_trials(storage.get_study_id_from_name(study), deepcopy=False))
+    except KeyError:
+        return 0
+
+
+class _QuietInterrupt(logging.Filter):
+    """Drop Optuna's 'Trial N failed ... KeyboardInterrupt' warning (with its traceback) and the line after it:
+    Ctrl-C ends ``tune`` with the CLI's one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dropped: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        message = record.getMessage()
+        if isinstance(exc, KeyboardInterrupt):
+            number = message.split()[1] if message.startswith("Trial ") else ""
+            self._dropped.add(int(number) if number.isdigit() else -1)
+            return False
+        if message.startswith("Trial ") and "failed with value" in message:
+            number = message.split()[1]
+            return not (number.isdigit() and int(number) in self._dropped)
+        return True
+
+
+_OPTIMIZE_LOGGER = logging.getLogger("optuna.study._optimize")
+if not any(isinstance(f, _QuietInterrupt) for f in _OPTIMIZE_LOGGER.filters):
+    _OPTIMIZE_LOGGER.addFilter(_QuietInterrupt())
 
 
 def storage_url(config: TuneConfig) -> str:
@@ -34,8 +71,11 @@ def make_runner(config: TuneConfig) -> TrialRunner:
     return TrialRunner(config, grid_params(config.params, config.fidelity) if config.grid else None)
 
 
-def _sampler(config: TuneConfig, worker: int) -> optuna.samplers.BaseSampler:
-    seed = config.seed + worker          # distinct streams, so parallel workers do not propose the same point
+def _sampler(config: TuneConfig, worker: int, existing: int = 0) -> optuna.samplers.BaseSampler:
+    # distinct streams, so parallel workers do not propose the same point; ``existing`` (trials the study held
+    # when this worker opened it) moves a rerun onto a fresh stream, so a resumed study does not re-propose the
+    # points its first run drew from the same seed
+    seed = (config.seed + worker + RERUN_SEED_STEP * existing) % 2**32
     if config.grid:
         return grid_sampler(grid_params(config.params, config.fidelity), config.grid_points, seed)
     startup = config.startup_trials if config.startup_trials is not None else default_startup_trials(config.trials)
@@ -49,9 +89,12 @@ def open_study(config: TuneConfig, worker: int = 0) -> optuna.Study:
         ConfigError: bad storage, or a study of that name exists with other objectives.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = _sampler(config, worker)
+    sampler = _sampler(config, worker)  # a bad sampler or pruner is refused before the storage is created
     pruner = make_pruner(config.pruner_, config.fidelity)
     storage = open_storage(storage_url(config), config.heartbeat_s)
+    existing = _trials_in(storage, config.study)
+    if existing:
+        sampler = _sampler(config, worker, existing)
     try:
         study = optuna.create_study(storage=storage, study_name=config.study, directions=config.directions,
                                     sampler=sampler, pruner=pruner, load_if_exists=True)

@@ -21,7 +21,10 @@ class WorkerReport:
 
 
 def _process_main(config: TuneConfig, worker: int) -> None:
-    run_worker(config, worker)
+    try:
+        run_worker(config, worker)
+    except KeyboardInterrupt:  # Ctrl-C reaches every worker: the parent prints the one line
+        raise SystemExit(130) from None
 
 
 def run_local_workers(config: TuneConfig) -> WorkerReport:

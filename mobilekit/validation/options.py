@@ -43,6 +43,20 @@ def int_at_least(low: int, why: str = "") -> Callable[[str], int]:
     return convert
 
 
+def int_in(low: int, high: int, why: str = "") -> Callable[[str], int]:
+    """A converter for integers in ``[low, high]``: a range a real user could need and no more (a huge value
+    would run for days or exhaust memory before saying anything)."""
+
+    def convert(text: str) -> int:
+        value = _int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}{why}, got {text!r}")
+        return value
+
+    convert.__name__ = f"integer in {low}..{high}"
+    return convert
+
+
 positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
 

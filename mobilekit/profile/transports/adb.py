@@ -33,13 +33,16 @@ import logging
 import os
 import socket
 import stat as stat_module
+import shutil
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from mobilekit import safewrite
 from mobilekit.errors import DeviceError
 from mobilekit.profile.transports.base import (
     DeviceAuthError,
@@ -129,24 +132,24 @@ def ensure_adb_key(key_path: Path) -> Path:
     pub_path = key_path.with_name(key_path.name + ".pub")
     if key_path.is_file():
         if not pub_path.is_file():
-            write_public_keyfile(str(key_path), str(pub_path))
+            safewrite.write_with(pub_path, lambda tmp: write_public_keyfile(str(key_path), str(tmp)))
         return key_path
     key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = key_path.with_name(f".{key_path.name}.{os.getpid()}.tmp")
-    # Create the private key file 0600 before anything is written into it.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.close(fd)
-    os.chmod(tmp, 0o600)
-    tmp_pub = tmp.with_name(tmp.name + ".pub")
+    for target in (key_path, pub_path):
+        safewrite.check_target(target)  # never replace a symlink or a non-regular file
+    # keygen writes KEY and KEY.pub at a name it is given: give it one in a fresh private folder (mkdtemp,
+    # mode 0700) beside the key, so no predictable name is ever followed, then rename both into place.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{key_path.name}.", dir=key_path.parent))
+    tmp = scratch / "adbkey"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # 0600 before anything is written
+        os.close(fd)
         keygen(str(tmp))
         os.chmod(tmp, 0o600)
-        os.replace(tmp_pub, pub_path)
+        os.replace(tmp.with_name(tmp.name + ".pub"), pub_path)
         os.replace(tmp, key_path)
     finally:
-        for leftover in (tmp, tmp_pub):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+        shutil.rmtree(scratch, ignore_errors=True)
     return key_path
 
 
@@ -568,15 +571,17 @@ class AdbTransport:
         return remotes
 
     def pull(self, remote_path: str, local_path: Path) -> None:
-        """Copy ``remote_path`` to ``local_path`` (written to ``local_path.part`` first, then renamed)."""
+        """Copy ``remote_path`` to ``local_path`` (through :mod:`mobilekit.safewrite`: a secure temp file in the same
+        folder, then an atomic rename; a symlink at ``local_path`` is refused)."""
         remote_path = check_remote_path(remote_path)
         local_path = Path(local_path)
         if local_path.is_dir():
             raise IsADirectoryError(f"cannot pull to {local_path}: it is a folder; give the file's path")
-        part = local_path.with_name(local_path.name + ".part")
-        fh = open(part, "wb")  # local errors (missing folder, permissions) surface here, before any traffic
+        if not local_path.parent.is_dir():  # local errors surface here, before any traffic
+            raise FileNotFoundError(f"cannot pull to {local_path}: folder {local_path.parent} does not exist")
         timeout_s = self._timeout_s
-        try:
+        # safewrite: an unpredictable temp file in the target folder, never through a symlink, atomic rename
+        with safewrite.atomic_open(local_path, "wb") as fh:
             with self._operation(f"pull of {remote_path}", timeout_s):
                 stream = self._open("sync:", timeout_s)
                 reader = _Reader(stream, timeout_s)
@@ -594,14 +599,8 @@ class AdbTransport:
                         raise RemoteFileError(f"{self.label}: cannot pull {remote_path}: {message}")
                     else:
                         raise DeviceDisconnectedError(f"{self.label}: unexpected sync reply {ident!r} during pull")
-                fh.close()
-                os.replace(part, local_path)
                 stream.write(_sync_request(b"QUIT"), timeout_s)
                 stream.close()
-        finally:
-            fh.close()
-            with contextlib.suppress(FileNotFoundError):
-                part.unlink()
 
     def stat(self, remote_path: str) -> RemoteStat | None:
         """Size (bytes), mode and mtime (s) of ``remote_path``, or ``None`` if it does not exist."""

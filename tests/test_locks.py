@@ -1,0 +1,113 @@
+"""Hardening (issue 23, item 4): one writer per run folder, latency table and tune folder.
+
+A second ``search``/``search --resume``, ``profile`` or ``tune`` on what a live process is writing is refused with
+one line (exit 2) and changes nothing; a dead process's lock is taken over; of processes racing for one lock
+exactly one wins."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import PIXEL1_TABLE, assert_one_line_failure, run_cli
+from mobilekit import locks
+from test_output_ownership import PROFILE, TINY_SEARCH, tree
+
+
+@pytest.fixture
+def live_pid():
+    """A process that stays alive for the test (the 'first writer')."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_live_holder_keeps_the_lock_a_dead_one_loses_it(tmp_path, live_pid, dead_pid):
+    lock = tmp_path / "x.lock"
+    lock.write_text(f"{live_pid}@{socket.gethostname()}")
+    assert not locks.try_lock(lock)
+    with pytest.raises(locks.LockedError, match=f"process {live_pid}") as info:
+        with locks.exclusive(lock, "thing"):
+            pass
+    assert "\n" not in str(info.value)
+    lock.write_text(str(dead_pid))  # compare's older content: a bare pid
+    assert locks.try_lock(lock) and locks.read_holder(lock)[0] == os.getpid()
+    locks.release(lock)
+    assert not lock.exists()
+
+
+def test_another_hosts_lock_garbage_and_symlinks_are_never_taken_over(tmp_path, dead_pid):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    for name, make in (("host.lock", lambda p: p.write_text(f"{dead_pid}@some-other-host")),
+                       ("garbage.lock", lambda p: p.write_text("not a pid")),
+                       ("link.lock", lambda p: p.symlink_to(victim))):
+        lock = tmp_path / name
+        make(lock)
+        before = tree(tmp_path)
+        assert not locks.try_lock(lock)
+        locks.release(lock)
+        assert tree(tmp_path) == before
+
+
+def _race(args) -> bool:
+    lock, barrier = args
+    barrier.wait()
+    return locks.try_lock(lock)
+
+
+def test_of_processes_racing_for_a_stale_lock_exactly_one_wins(tmp_path, dead_pid):
+    for round_ in range(3):
+        lock = tmp_path / f"r{round_}.lock"
+        lock.write_text(str(dead_pid))
+        context = multiprocessing.get_context("fork")
+        barrier = context.Manager().Barrier(4)
+        with context.Pool(4) as pool:
+            won = pool.map(_race, [(lock, barrier)] * 4)
+        assert sum(won) == 1, won
+
+
+def test_a_second_search_on_a_run_in_progress_is_refused(tmp_path, live_pid):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".mobilekit-run.lock").write_text(f"{live_pid}@{socket.gethostname()}")
+    before = tree(tmp_path)
+    for extra in ([], ["--resume"]):
+        code, _, err = run_cli(["search", *TINY_SEARCH, "--out", str(out), *extra])
+        assert_one_line_failure(code, err, "in use by", str(live_pid))
+    assert tree(tmp_path) == before
+
+
+def test_a_second_profile_of_one_table_is_refused(tmp_path, live_pid):
+    out = tmp_path / "host.json"
+    out.write_text(PIXEL1_TABLE.read_text())  # a table: resumable, if nobody else were measuring it
+    (tmp_path / ".host.json.lock").write_text(f"{live_pid}@{socket.gethostname()}")
+    before = tree(tmp_path)
+    code, _, err = run_cli([*PROFILE, "--out", str(out)])
+    assert_one_line_failure(code, err, "in use by", "host.json")
+    assert tree(tmp_path) == before
+
+
+def test_a_second_tune_on_one_folder_is_refused(tmp_path, live_pid):
+    out = tmp_path / "tune"
+    out.mkdir()
+    (out / ".mobilekit-tune.lock").write_text(f"{live_pid}@{socket.gethostname()}")
+    before = tree(tmp_path)
+    code, _, err = run_cli(["tune", "--out", str(out), "--param", "lambda:log:1e-3:1", "--trials", "1",
+                            "--no-progress", "--set", f"table={PIXEL1_TABLE}", "--set", "target_ms=80"])
+    assert_one_line_failure(code, err, "in use by")
+    assert tree(tmp_path) == before
