@@ -135,6 +135,10 @@ def test_damaged_checkpoint_on_resume_is_one_line_exit_2(tmp_path, table_path, t
         None, table=str(table_path), target_ms=target, out=str(out), epochs=1, steps_per_epoch=2, batch_size=16,
         export=(), final_epochs=0).to_dict()))
     (out / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
+    from mobilekit import safewrite
+
+    for name in ("config.json", "checkpoint.npz"):    # as a killed mobilekit run leaves them: listed as its own
+        safewrite.record(out / name)
     assert main(args + ["--resume"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "checkpoint.npz: unreadable checkpoint" in err and "--resume" in err

@@ -134,7 +134,7 @@ def share_run(tmp_path_factory, table_path, target):
     args = ["search", "--table", str(table_path), "--target-ms", str(target), "--out", str(out),
             "--epochs", "1", "--steps-per-epoch", "64", "--batch-size", "2", "--export", "none", "--no-progress",
             "--population", "2", "--generations", "0", "--bn-steps", "1", "--eval-samples", "8", "--tell-batch", "8",
-            "--sampler-fit-steps", "40", "--final-epochs", "0", "--method", "tnas-os", "--eps-max", "0.5"]
+            "--sampler-fit-steps", "100", "--final-epochs", "0", "--method", "tnas-os", "--eps-max", "0.5"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tnas_os, "batch_accuracy", lambda net, paths, x, y: [_agreement(p, best) for p in paths])
         patch.setattr(tnas_os, "make_sampler", keep)

@@ -213,7 +213,15 @@ def _tnas_os(config: Any, summary: dict, n_train: int, n_val: int, run: Path) ->
     folder = RunFolder(run)
     told = sum(int(r.get("told", 0)) for r in folder.records() if r.get("phase") == "search")
     proposals_path = folder.path(TNAS_PROPOSALS_FILE)
-    proposals = folder.read_json(TNAS_PROPOSALS_FILE) if proposals_path.exists() else []
+    proposals: Any = []
+    if proposals_path.exists():     # a JSON list of {"accuracy": [...], ...} entries, one per refit
+        from mobilekit.errors import SearchError
+        from mobilekit.jsonio import read_json
+
+        fix = "; the run folder is damaged: use another --out for a new run"
+        proposals = read_json(proposals_path, SearchError, "missing from the run folder" + fix, fix)
+        if not isinstance(proposals, list) or not all(isinstance(e, dict) for e in proposals):
+            raise SearchError(f"{proposals_path}: expected a JSON list of objects{fix}")
     proposed = sum(len(entry.get("accuracy", [])) for entry in proposals)
     return _evolution(config, summary, n_train, n_val, run) + (told + proposed) * min(config.tell_batch, n_val)
 

@@ -59,13 +59,13 @@ def run_tune(config: TuneConfig, *, progress: bool = False, log: Log | None = No
     # one tune per output folder (its outputs and trial folders); other machines join the study through a
     # shared --storage with their own --out, and this run's worker processes do not take the lock
     with locks.exclusive(out / TUNE_LOCK, f"tune folder {out}"):
-        return _run_tune_locked(config, out, say, progress)
+        return _run_tune_locked(config, out, say, progress, tensorboard=first.tensorboard)
 
 
-def _run_tune_locked(config: TuneConfig, out: Path, say: Log, progress: bool) -> dict[str, Any]:
+def _run_tune_locked(config: TuneConfig, out: Path, say: Log, progress: bool, tensorboard: bool) -> dict[str, Any]:
     default_db = None if config.storage else out / "study.db"
     out.mkdir(parents=True, exist_ok=True)
-    if first.tensorboard:
+    if tensorboard:
         from mobilekit.search.board import logdir_line
 
         say(logdir_line(out) + " (every trial's run folder)")
@@ -94,9 +94,9 @@ def _run_tune_locked(config: TuneConfig, out: Path, say: Log, progress: bool) ->
     done = finished_trials(study)
     failed_now = [t for n, t in sorted(_failed(study).items()) if n not in failed_before]
     if done == 0 and failed_now:
-        first = failed_now[0]
-        reason = first.user_attrs.get("error") or "see its run folder"
-        raise SearchError(f"every trial of study {config.study!r} failed ({len(failed_now)}); trial {first.number}: "
+        failed = failed_now[0]
+        reason = failed.user_attrs.get("error") or "see its run folder"
+        raise SearchError(f"every trial of study {config.study!r} failed ({len(failed_now)}); trial {failed.number}: "
                           f"{reason}")
     if done < wanted:
         say(f"the study holds {done} of {wanted} finished trials (some failed or a worker died); "
