@@ -278,8 +278,10 @@ def test_a_study_whose_every_trial_fails_exits_2_with_the_reason(tmp_path, tiny,
 def test_ctrl_c_is_one_line_without_optunas_traceback(tmp_path, tiny):
     args = [sys.executable, "-m", "mobilekit", "tune", "--out", str(tmp_path), "--param", "lambda:log:1e-3:1",
             "--trials", "3", "--sampler", "random", "--no-progress", *set_args({**tiny, "epochs": 3})]
+    # a shell without job control (``make test &``, some CI runners) starts background jobs with SIGINT ignored and
+    # Python keeps an inherited SIG_IGN: restore the default so the child takes Ctrl-C as a terminal user's would
     process = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "tune" / "trial-0000" / "metrics.jsonl").exists():
