@@ -257,3 +257,37 @@ def test_the_float_parity_limit_follows_the_logit_scale():
     assert not check_parity("onnx", _Exported(small + 2e-4), small, samples).passed
     assert check_parity("onnx", _Exported(small + 5e-5), small, samples).passed
     assert not check_parity("onnx", _Exported(np.full_like(large, np.nan)), large, samples).passed
+
+
+# ---- recipes ----------------------------------------------------------------------------------------------------
+RECIPE_CASES = {
+    "unknown key of a method that does not run": ("[search.autohas]\nbogus_key = 3\n",
+                                                  ["[search.autohas]", "unknown key 'bogus_key'"]),
+    "bad value of a method that does not run": ("[search.tnas-os]\nsampler_fit_steps = -5\n",
+                                                ["[search.tnas-os]", "sampler_fit_steps must be >= 1"]),
+    "section outside [search]": ("[serach]\nepochs = 2\n", ["section [serach] is outside [search]"]),
+    "section naming no method": ("[search.nosuch]\nx = 1\n", ["[search.nosuch] names no method"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECIPE_CASES))
+def test_a_recipe_with_a_stray_section_or_key_is_one_line_and_nothing_runs(tmp_path, case):
+    extra, needles = RECIPE_CASES[case]
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[search]\nmethod = "random"\ntable = "{PIXEL1_TABLE}"\ntarget_ms = 80\nepochs = 1\n'
+                      f'final_epochs = 0\n\n[search.random]\nrandom_samples = 2\n\n{extra}')
+    before = recipe.read_bytes()
+    code, _, err = run_cli(["search", "--config", str(recipe), "--out", str(tmp_path / "run")])
+    assert_one_line_failure(code, err, str(recipe), *needles)
+    assert recipe.read_bytes() == before and not (tmp_path / "run").exists()
+
+
+def test_the_section_of_a_method_that_does_not_run_is_checked_but_not_applied(tmp_path):
+    from mobilekit.search.config import make_config
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[search]\nmethod = "random"\ntable = "{PIXEL1_TABLE}"\ntarget_ms = 80\n\n'
+                      '[search.random]\nrandom_samples = 3\n\n[search.tnas-os]\nsampler_fit_steps = 7\n')
+    config = make_config(recipe, out=str(tmp_path / "run"))
+    assert config.method == "random" and config.method_options.random_samples == 3
+    assert not hasattr(config.method_options, "sampler_fit_steps")
