@@ -64,6 +64,8 @@ class Options:
     tau_end: float = option(0.1, "... to this", gt=0)
     warmup_share: float = option(0.6, "share of the search steps that train the weights only (runtime term off, "
                                  "thresholds fixed) before the decisions start", ge=0, lt=1)
+    lambda_ramp_share: float = option(0.1, "after the warm-up, lambda rises linearly to its steered value over this "
+                                      "share of the search steps (0: full strength at once)", ge=0, lt=1)
     subset_dropout: float = option(0.1, "drop weight subsets with this probability ...", ge=0, lt=1)
     subset_dropout_epochs: int | None = option(None, "... during the first epochs (default: during the warm-up)",
                                                ge=0)
@@ -74,6 +76,11 @@ class Options:
 def warmup_steps(config: Any, total_steps: int) -> int:
     """Steps of the warm-up (weights only), ``round(warmup_share * total_steps)``."""
     return int(round(getattr(config, "warmup_share", 0.0) * total_steps))
+
+
+def ramp_steps(config: Any, total_steps: int) -> int:
+    """Steps over which lambda ramps up after the warm-up, ``round(lambda_ramp_share * total_steps)``."""
+    return int(round(getattr(config, "lambda_ramp_share", 0.0) * total_steps))
 
 
 def dropout_active(config: Any, epoch: int, step: int, total_steps: int) -> bool:
@@ -113,8 +120,10 @@ class SinglePathPhase(Phase):
         self.schedule("thresholds", threshold_opt, "constant")   # decisions stay movable to the end
         self.net, self.latency_model, self.optimizer, self.threshold_opt, self.config = \
             net, latency_model, optimizer, threshold_opt, config
+        # lambda >= 0 (a slower network is never rewarded) with anti-windup, ramped in after the warm-up
         self.penalty = LatencyPenalty(target_ms, self.state, config.target_aim, config.lambda_init, config.lambda_lr,
-                                      config.lambda_p)
+                                      config.lambda_p, nonnegative=True,
+                                      ramp_steps=ramp_steps(config, self.total_steps))
 
     def _normalize_threshold_grads(self) -> bool:
         """Divide the threshold gradients by their running RMS; False (and no threshold step) when any of them is
