@@ -18,7 +18,9 @@ thresholds fixed (the reference lets the cross-entropy move them too; with our n
 that would drag every threshold down before the runtime term starts), and each subset dropped with probability
 ``subset_dropout`` (the reference keeps 0.6 of them). Subset dropout therefore only runs while the runtime term is
 off, so R and the forward pass never disagree on a dropped indicator. Then the PI-steered runtime term starts,
-the temperature anneals over the remaining steps, and the threshold learning rate stays constant (the reference's
+ramped in linearly over ``lambda_ramp_share`` (0.1) of the steps, with lambda projected to >= 0 and an integral
+that does not wind up while lambda is clipped at 0 (a network below the aim is never rewarded for being slower;
+the cross-entropy alone brings subsets back), the temperature anneals over the remaining steps, and the threshold learning rate stays constant (the reference's
 decays only mildly), so decisions can still move at the end. ``threshold_normalization = "per-decision"`` divides each kind of decision (keep, kernel,
 expansion, SE) by its own running RMS instead, so that a kind whose latency saving per layer is small (the
 kernel ring: about 1 ms on the Pixel 1 table, against 2-3 ms for expansion and skip) still moves at the speed of
