@@ -15,7 +15,7 @@ FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 TABLE = str(PIXEL1_TABLE)
 TINY = {"table": TABLE, "target_ms": 80, "epochs": 1, "steps_per_epoch": 1, "final_epochs": 0, "export": "none",
-        "batch_size": 8, "threads": 1}
+        "batch_size": 8, "threads": 1, "train_resolution": 32}
 
 # common search options with a lower bound (all of them >= 0 or more), and one upper bound
 _BOUNDED = ["target_ms", "epochs", "final_epochs", "train_resolution", "batch_size", "steps_per_epoch", "lr",
@@ -77,7 +77,8 @@ bad_flag_value = st.one_of(st.sampled_from(["nan", "inf", "-inf", "-1", "0x", ""
 def test_a_bad_search_flag_value_fails_in_one_line(flag, value):
     with Workspace() as ws:
         argv = ["search", "--table", TABLE, "--target-ms", "80", "--out", str(ws.out / "run"), "--epochs", "1",
-                "--steps-per-epoch", "1", "--final-epochs", "0", "--export", "none", "--no-progress"]
+                "--steps-per-epoch", "1", "--final-epochs", "0", "--export", "none", "--no-progress",
+                "--train-resolution", "32"]
         ws.check([*argv, f"{flag}={value}"])
 
 
