@@ -107,7 +107,7 @@ def prepare_run_folder(run: RunFolder, config: SearchConfig, write: bool = True)
         defaults["train_resolution"] = LEGACY_TRAIN_RESOLUTION     # trained before the table-resolution default
         changed = sorted(k for k in current if k not in RESUME_FREE and stored.get(k, defaults.get(k)) != current[k])
         if changed:
-            detail = ", ".join(f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in changed)
+            detail = ", ".join(f"{k}: {stored.get(k, defaults.get(k))!r} -> {current[k]!r}" for k in changed)
             raise SearchError(f"{run.root} was started with other settings ({detail}); resume with the same "
                               "settings or choose another --out")
     if write:
