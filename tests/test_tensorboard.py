@@ -15,7 +15,8 @@ from mobilekit.space import get_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-QUICK = dict(data="digits", epochs=2, steps_per_epoch=3, batch_size=16, final_epochs=1, export=())
+QUICK = dict(data="digits", epochs=2, steps_per_epoch=3, batch_size=16, final_epochs=1, export=(),
+             train_resolution=32)
 
 
 def events(folder):

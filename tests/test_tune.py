@@ -33,7 +33,8 @@ def tiny(tmp_path_factory):
     fastest, slowest = SuperkernelLatency(table).bounds_ms()
     target = round(fastest + 0.5 * (slowest - fastest), 1)
     return {"table": str(path), "target_ms": target, "data": "digits", "epochs": 1, "final_epochs": 0,
-            "steps_per_epoch": 1, "batch_size": 16, "export": "none", "threads": 1}
+            "steps_per_epoch": 1, "batch_size": 16, "export": "none", "threads": 1,
+            "train_resolution": 32}
 
 
 def set_args(sets):

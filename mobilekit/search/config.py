@@ -50,8 +50,12 @@ class SearchConfig:
     final_init: str = option("inherit", "start the final training from the search weights or from scratch",
                              choices=("inherit", "scratch"))
     seed: int = option(0, "random seed (0 to 2**32-1: numpy and torch both accept it)", ge=0, le=2**32 - 1)
-    train_resolution: int = option(32, "training input resolution (the network downsamples by 32)", ge=32,
-                                 le=2048)
+    train_resolution: int | None = option(None, "training input resolution in pixels (the network downsamples by "
+                                               "32); default: the latency table's resolution, the one the latency "
+                                               "is predicted for and the files are exported at", ge=32, le=2048)
+    finetune_epochs: int = option(0, "after training at a --train-resolution smaller than the table's, fine-tune "
+                                     "this many epochs at the table's (deployed) resolution so the exported files "
+                                     "are not a proxy", ge=0, le=100_000)
     batch_size: int = option(64, "global batch size (split across distributed processes)", ge=2,
                             le=65_536)
     steps_per_epoch: int | None = option(None, "cap on batches per epoch, for quick tries", ge=1,

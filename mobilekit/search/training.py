@@ -49,17 +49,24 @@ def split_for_architecture(dataset: Dataset, seed: int, share: float = 0.2) -> t
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors
         return TensorDataset(x[order[cut:]], y[order[cut:]]), TensorDataset(x[order[:cut]], y[order[:cut]])
+    if hasattr(dataset, "subset"):          # resized per batch (mobilekit.data.datasets.ResizedArraySplit)
+        return dataset.subset(order[cut:]), dataset.subset(order[:cut])
     return Subset(dataset, order[cut:].tolist()), Subset(dataset, order[:cut].tolist())
 
 
 def load_batches(dataset: Dataset, index_batches: Sequence[torch.Tensor], workers: int = 0
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(images (B, 3, R, R), labels (B,)) of each index batch: sliced from a TensorDataset, or read through a
+    """(images (B, 3, R, R), labels (B,)) of each index batch: sliced from a TensorDataset, resized together by a
+    data set with a ``batch(index)`` method (in-memory images too large at R to hold resized), or read through a
     DataLoader with ``workers`` processes from any other map-style data set."""
     if isinstance(dataset, TensorDataset):
         images, labels = dataset.tensors
         for index in index_batches:
             yield images[index], labels[index]
+        return
+    if hasattr(dataset, "batch"):
+        for index in index_batches:
+            yield dataset.batch(index)
         return
     if not index_batches:
         return
