@@ -105,7 +105,8 @@ def test_search_on_a_synthetic_table_meets_its_target_with_a_nonnegative_ramped_
     out = tmp_path / "run"
     summary = run_search(make_config(table=str(path), target_ms=target, out=str(out), data="digits", epochs=1,
                                      steps_per_epoch=60, batch_size=16, final_epochs=0, export=(), threads=1,
-                                     seed=0, threshold_lr=0.01, warmup_share=0.2, lambda_ramp_share=0.1))
+                                     seed=0, threshold_lr=0.01, warmup_share=0.2, lambda_ramp_share=0.1,
+                                     train_resolution=32))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     search = [r for r in records if r.get("phase") == "search"]
     lambdas = [r["lambda"] for r in search]
