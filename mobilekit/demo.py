@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=20, help="networks measured to validate the predictor")
     parser.add_argument("--epochs", type=int, default=4, help="search epochs, and again for the final training")
     args = parser.parse_args(argv)
+    from mobilekit.cli import quiet_native_logs
+
+    quiet_native_logs()     # TensorFlow/absl/XNNPACK start-up lines below errors, as the CLI does
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
