@@ -21,11 +21,14 @@ def _pyplot():
 
 def plot_search(records: list[dict[str, Any]], target_ms: float, path: str | Path, title: str = "") -> Path:
     """Write :func:`search_figure` of ``records`` (``search.png``)."""
-    plt = _pyplot()
-    fig = search_figure(records, target_ms, title)
+    return _write_figure(search_figure(records, target_ms, title), path)
+
+
+def _write_figure(fig: Any, path: str | Path) -> Path:
+    """Save ``fig`` at ``path`` (PNG, 110 dpi, through :mod:`mobilekit.safewrite`) and close it."""
     path = Path(path)
     safewrite.save_figure(fig, path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -87,12 +90,7 @@ KERNEL_COLORS = {3: "tab:blue", 5: "tab:orange", 7: "tab:red"}
 
 def plot_architecture(arch: Architecture, layer_ms: list[float | None], path: str | Path, title: str = "") -> Path:
     """One bar per layer position: height = table latency (ms), colour = kernel, hatch = expansion 6, label = type."""
-    plt = _pyplot()
-    fig = architecture_figure(arch, layer_ms, title)
-    path = Path(path)
-    safewrite.save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return _write_figure(architecture_figure(arch, layer_ms, title), path)
 
 
 def architecture_figure(arch: Architecture, layer_ms: list[float | None], title: str = "") -> Any:
