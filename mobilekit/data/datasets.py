@@ -459,6 +459,5 @@ class ResizedArraySplit(Dataset):
     def subset(self, index: torch.Tensor | Sequence[int]) -> "ResizedArraySplit":
         """The images at ``index``, in that order, served the same way."""
         rows = np.asarray(index, dtype=np.int64)
-        split = ResizedArraySplit(self.images[rows], self.labels[rows], self.resolution, (), ())
-        split.mean, split.std = self.mean, self.std
-        return split
+        return ResizedArraySplit(self.images[rows], self.labels[rows], self.resolution, self.mean.flatten().tolist(),
+                                 self.std.flatten().tolist())
