@@ -33,7 +33,11 @@ def sliced_batch_norm(bn: nn.BatchNorm2d, h: torch.Tensor, channels: slice = sli
     """``bn`` applied to ``h`` (N, C, H, W) with the statistics and affine parameters of its ``channels`` (C of
     them), for blocks that compute a slice of a larger layer; ``weight`` / ``bias`` (C,) replace the sliced affine
     parameters. In training the sliced running statistics update in place with ``nn.BatchNorm2d``'s rule:
-    ``momentum``, or the cumulative average when it is None (as BN recalibration sets)."""
+    ``momentum``, or the cumulative average when it is None (as BN recalibration sets). A shard-aware BN
+    (:class:`~mobilekit.search.engine.GlobalBatchNorm2d` of a data-parallel run) takes its training statistics over
+    the global batch of all ranks, as it does for the whole layer."""
+    if bn.training and getattr(bn, "world_size", 1) > 1:
+        return bn.normalize(h, channels, weight, bias)
     factor = 0.0
     if bn.training and bn.track_running_stats:
         bn.num_batches_tracked.add_(1)

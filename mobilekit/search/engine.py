@@ -163,6 +163,31 @@ class Engine:
 
             dist.barrier()
 
+    def agree(self, values: Iterable[float]) -> list[float]:
+        """Rank 0's ``values`` (floats, e.g. candidate accuracies in 0..1) on every rank; themselves in one process.
+        Numbers that steer a decision (which candidates survive an evolution, what a sampler learns) may differ
+        across ranks by float noise; taking rank 0's keeps every rank on the same candidates, hence the same
+        collectives."""
+        values = [float(v) for v in values]
+        if self.world_size == 1 or not values:
+            return values
+        import torch.distributed as dist
+
+        shared = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.broadcast(shared, 0)
+        return shared.tolist()
+
+    def from_writer(self, value: Any) -> Any:
+        """Rank 0's ``value`` (any picklable object, e.g. a cache read from the run folder, which only rank 0
+        writes and other machines may not see) on every rank; ``value`` itself in one process."""
+        if self.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, 0, device=self.device if self.device.type == "cuda" else None)
+        return box[0]
+
     def max_difference(self, tensors: Iterable[torch.Tensor]) -> float:
         """Largest |value - rank 0's value| over ``tensors`` across ranks (0 in one process)."""
         if self.world_size == 1:
@@ -196,6 +221,14 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.world_size == 1:
             return super().forward(x)
+        return self.normalize(x)
+
+    def normalize(self, x: torch.Tensor, channels: slice = slice(None), weight: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Training-mode normalisation of ``x`` (N, C, H, W), this rank's share, over the global batch with the
+        running statistics and affine parameters of ``channels`` (C of them; their running statistics update in
+        place, as :func:`~mobilekit.models.torch_builder.sliced_batch_norm` does for blocks that compute a slice of
+        a larger layer); ``weight`` / ``bias`` (C,) replace the sliced affine parameters. (N, C, H, W) -> same."""
         with warnings.catch_warnings():     # deprecated name, but the differentiable all-reduce on any backend
             warnings.simplefilter("ignore", FutureWarning)
             from torch.distributed.nn.functional import all_reduce as _all_reduce
@@ -205,8 +238,8 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
                 warnings.simplefilter("ignore", FutureWarning)
                 return _all_reduce(t)
 
-        channels = x.shape[1]
-        count = x.numel() // channels * self.world_size
+        n_channels = x.shape[1]
+        count = x.numel() // n_channels * self.world_size
         mean = all_reduce(x.sum((0, 2, 3))) / count                                   # (C,)
         centred = x - mean[None, :, None, None]
         var = all_reduce(centred.pow(2).sum((0, 2, 3))) / count                      # biased, (C,)
@@ -214,12 +247,14 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                self.running_mean.mul_(1 - m).add_(m * mean.detach())
-                self.running_var.mul_(1 - m).add_(m * var.detach() * count / max(1, count - 1))
+                self.running_mean[channels].mul_(1 - m).add_(m * mean.detach())
+                self.running_var[channels].mul_(1 - m).add_(m * var.detach() * count / max(1, count - 1))
         scale = torch.rsqrt(var + self.eps)
         out = centred * scale[None, :, None, None]
-        if self.affine:
-            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        if weight is None and self.affine:
+            weight, bias = self.weight[channels], self.bias[channels]
+        if weight is not None:
+            out = out * weight[None, :, None, None] + bias[None, :, None, None]
         return out
 
 

@@ -189,7 +189,8 @@ class SupernetScorer:
             self.net.fix(list(indices))
             recalibrate_batchnorm(self.net, self.ctx.splits.train, cfg.batch_size, steps=cfg.bn_steps, seed=cfg.seed,
                                   engine=engine, workers=cfg.workers)
-            self.cache[key] = evaluate(self.net, self.val, engine=engine, workers=cfg.workers)
+            accuracy = evaluate(self.net, self.val, engine=engine, workers=cfg.workers)
+            self.cache[key] = engine.agree([accuracy])[0]        # rank 0's: every rank evolves the same children
         return self.cache[key]
 
 
@@ -260,6 +261,7 @@ def run_evolution(ctx: SearchContext, net: SampledPathNet, paths: PathSpace, ini
             previous = None
         if isinstance(previous, dict) and previous.get("fingerprint") == mark:
             cache = {str(k): float(v) for k, v in previous.get("scores", {}).items()}
+    cache = ctx.engine.from_writer(cache)       # rank 0's: each rank skips the same candidates' BN collectives
     scorer = SupernetScorer(net, ctx, cache)
     generations: list[dict] = []
 

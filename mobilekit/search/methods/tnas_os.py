@@ -179,9 +179,10 @@ class SamplerTeacher:
             return record
         told = self.choose_told(recent)
         told_inside = sum(map(self.inside, told))
-        fit = self.sampler.tell(told, batch_accuracy(self.net, told, self.x, self.y))
+        agree = self.ctx.engine.agree           # rank 0's accuracies: every rank's sampler learns the same
+        fit = self.sampler.tell(told, agree(batch_accuracy(self.net, told, self.x, self.y)))
         proposals = self.sampler.ask(8, seed=cfg.seed * 7 + step)
-        accuracies = batch_accuracy(self.net, proposals, self.x, self.y)
+        accuracies = agree(batch_accuracy(self.net, proposals, self.x, self.y))
         state.setdefault("proposals", []).append({
             "step": step, "epoch": step // phase.batches_per_epoch, "fits": self.sampler.fits_,
             "latency_ms": [self.paths.latency_ms(p) for p in proposals], "accuracy": accuracies})
