@@ -286,11 +286,15 @@ def initial_population(ctx: SearchContext, paths: PathSpace, count: int) -> list
 
 def outcome(ctx: SearchContext, net: SampledPathNet, paths: PathSpace, phase: Phase, ranked: list,
             evolution_s: float, details: dict[str, Any] | None = None) -> SearchOutcome:
-    """The best evolved architecture with the supernet's weights; BN is recalibrated by the run."""
+    """The best evolved architecture with the supernet's weights; BN is recalibrated by the run.
+    ``evolution_ranks_max_diff`` (summary): the largest difference between a rank's evolution result (the best
+    indices, their accuracy, the count scored) and rank 0's; 0 when every rank took the same decisions."""
     best_accuracy, best = ranked[0]
     arch = paths.architecture(best)
+    agreement = torch.tensor([*best, best_accuracy, len(ranked)], dtype=torch.float64)
     summary = {"lambda_final": None, "search_steps": phase.total_steps, "supernet_accuracy": best_accuracy,
                "candidates_scored": len(ranked), "evolution_s": round(evolution_s, 2),
+               "evolution_ranks_max_diff": ctx.engine.max_difference([agreement]),
                "evolution_top": [{"arch": paths.architecture(p).to_string(), "predicted_ms": paths.latency_ms(p),
                                   "supernet_accuracy": a} for a, p in ranked[:5]], **(details or {})}
     return SearchOutcome(arch, extract_network(net, arch), phase.elapsed_s + evolution_s,
