@@ -102,7 +102,7 @@ def test_entangled_supernet_normalises_over_the_global_batch_like_one_process(tm
     import torch
     import torch.multiprocessing as mp
 
-    _sliced_bn_step(0, 1, "", str(tmp_path / "one.pt"))
+    mp.spawn(_sliced_bn_step, args=(1, "", str(tmp_path / "one.pt")), nprocs=1)   # its own process: dtype, threads
     mp.spawn(_sliced_bn_step, args=(2, f"file://{tmp_path / 'store'}", str(tmp_path / "two.pt")), nprocs=2)
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert torch.allclose(two["stats"], one["stats"], rtol=0, atol=1e-10)
