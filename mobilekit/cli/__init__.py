@@ -16,6 +16,7 @@ import sys
 
 from mobilekit import __version__
 from mobilekit.errors import MobilekitError
+from mobilekit.interrupts import handled_interrupts, raise_if_stop_requested
 from mobilekit.validation.options import OneLineArgumentParser, exit_code
 
 COMMAND_MODULES = ("export", "profile", "devices", "latency", "search", "compare", "tune")  # tests check that all of them register
@@ -44,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code(exc)
     quiet_native_logs(verbose=args.verbose)
     try:
-        return int(args.func(args) or 0)
+        with handled_interrupts():
+            code = int(args.func(args) or 0)
+            if code == 0:
+                raise_if_stop_requested()    # a Ctrl-C that arrived after the command's last safe point
+            return code
     except MobilekitError as exc:
         print(f"mobilekit {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ Under ``torchrun`` every process runs this function; only rank 0 writes the run 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -23,6 +24,7 @@ import torch
 
 from mobilekit import locks, safewrite
 from mobilekit.errors import ExportError, MobilekitError, SearchError
+from mobilekit.interrupts import stop_at_safe_points
 from mobilekit.latency.differentiable import TableLatency, build_latency_model
 from mobilekit.latency_table import LatencyTable
 from mobilekit.models.torch_builder import MobileNet
@@ -134,8 +136,11 @@ def run_search(config: SearchConfig, *, progress: bool = False, log: Log | None 
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads or default_threads())
+    # one process: a first Ctrl-C stops at the end of a training step (torchrun ranks would part ways there)
+    single = int(os.environ.get("WORLD_SIZE", "1")) <= 1
     try:
-        return _run(config, progress, log or (lambda message: None), on_step)
+        with stop_at_safe_points() if single else contextlib.nullcontext():
+            return _run(config, progress, log or (lambda message: None), on_step)
     finally:
         torch.set_num_threads(threads)
 

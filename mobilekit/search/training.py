@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from mobilekit.interrupts import raise_if_stop_requested, stop_requested
 from mobilekit.search.engine import Engine
 from mobilekit.search.runfolder import RunFolder, pack, unpack
 from mobilekit.space import SearchSpace
@@ -443,8 +444,10 @@ class Phase:
                     self.on_step(record)
                 if step % per_epoch == 0 and hasattr(self.progress, "end_epoch"):
                     self.progress.end_epoch(step // per_epoch, self.epochs)
-                if step % self.checkpoint_every == 0 or step % per_epoch == 0 or step == self.total_steps:
+                due = step % self.checkpoint_every == 0 or step % per_epoch == 0 or step == self.total_steps
+                if due or stop_requested():
                     self.save(step, extra_meta)
+                raise_if_stop_requested()          # Ctrl-C during this step: stop here, its work saved
 
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError

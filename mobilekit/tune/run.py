@@ -11,6 +11,7 @@ import optuna
 
 from mobilekit import locks, safewrite
 from mobilekit.errors import ConfigError, SearchError
+from mobilekit.interrupts import stop_at_safe_points
 from mobilekit.tune.config import TuneConfig
 from mobilekit.tune.grid import plot_grid
 from mobilekit.tune.multi_objective import plot_pareto
@@ -85,7 +86,8 @@ def _run_tune_locked(config: TuneConfig, out: Path, say: Log, progress: bool, te
     elif config.workers > 1:
         report = run_local_workers(config)
     else:
-        run_worker(config, progress=progress and sys.stderr.isatty())
+        with stop_at_safe_points():     # a first Ctrl-C ends the trial's current step (its checkpoint saved)
+            run_worker(config, progress=progress and sys.stderr.isatty())
     study = open_study(config)
     result = write_outputs(study, config)
     result["storage"] = where

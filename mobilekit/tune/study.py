@@ -12,6 +12,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from mobilekit.errors import ConfigError, MobilekitError
+from mobilekit.interrupts import raise_if_stop_requested
 from mobilekit.tune.config import TuneConfig
 from mobilekit.tune.grid import grid_params, grid_sampler, grid_size
 from mobilekit.tune.outputs import SAMPLER_ATTR
@@ -113,6 +114,11 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def _stop_if_requested(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Optuna callback after each trial (and its garbage collection): a Ctrl-C that arrived there stops the study."""
+    raise_if_stop_requested()
+
+
 def run_worker(config: TuneConfig, worker: int = 0, max_trials: int | None = None, progress: bool = False) -> int:
     """Run trials of the study until it holds :func:`requested_trials` finished ones (or this worker ran
     ``max_trials``), with Optuna's progress bar when ``progress``; first fail the trials of dead local processes (they are retried). Returns the trials run.
@@ -128,5 +134,5 @@ def run_worker(config: TuneConfig, worker: int = 0, max_trials: int | None = Non
     before = len(study.get_trials(deepcopy=False))
     study.optimize(make_runner(config), n_trials=n_trials, catch=(MobilekitError,), gc_after_trial=True,
                    show_progress_bar=progress,
-                   callbacks=[MaxTrialsCallback(wanted, states=FINISHED)])
+                   callbacks=[MaxTrialsCallback(wanted, states=FINISHED), _stop_if_requested])
     return len(study.get_trials(deepcopy=False)) - before
