@@ -89,6 +89,14 @@ def ramp_steps(config: Any, total_steps: int) -> int:
     return int(round(getattr(config, "lambda_ramp_share", 0.0) * total_steps))
 
 
+def threshold_lr_at(config: Any, step: int, total_steps: int) -> float:
+    """Threshold learning rate at ``step``: ``threshold_lr`` during the warm-up, then annealed geometrically to
+    ``threshold_lr * threshold_lr_final`` at the last step (the same progress as the temperature)."""
+    warm = warmup_steps(config, total_steps)
+    progress = max(0, step - warm) / max(1, total_steps - warm - 1)
+    return config.threshold_lr * getattr(config, "threshold_lr_final", 1.0) ** min(1.0, progress)
+
+
 def dropout_active(config: Any, epoch: int, step: int, total_steps: int) -> bool:
     """Subset dropout is on during the warm-up (the reference's schedule), or the first ``subset_dropout_epochs``."""
     if config.subset_dropout_epochs is None:
@@ -191,7 +199,7 @@ class SinglePathPhase(Phase):
         progress = max(0, step - warm) / max(1, total - warm - 1)     # the temperature anneals after the warm-up
         net.tau = cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** min(1.0, progress)
         for group in self.threshold_opt.param_groups:                  # the same anneal for the threshold step
-            group["lr"] = cfg.threshold_lr * getattr(cfg, "threshold_lr_final", 1.0) ** min(1.0, progress)
+            group["lr"] = threshold_lr_at(cfg, step, total)
         net.subset_dropout = cfg.subset_dropout if dropout_active(cfg, epoch, step, total) else 0.0
         net.train()
         results, inds, margins = net.decide()
