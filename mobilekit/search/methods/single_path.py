@@ -18,10 +18,13 @@ thresholds fixed (the reference lets the cross-entropy move them too; with our n
 that would drag every threshold down before the runtime term starts), and each subset dropped with probability
 ``subset_dropout`` (the reference keeps 0.6 of them). Subset dropout therefore only runs while the runtime term is
 off, so R and the forward pass never disagree on a dropped indicator. Then the PI-steered runtime term starts,
-ramped in linearly over ``lambda_ramp_share`` (0.1) of the steps, with lambda projected to >= 0 and an integral
-that does not wind up while lambda is clipped at 0 (a network below the aim is never rewarded for being slower;
-the cross-entropy alone brings subsets back), the temperature anneals over the remaining steps, and the threshold learning rate stays constant (the reference's
-decays only mildly), so decisions can still move at the end. ``threshold_normalization = "per-decision"`` divides each kind of decision (keep, kernel,
+ramped in linearly over ``lambda_ramp_share`` (0.1) of the steps. The weight is ``lambda - mu``: ``lambda >= 0``
+(with anti-windup) the multiplier of ``R <= target_aim * T``, ``mu >= 0`` that of ``R >= target_floor * T``
+(0.92), so a network inside ``[0.92 T, 0.95 T]`` is never rewarded for being slower, and one below the floor is
+pushed back (SGD's momentum carries the thresholds past the aim after lambda falls to 0; with lambda >= 0 only,
+nothing but the cross-entropy brought them back). The temperature and the threshold learning rate anneal
+geometrically over the remaining steps (the lr to ``threshold_lr_final`` = 0.1 of itself), so the decisions still
+move at the end, by ever smaller steps. ``threshold_normalization = "per-decision"`` divides each kind of decision (keep, kernel,
 expansion, SE) by its own running RMS instead, so that a kind whose latency saving per layer is small (the
 kernel ring: about 1 ms on the Pixel 1 table, against 2-3 ms for expansion and skip) still moves at the speed of
 the others; the kinds keep their relative sizes within themselves.
