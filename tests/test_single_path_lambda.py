@@ -12,7 +12,8 @@ import pytest
 from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.search import make_config, run_search
 from mobilekit.search.methods.single_path import Options, ramp_steps
-from mobilekit.search.penalty import LatencyPenalty, ramp_factor, steer_lambda
+from mobilekit.errors import ConfigError
+from mobilekit.search.penalty import LatencyPenalty, ramp_factor, steer_floor, steer_lambda
 
 from _synthetic_tables import SEARCH_WIDTH, synthetic_table
 
@@ -84,6 +85,47 @@ def test_penalty_ramps_lambda_in_and_resumes_the_ramp_from_its_state():
     assert all(v <= u for v, u in zip(values, unramped))
 
 
+def test_floor_multiplier_is_zero_above_the_floor_and_pushes_back_below_it():
+    """The lower multiplier mu of R >= floor: 0 while R is above the floor, > 0 (growing with the depth) below."""
+    floor = 0.92 * 80.0
+    state: dict = {}
+    assert [steer_floor(state, r, floor, KI, KP) for r in (90.0, 80.0, 75.0)] == [0.0, 0.0, 0.0]
+    shallow = steer_floor(state, 0.97 * floor, floor, KI, KP)
+    deep = steer_floor(state, 0.8 * floor, floor, KI, KP)
+    assert 0 < shallow < deep
+    assert shallow == pytest.approx(KP * math.log(1 / 0.97))       # the proportional term on its first step
+
+
+def test_two_sided_penalty_holds_the_window_from_both_sides():
+    """With a floor: lambda > 0 above the aim, 0 between floor and aim, < 0 below the floor; without it the
+    same latencies never give a negative lambda (what let R drift below 0.9 T, issue 19)."""
+    two_sided = LatencyPenalty(80.0, {}, nonnegative=True, floor=0.92)
+    one_sided = LatencyPenalty(80.0, {}, nonnegative=True)
+    run = [100.0, 90.0, 74.5, 74.0, 65.0, 60.0, 65.0, 74.0, 74.0]
+    two = [two_sided.steer(r) for r in run]
+    one = [one_sided.steer(r) for r in run]
+    assert two[0] > 0 and two[1] > 0
+    assert two[2] == two[3] == 0.0                                    # inside [0.92 T, 0.95 T]: no push either way
+    assert two[4] < 0 and two[5] < two[4] and two[6] < 0              # below the floor: subsets pushed back on
+    assert min(one) >= 0.0 and one[4:7] == [0.0, 0.0, 0.0]
+    assert two_sided.state["lambda_floor"] >= 0.0
+    resumed = LatencyPenalty(80.0, json.loads(json.dumps(two_sided.state)), nonnegative=True, floor=0.92)
+    assert resumed.steer(60.0) == pytest.approx(two_sided.steer(60.0))
+
+
+def test_floor_needs_the_projected_controller_and_a_floor_below_the_aim():
+    with pytest.raises(ValueError):
+        LatencyPenalty(80.0, {}, floor=0.9)
+    with pytest.raises(ValueError):
+        LatencyPenalty(80.0, {}, nonnegative=True, aim=0.9, floor=0.92)
+
+
+def test_a_floor_at_or_above_the_aim_is_a_config_error_naming_both():
+    with pytest.raises(ConfigError, match="target_floor 0.96 must lie below target_aim 0.95"):
+        make_config(table="t.json", target_ms=80, out="run", target_floor=0.96)
+    assert make_config(table="t.json", target_ms=80, out="run", target_floor=0.0).target_floor == 0.0
+
+
 def test_other_methods_keep_the_plain_controller():
     penalty = LatencyPenalty(80.0, {})
     assert (penalty.nonnegative, penalty.ramp_steps) == (False, 0)
@@ -96,8 +138,8 @@ def test_ramp_steps_is_a_share_of_the_search_steps():
 
 
 def test_search_on_a_synthetic_table_meets_its_target_with_a_nonnegative_ramped_lambda(tmp_path, one_thread):
-    """60 steps of 16 digits (12 of them warm-up): lambda never negative, rises over the ramp, R reaches the
-    target during the search and the delivered network lies inside [0.9 T, T]."""
+    """60 steps of 16 digits (12 of them warm-up): lambda negative only once R went below the floor (0.92 T) and never above the aim, rises
+    over the ramp, R reaches the target during the search and the delivered network lies inside [0.9 T, T]."""
     table = synthetic_table(width=SEARCH_WIDTH)
     path = table.save(tmp_path / "synthetic.json")
     fastest, slowest = SuperkernelLatency(table).bounds_ms()
@@ -112,7 +154,12 @@ def test_search_on_a_synthetic_table_meets_its_target_with_a_nonnegative_ramped_
     lambdas = [r["lambda"] for r in search]
     warm, ramp = 12, 6
     assert lambdas[:warm] == [0.0] * warm
-    assert min(lambdas) >= 0.0
+    floor = Options().target_floor * target
+    below = [i for i, r in enumerate(search) if i >= warm and r["runtime_hard_ms"] < floor]
+    negative = [i for i, r in enumerate(search) if r["lambda"] < 0]
+    assert not negative or (below and below[0] <= negative[0])     # lambda < 0 only once R went below the floor
+    assert all(r["lambda"] >= 0.0 for r in search if r["runtime_hard_ms"] > 0.95 * target)   # never above the aim
+    assert all(r["lambda"] < 0.0 for r in search[warm:] if r["runtime_hard_ms"] < 0.9 * floor)
     assert search[warm]["runtime_hard_ms"] > target and 0 < lambdas[warm] < max(lambdas[warm:warm + ramp + 1])
     assert min(r["runtime_hard_ms"] for r in search) <= target
     assert 0.9 * target <= summary["predicted_ms"] <= target

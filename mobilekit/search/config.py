@@ -131,6 +131,11 @@ class SearchConfig:
             self.export = ()
         check_options(self, origins, source, only=common_fields())
         check_options(self.method_options, origins, source)
+        floor = getattr(self.method_options, "target_floor", 0.0)
+        if floor and floor >= self.target_aim:
+            where = (origins or {}).get("target_floor", source)
+            raise ConfigError(f"{where}: target_floor {floor} must lie below target_aim {self.target_aim} (the "
+                              "search holds R between them); lower target_floor or set it to 0")
         unknown = set(self.export) - {"onnx", "tflite", "tflite-int8"}
         if unknown:
             where = (origins or {}).get("export", source)

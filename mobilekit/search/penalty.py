@@ -51,6 +51,19 @@ def ramp_factor(steered_steps: int, ramp_steps: int) -> float:
     return min(1.0, max(1, steered_steps) / ramp_steps)
 
 
+def steer_floor(state: dict, latency_ms: float, floor_ms: float, integral_gain: float,
+                proportional_gain: float) -> float:
+    """The multiplier of the lower constraint ``R >= floor_ms`` (ms): the mirror image of :func:`steer_lambda`
+    with ``nonnegative`` (``mu = max(0, mu_I - k_p e)``, ``e = log(R / floor)``, anti-windup), kept in
+    ``state["lambda_floor"]`` / ``state["last_floor_error"]``; 0 while R stays above the floor. The search uses
+    ``lambda - mu``: below the floor the runtime term rewards latency and pushes subsets back on."""
+    mirrored = {"lambda": state.get("lambda_floor", 0.0), "last_error": state.get("last_floor_error")}
+    mu = steer_lambda(mirrored, floor_ms * floor_ms / latency_ms, floor_ms, integral_gain, proportional_gain,
+                      nonnegative=True)      # log(floor^2 / (R floor)) = -log(R / floor): the error mirrored
+    state["lambda_floor"], state["last_floor_error"] = mirrored["lambda"], mirrored["last_error"]
+    return mu
+
+
 class LatencyPenalty:
     """``lambda * log R`` with ``lambda`` steered toward ``aim * target_ms`` (ms).
 
@@ -58,13 +71,22 @@ class LatencyPenalty:
     keeps in its checkpoint; pass the phase's state dict so that resuming restores the controller exactly.
     ``nonnegative`` projects ``lambda`` to ``>= 0`` with anti-windup (:func:`steer_lambda`); ``ramp_steps`` scales
     the steered ``lambda`` by :func:`ramp_factor` over the first ``ramp_steps`` steered steps, so that the runtime
-    term does not reach the decisions at full strength in one step (0: no ramp).
+    term does not reach the decisions at full strength in one step (0: no ramp). ``floor`` (a share of
+    ``target_ms``, with ``nonnegative``; 0: none) adds the multiplier of ``R >= floor * target_ms``
+    (:func:`steer_floor`): the steered weight is ``lambda - mu``, which is negative only below the floor, so
+    ``R`` is held in the window ``[floor T, aim T]`` from both sides and a network inside it is never rewarded
+    for being slower.
     """
 
     def __init__(self, target_ms: float, state: dict[str, Any], aim: float = 0.95, lambda_init: float = 0.0,
                  integral_gain: float = 0.1, proportional_gain: float = 8.0, nonnegative: bool = False,
-                 ramp_steps: int = 0) -> None:
+                 ramp_steps: int = 0, floor: float = 0.0) -> None:
+        if floor and not nonnegative:
+            raise ValueError("a latency floor needs nonnegative=True (two one-sided multipliers)")
+        if floor >= aim:
+            raise ValueError(f"the latency floor ({floor} T) must lie below the aim ({aim} T)")
         self.target_ms, self.aim_ms = target_ms, aim * target_ms
+        self.floor_ms = floor * target_ms
         self.integral_gain, self.proportional_gain = integral_gain, proportional_gain
         self.nonnegative, self.ramp_steps = nonnegative, ramp_steps
         self.state = state
@@ -84,10 +106,12 @@ class LatencyPenalty:
         return float(self.state["lambda"])
 
     def steer(self, latency_ms: float) -> float:
-        """``lambda`` for this step from the latency (ms) of the current discrete architecture (ramped, and
-        ``>= 0`` when ``nonnegative``)."""
+        """``lambda`` for this step from the latency (ms) of the current discrete architecture (ramped; ``>= 0``
+        when ``nonnegative``, except below the floor, where it is ``-mu``)."""
         lam = steer_lambda(self.state, latency_ms, self.aim_ms, self.integral_gain, self.proportional_gain,
                            self.nonnegative)
+        if self.floor_ms > 0 and not self.fixed:
+            lam -= steer_floor(self.state, latency_ms, self.floor_ms, self.integral_gain, self.proportional_gain)
         if self.ramp_steps <= 0:
             return lam
         self.state["steered"] = int(self.state.get("steered", 0)) + 1

@@ -18,10 +18,13 @@ thresholds fixed (the reference lets the cross-entropy move them too; with our n
 that would drag every threshold down before the runtime term starts), and each subset dropped with probability
 ``subset_dropout`` (the reference keeps 0.6 of them). Subset dropout therefore only runs while the runtime term is
 off, so R and the forward pass never disagree on a dropped indicator. Then the PI-steered runtime term starts,
-ramped in linearly over ``lambda_ramp_share`` (0.1) of the steps, with lambda projected to >= 0 and an integral
-that does not wind up while lambda is clipped at 0 (a network below the aim is never rewarded for being slower;
-the cross-entropy alone brings subsets back), the temperature anneals over the remaining steps, and the threshold learning rate stays constant (the reference's
-decays only mildly), so decisions can still move at the end. ``threshold_normalization = "per-decision"`` divides each kind of decision (keep, kernel,
+ramped in linearly over ``lambda_ramp_share`` (0.1) of the steps. The weight is ``lambda - mu``: ``lambda >= 0``
+(with anti-windup) the multiplier of ``R <= target_aim * T``, ``mu >= 0`` that of ``R >= target_floor * T``
+(0.92), so a network inside ``[0.92 T, 0.95 T]`` is never rewarded for being slower, and one below the floor is
+pushed back (SGD's momentum carries the thresholds past the aim after lambda falls to 0; with lambda >= 0 only,
+nothing but the cross-entropy brought them back). The temperature and the threshold learning rate anneal
+geometrically over the remaining steps (the lr to ``threshold_lr_final`` = 0.1 of itself), so the decisions still
+move at the end, by ever smaller steps. ``threshold_normalization = "per-decision"`` divides each kind of decision (keep, kernel,
 expansion, SE) by its own running RMS instead, so that a kind whose latency saving per layer is small (the
 kernel ring: about 1 ms on the Pixel 1 table, against 2-3 ms for expansion and skip) still moves at the speed of
 the others; the kinds keep their relative sizes within themselves.
@@ -58,7 +61,9 @@ class Options:
     """Single-path settings (recipe section ``[search.single-path]``)."""
 
     relax: str = option("sigmoid", "relaxation of the threshold indicators", choices=RELAX_MODES)
-    threshold_lr: float = option(0.003, "threshold learning rate (SGD + momentum on normalised gradients)", gt=0)
+    threshold_lr: float = option(0.003, "threshold learning rate (SGD + momentum on normalised gradients) ...", gt=0)
+    threshold_lr_final: float = option(0.1, "... annealed geometrically after the warm-up to this share of itself "
+                                       "at the last step, as the temperature (1: constant)", gt=0, le=1)
     threshold_momentum: float = option(0.9, "SGD momentum of the thresholds", ge=0, lt=1)
     threshold_init: float = option(0.9, "initial thresholds (statistics start at 1: every subset on)")
     threshold_reach: float = option(0.25, "a threshold stays at most this far above its statistic", gt=0)
@@ -68,6 +73,8 @@ class Options:
                                  "thresholds fixed) before the decisions start", ge=0, lt=1)
     lambda_ramp_share: float = option(0.1, "after the warm-up, lambda rises linearly to its steered value over this "
                                       "share of the search steps (0: full strength at once)", ge=0, lt=1)
+    target_floor: float = option(0.92, "below this share of --target-ms lambda turns negative and pushes subsets "
+                                 "back on (a second multiplier, for R >= floor); 0: lambda >= 0 only", ge=0, lt=1)
     subset_dropout: float = option(0.1, "drop weight subsets with this probability ...", ge=0, lt=1)
     subset_dropout_epochs: int | None = option(None, "... during the first epochs (default: during the warm-up)",
                                                ge=0)
@@ -83,6 +90,14 @@ def warmup_steps(config: Any, total_steps: int) -> int:
 def ramp_steps(config: Any, total_steps: int) -> int:
     """Steps over which lambda ramps up after the warm-up, ``round(lambda_ramp_share * total_steps)``."""
     return int(round(getattr(config, "lambda_ramp_share", 0.0) * total_steps))
+
+
+def threshold_lr_at(config: Any, step: int, total_steps: int) -> float:
+    """Threshold learning rate at ``step``: ``threshold_lr`` during the warm-up, then annealed geometrically to
+    ``threshold_lr * threshold_lr_final`` at the last step (the same progress as the temperature)."""
+    warm = warmup_steps(config, total_steps)
+    progress = max(0, step - warm) / max(1, total_steps - warm - 1)
+    return config.threshold_lr * getattr(config, "threshold_lr_final", 1.0) ** min(1.0, progress)
 
 
 def dropout_active(config: Any, epoch: int, step: int, total_steps: int) -> bool:
@@ -119,13 +134,14 @@ class SinglePathPhase(Phase):
         super().__init__(modules={"net": net}, optimizers={"weights": optimizer, "thresholds": threshold_opt},
                          state={"lambda": config.lambda_init, "grad_sq": 0.0, "grad_steps": 0}, **kwargs)
         self.schedule("weights", optimizer, config.lr_schedule)
-        self.schedule("thresholds", threshold_opt, "constant")   # decisions stay movable to the end
+        self.schedule("thresholds", threshold_opt, "constant")   # annealed in step() after the warm-up
         self.net, self.latency_model, self.optimizer, self.threshold_opt, self.config = \
             net, latency_model, optimizer, threshold_opt, config
         # lambda >= 0 (a slower network is never rewarded) with anti-windup, ramped in after the warm-up
         self.penalty = LatencyPenalty(target_ms, self.state, config.target_aim, config.lambda_init, config.lambda_lr,
                                       config.lambda_p, nonnegative=True,
-                                      ramp_steps=ramp_steps(config, self.total_steps))
+                                      ramp_steps=ramp_steps(config, self.total_steps),
+                                      floor=getattr(config, "target_floor", 0.0))
 
     def _normalize_threshold_grads(self) -> bool:
         """Divide the threshold gradients by their running RMS; False (and no threshold step) when any of them is
@@ -156,6 +172,23 @@ class SinglePathPhase(Phase):
         for g in grads:
             g.div_(rms + 1e-12)
 
+    def _threshold_moves(self, optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
+        """Step ``optimizers`` and measure the threshold update: ``threshold_step`` (RMS of the change),
+        ``threshold_carry`` (RMS of the part that SGD's momentum carries over from earlier steps, lr * m * buffer)
+        and ``threshold_drift`` (mean signed change; > 0 moves thresholds up, i.e. toward dropping subsets)."""
+        with torch.no_grad():
+            before = [p.detach().clone() for p in self.thresholds]
+            group = self.threshold_opt.param_groups[0]
+            buffers = [self.threshold_opt.state.get(p, {}).get("momentum_buffer") for p in self.thresholds]
+            carried = [group["lr"] * group["momentum"] * b.flatten() for b in buffers if b is not None]
+            self.engine.step(optimizers)
+            if not self.thresholds:
+                return {"threshold_step": 0.0, "threshold_carry": 0.0, "threshold_drift": 0.0}
+            change = torch.cat([(p.detach() - b).flatten() for p, b in zip(self.thresholds, before)])
+            carry = float(torch.cat(carried).pow(2).mean().sqrt()) if carried else 0.0
+            return {"threshold_step": float(change.pow(2).mean().sqrt()), "threshold_carry": carry,
+                    "threshold_drift": float(change.mean())}
+
     def validation_model(self) -> nn.Module:
         """The supernet with its current decisions (eval mode: no subset dropout) -- the network the search
         would derive now."""
@@ -168,6 +201,8 @@ class SinglePathPhase(Phase):
         searching = step >= warm
         progress = max(0, step - warm) / max(1, total - warm - 1)     # the temperature anneals after the warm-up
         net.tau = cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** min(1.0, progress)
+        for group in self.threshold_opt.param_groups:                  # the same anneal for the threshold step
+            group["lr"] = threshold_lr_at(cfg, step, total)
         net.subset_dropout = cfg.subset_dropout if dropout_active(cfg, epoch, step, total) else 0.0
         net.train()
         results, inds, margins = net.decide()
@@ -189,10 +224,11 @@ class SinglePathPhase(Phase):
         else:                                                          # warm-up: thresholds stay where they are
             for p in self.thresholds:
                 p.grad = None
-        self.engine.step(optimizers)
+        moves = self._threshold_moves(optimizers)
         net.limit_thresholds(cfg.threshold_reach)
         record = {
             "ce": ce.item(), "runtime_ms": latency_ms.item(), "runtime_hard_ms": hard_ms, "lambda": lam,
+            **moves, "threshold_lr": self.threshold_opt.param_groups[0]["lr"],
             "accuracy": float((logits.argmax(1) == y).float().mean()), "arch": arch.to_string(),
             "decisions": arch_summary(arch), "tau": net.tau, "lr": self.optimizer.param_groups[0]["lr"],
         }
