@@ -461,6 +461,48 @@ def test_the_affine_step_equals_the_per_basis_step_in_value_and_encoding_gradien
     assert fast_lr.abs().max() > 0 and fast_wd.abs().max() > 0
 
 
+@pytest.mark.parametrize("variant,history", [("nesterov", "partial"), ("momentum", True), ("adamw", True)])
+def test_the_per_tensor_affine_mixture_equals_real_optimiser_steps_mixed_by_hand(variant, history):
+    # reference: for every (lr_i, wd_j) a deep copy of the net and its optimiser takes one real torch.optim step;
+    # W' = sum_ij P_i P_j W_ij is then formed with plain autograd ops, soft encodings (every combination counts)
+    import copy
+
+    from mobilekit.search.temporary_weights import affine_direction, affine_mixed_step
+
+    net, opt = _sgd_variant(variant, history)
+    params = list(net.parameters())
+    lr_bases, wd_bases = (0.01, 0.1, 0.5), (0.0, 0.01, 0.1)
+    steps = {}
+    for i, lr in enumerate(lr_bases):
+        for j, wd in enumerate(wd_bases):
+            twin_net, twin_opt = copy.deepcopy((net, opt))           # (deepcopy leaves .grad out)
+            for twin, p in zip(twin_net.parameters(), params):
+                twin.grad = p.grad.clone()
+            for group in twin_opt.param_groups:
+                group["lr"], group["weight_decay"] = lr, wd
+            twin_opt.step()
+            steps[i, j] = [p.detach() for p in twin_net.parameters()]
+    x = torch.randn(6, 5)
+    names = [n for n, _ in net.named_parameters()]
+    results = []
+    for fast in (False, True):
+        lr_logits = torch.tensor([0.1, 0.5, -0.2], requires_grad=True)
+        wd_logits = torch.tensor([0.3, 0.0, 0.2], requires_grad=True)
+        p_lr, p_wd = F.softmax(lr_logits, 0), F.softmax(wd_logits, 0)
+        if fast:
+            mixed = affine_mixed_step(affine_direction(opt, params, [p.grad for p in params]), params, lr_bases,
+                                      wd_bases, p_lr, p_wd)
+        else:
+            mixed = [sum(p_lr[i] * p_wd[j] * steps[i, j][k] for (i, j) in steps) for k in range(len(params))]
+        torch.func.functional_call(net, dict(zip(names, mixed)), (x,)).pow(2).mean().backward()
+        results.append(([m.detach() for m in mixed], lr_logits.grad, wd_logits.grad))
+    (ref, ref_lr, ref_wd), (fast, fast_lr, fast_wd) = results
+    assert all(a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(ref, fast))
+    assert torch.allclose(ref_lr, fast_lr, rtol=1e-4, atol=1e-7) and torch.allclose(ref_wd, fast_wd, rtol=1e-4, atol=1e-7)
+    assert fast_lr.abs().max() > 0 and fast_wd.abs().max() > 0
+    assert all(p.grad is not None for p in params)     # the optimiser's inputs are left as they were
+
+
 def test_adam_with_coupled_l2_and_dampened_sgd_in_a_mixed_state_are_not_affine_in_one_factor():
     from mobilekit.search.temporary_weights import affine_direction
 
