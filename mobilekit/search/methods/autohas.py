@@ -198,7 +198,9 @@ def active_parameters(net: SampledPathNet,
 class AutoHASPhase(Phase):
     """One AutoHAS search loop (see the module docstring). State: ``lambda``, ``baseline``. Records: ce, val_ce,
     accuracy, runtime_ms (E[R]), runtime_hard_ms (argmax architecture), lambda, lr (this step's), lr_stage,
-    lr_stages (every stage's derived value), weight_decay, arch, decisions."""
+    lr_stages (every stage's derived value), weight_decay, arch, decisions, lr_probs (the current lr stage's
+    softmax after the step), grad_lr, grad_wd_abs, grad_alpha_abs (the hyper-gradients, see
+    :meth:`_encoding_gradients`)."""
 
     def __init__(self, *, net: SampledPathNet, encoding: HyperEncoding, arch_data: Dataset,
                  latency_model: ExpectedLatency, config: Any, **kwargs: Any) -> None:
@@ -253,6 +255,18 @@ class AutoHASPhase(Phase):
                         for n, b in buffers})
         with self.engine.autocast():
             return F.cross_entropy(functional_call(self.gated, tensors, (x, gates), tie_weights=self._tied), y)
+
+    def _encoding_gradients(self, stage: int) -> dict[str, Any]:
+        """The hyper-gradient that reached the encodings this step (before Adam): ``grad_lr`` (m,) of the current
+        lr stage's logits, ``grad_wd_abs`` and ``grad_alpha_abs`` the mean |gradient| of the weight-decay logits and
+        of the searchable architecture logits (unmasked entries), for comparing their scales."""
+        def grad(p: torch.Tensor) -> torch.Tensor:
+            return torch.zeros_like(p) if p.grad is None else p.grad.detach()
+
+        alpha = grad(self.net.alpha)[self.net.mask]
+        return {"grad_lr": grad(self.encoding.row("lr", stage)).cpu().tolist(),
+                "grad_wd_abs": float(grad(self.encoding.row("weight_decay")).abs().mean()),
+                "grad_alpha_abs": float(alpha.abs().mean()) if alpha.numel() else 0.0}
 
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         cfg, net, enc = self.config, self.net, self.encoding
@@ -309,6 +323,7 @@ class AutoHASPhase(Phase):
             self.state["baseline"] = float(val_ce) if baseline is None else m * baseline + (1 - m) * float(val_ce)
         self.encoding_opt.zero_grad(set_to_none=True)
         self.engine.backward(loss, [net.alpha, *enc.parameters()], [self.encoding_opt])
+        grad_probe = self._encoding_gradients(stage)
         # 3. the shared weights: one step with the derived hyper-parameters (eq. 9, 10)
         lr_now, wd_now = enc.derive("lr", stage) * sched, enc.derive("weight_decay")
         for group in self.weights_opt.param_groups:
@@ -321,6 +336,7 @@ class AutoHASPhase(Phase):
             "runtime_ms": float(expected_ms.detach()), "runtime_hard_ms": hard_ms, "lambda": lam, "lr": lr_now,
             "lr_stage": stage, "lr_stages": [enc.derive("lr", s) for s in range(enc.specs["lr"].stages)],
             "weight_decay": enc.derive("weight_decay"), "arch": arch.to_string(), "decisions": arch_summary(arch),
+            "lr_probs": enc.probs("lr", stage).detach().cpu().tolist(), **grad_probe,
         }
         if self.progress is not None:
             self.progress.set_postfix_str(f"CE {record['ce']:.3f} val {record['val_ce']:.3f} E[R] "
