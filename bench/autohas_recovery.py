@@ -85,6 +85,10 @@ def main() -> None:
                         help="which runs per factor: autohas, bad (single-path at the bad lr), good (at the good lr)")
     parser.add_argument("--encoding-lr", type=float, default=None,
                         help="AutoHAS's --encoding-lr (default: the method's, the paper's 0.002)")
+    parser.add_argument("--hp-encoding-steps", type=int, default=None,
+                        help="AutoHAS's --hp-encoding-steps (default: the method's, 9000; 0: the plain --encoding-lr)")
+    parser.add_argument("--lr-stages", type=int, default=None,
+                        help="AutoHAS's --lr-stages (default: the method's, 4)")
     parser.add_argument("--out", default="runs/autohas-recovery",
                         help="folder for the run folders (one per run, kept; a run folder that already holds a "
                              "run is refused)")
@@ -105,13 +109,16 @@ def main() -> None:
 
     from mobilekit.errors import MobilekitError
     from mobilekit.search import make_config
+    from mobilekit.search.methods.autohas import PAPER_SEARCH_STEPS, hp_encoding_lr
     from mobilekit.search.run import run_search
     from mobilekit.search.runfolder import RunFolder
 
     common = dict(table=args.table, target_ms=args.target_ms, data=args.data, train_subset=args.train_subset,
                   epochs=args.epochs, final_epochs=args.final_epochs, steps_per_epoch=args.steps_per_epoch,
                   batch_size=args.batch_size, export=(), threads=1, seed=0, train_resolution=32)
-    autohas_extra = {} if args.encoding_lr is None else {"encoding_lr": args.encoding_lr}
+    autohas_extra = {k: v for k, v in (("encoding_lr", args.encoding_lr), ("lr_stages", args.lr_stages),
+                                                     ("hp_encoding_steps", args.hp_encoding_steps))
+                     if v is not None}
     print(f"run folders under {args.out}")
     print("run                                   test_acc  lr (per stage) / good lr  weight decay")
     for factor in factors:
@@ -135,7 +142,11 @@ def main() -> None:
             print(f"{name:<37} {summary['test_accuracy']:>8.3f}  {ratios:<24}  {hp.get('weight_decay', 0):.2g}",
                   flush=True)
             if kind == "autohas":
-                encoding_lr = args.encoding_lr if args.encoding_lr is not None else 0.002
+                config = RunFolder(folder).read_json("config.json")
+                options = config.get("method_options") or config
+                search_steps = sum(1 for r in RunFolder(folder).records() if r.get("phase") == "search")
+                encoding_lr = hp_encoding_lr(options.get("encoding_lr", 0.002),
+                                             options.get("hp_encoding_steps", PAPER_SEARCH_STEPS), search_steps)
                 print("\n".join(encoding_report(RunFolder(folder).records(), encoding_lr)), flush=True)
 
 
