@@ -108,14 +108,19 @@ class AffineDirection:
     c: float
 
 
-def _dot(a: Sequence[torch.Tensor | None], b: Sequence[torch.Tensor | None]) -> torch.Tensor:
-    """``sum_i <a_i, b_i>`` over aligned lists of tensors (``None`` entries skipped), a 0-d tensor."""
-    total = None
-    for x, y in zip(a, b):
-        if x is not None and y is not None:
-            d = torch.dot(x.reshape(-1), y.reshape(-1))
-            total = d if total is None else total + d
-    return total if total is not None else torch.zeros(())
+def _dots(grads: Sequence[torch.Tensor | None], *lists: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+    """``[sum_i <grads_i, t_i> for t in lists]`` over aligned lists of tensors (``None`` entries skipped): 0-d
+    tensors, one pass over the tensors (each gradient flattened once, the per-tensor products summed at the end)."""
+    parts: list[list[torch.Tensor]] = [[] for _ in lists]
+    for i, g in enumerate(grads):
+        if g is None:
+            continue
+        flat = g.reshape(-1)
+        for part, tensors in zip(parts, lists):
+            t = tensors[i]
+            if t is not None:
+                part.append(torch.dot(flat, t.reshape(-1)))
+    return [torch.stack(part).sum() if part else torch.zeros(()) for part in parts]
 
 
 def _add_terms_(out: list[torch.Tensor], terms: AffineDirection, scale: float) -> list[torch.Tensor]:
@@ -178,8 +183,8 @@ class _AffineMixedStep(torch.autograd.Function):
     def backward(ctx, *grad_out):  # type: ignore[override]
         lr_bases, wd_bases, lr_mix, wd_mix = ctx.saved_tensors
         affine = ctx.affine
-        along_p = _dot(grad_out, ctx.params)
-        along_a = sum((coef * _dot(grad_out, tensors) for coef, tensors in affine.terms), torch.zeros(()))
+        along_p, *along_terms = _dots(grad_out, ctx.params, *(tensors for _, tensors in affine.terms))
+        along_a = sum((coef * d for (coef, _), d in zip(affine.terms, along_terms)), torch.zeros_like(along_p))
         along_mix = along_a + wd_mix * affine.c * along_p                  # <G, D(wd_mix)>
         # W' = sum_ij P_i P_j (p - lr_i D(wd_j)): dL/dP_i = <G, p> - lr_i <G, D_mix>,
         # dL/dP_j = <G, p> - lr_mix <G, D(wd_j)> with <G, D(wd_j)> = <G, A> + wd_j c <G, p>
