@@ -224,7 +224,8 @@ def test_autohas_runs_end_to_end_and_the_final_training_uses_the_searched_schedu
     code = main(["search", "--method", "autohas", "--table", str(path), "--target-ms", str(target), "--out", str(out),
                  "--data", "digits", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16",
                  "--final-epochs", "1", "--export", "none", "--threads", "1", "--no-progress", "--lr-stages", "2",
-                 "--multipliers", "0.5,1,2", "--train-resolution", "32"])
+                 "--multipliers", "0.5,1,2", "--train-resolution", "32",
+                 "--hp-encoding-steps", "0"])    # the paper's 0.002 step: lr_stages below read it as ~unchanged
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "autohas" and summary["within_window"]
