@@ -121,6 +121,7 @@ def main() -> None:
                      if v is not None}
     print(f"run folders under {args.out}")
     print("run                                   test_acc  lr (per stage) / good lr  weight decay")
+    done: dict[Path, dict] = {}
     for factor in factors:
         bad = args.good_lr * factor
         candidates = [("autohas", f"autohas from lr {bad:.3g}", dict(method="autohas", weight_lr=bad, **autohas_extra)),
@@ -131,11 +132,14 @@ def main() -> None:
             if kind not in runs:
                 continue
             folder = Path(args.out) / slug(name)
-            try:
-                summary = run_search(make_config(None, out=str(folder), **common, **settings))
-            except MobilekitError as exc:
-                print(f"{folder}: {exc}", file=sys.stderr)
-                sys.exit(2)
+            if folder in done:                      # the good lr's run is the same for every factor
+                summary = done[folder]
+            else:
+                try:
+                    summary = done[folder] = run_search(make_config(None, out=str(folder), **common, **settings))
+                except MobilekitError as exc:
+                    print(f"{folder}: {exc}", file=sys.stderr)
+                    sys.exit(2)
             hp = summary["final_hyperparameters"] or {}
             lrs = hp.get("lr_stages") or [hp.get("lr", float("nan"))]
             ratios = ", ".join(f"{v / args.good_lr:.2g}" for v in lrs)
