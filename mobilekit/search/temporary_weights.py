@@ -199,7 +199,8 @@ def affine_mixed_step(affine: AffineDirection, params: Sequence[torch.Tensor], l
     ``W' = p - lr_mix (A + wd_mix c p)``, the same value and gradients w.r.t. ``p_lr`` and ``p_wd`` as the
     Cartesian mixture, at the cost of one element-wise pass per term over the path's weights forward and one inner
     product per term backward, whatever the number of bases. Returns new tensors shaped like ``params``
-    (``torch._foreach_*``, no flat copies)."""
+    (``torch._foreach_*``, no flat copies). ``affine``'s tensors (gradients, momentum buffers) are referenced,
+    not copied: back-propagate before the optimiser steps."""
     kw = dict(dtype=p_lr.dtype, device=p_lr.device)
     params = [p.detach() for p in params]
     return list(_AffineMixedStep.apply(affine, params, torch.tensor(list(lr_bases), **kw),

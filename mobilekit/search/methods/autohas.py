@@ -181,9 +181,11 @@ def mixed_temporary_weights(optimizer: torch.optim.Optimizer, params: list[torch
                             p_wd: torch.Tensor) -> list[torch.Tensor]:
     """Eq. 4-5: ``W' = sum_ij P_i P_j W_ij``, ``W_ij`` one step of ``optimizer``'s rule from ``params`` with
     gradient ``grads``, learning rate ``lr_bases[i]`` and weight decay ``wd_bases[j]``; differentiable w.r.t. the
-    encodings ``p_lr`` (m_lr,) and ``p_wd`` (m_wd,). SGD and AdamW use the flat affine direction (two inner
-    products backward for all bases), Adam one direction per weight-decay basis (:mod:`~mobilekit.search.
-    temporary_weights`). The optimiser's state is read, not changed."""
+    encodings ``p_lr`` (m_lr,) and ``p_wd`` (m_wd,). SGD and AdamW use the affine direction per tensor (one inner
+    product per term backward for all bases, ``torch._foreach_*``), Adam one direction per weight-decay basis
+    (:mod:`~mobilekit.search.temporary_weights`). The optimiser's state is read, not changed; the gradients and
+    momentum buffers are referenced, not copied, so the encodings' backward pass must run before the weight
+    step (as the phase does)."""
     affine = affine_direction(optimizer, params, grads)
     if affine is not None:
         return affine_mixed_step(affine, params, lr_bases, wd_bases, p_lr, p_wd)
