@@ -8,15 +8,21 @@ other jobs on a shared machine do not enter the ratio). Both steps take one trai
 ratio is also the cost per training image (an AutoHAS step reads one validation batch on top). Prints the median
 over the steps after the first two (warm-up).
 
-Each estimator is run twice in the same process: ``per-basis`` computes one optimiser direction per
-weight-decay basis for the temporary weights (what the search did before; still the path for Adam, whose L2 term
-is not affine in the weight decay), ``affine`` the flat direction ``A + wd c W`` with two inner products for all
-bases (:func:`mobilekit.search.temporary_weights.affine_direction`, the default for sgd and adamw). The
-wall-clock ratio ``search_s / final_train_s`` of each run (training the *derived* network for as many steps) is
-printed too; it depends on which network was derived, so it is not like for like.
+Each estimator runs one search whose steps rotate over the temporary-weight variants (``--variants``; step i
+uses variant i mod n, so the variants are interleaved step by step under the same machine load and see the same
+search): ``per-basis`` computes one optimiser direction per weight-decay basis (still the path for Adam, whose
+L2 term is not affine in the weight decay), ``flat-cat`` the affine direction ``A + wd c W`` on flat tensors built
+by ``torch.cat`` every step (the code before the per-tensor form; a copy is kept here for the comparison) and
+``foreach`` the same affine maths per tensor with ``torch._foreach_*`` and no copies
+(:func:`mobilekit.search.temporary_weights.affine_direction`, the default for sgd and adamw). The variants give the
+same temporary weights and encoding gradients up to rounding, so the search itself is that of any of them. The
+wall-clock ratio ``search_s / final_train_s`` (training the *derived* network for as many steps) is printed too;
+it depends on which network was derived, so it is not like for like. The load average is printed before and
+after.
 
     python bench/autohas_cost.py [--table latency_tables/pixel1-spnas.json] [--target-ms 80] [--epochs 2]
                                  [--steps-per-epoch 10] [--estimators gumbel,reinforce] [--weight-sharing entangled]
+                                 [--variants per-basis,flat-cat,foreach]
 """
 
 from __future__ import annotations
@@ -29,16 +35,95 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import copy
+import os
 import statistics
 import tempfile
 import time
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("per-basis", "affine")
+VARIANTS = ("per-basis", "flat-cat", "foreach")
 
 
-def timed_run(args, estimator: str, variant: str) -> dict:
-    """One search; returns the per-step CPU times (s) of the search steps and of the plain steps, and the summary."""
+def flat_cat_functions():
+    """(mixed, single) temporary-weight functions of the ``flat-cat`` variant: the affine maths on flat tensors
+    concatenated every step, as :mod:`mobilekit.search.temporary_weights` had it before the per-tensor form."""
+    import torch
+
+    from mobilekit.search.temporary_weights import affine_direction as per_tensor_affine
+
+    def flat_affine(optimizer, params, grads):
+        affine = per_tensor_affine(optimizer, params, grads)
+        if affine is None:
+            return None
+        group, state = optimizer.param_groups[0], optimizer.state
+        flat_g = torch.cat([g.detach().reshape(-1) for g in grads])
+        if isinstance(optimizer, torch.optim.SGD) and group["momentum"]:
+            (k, _), *rest = affine.terms
+            if not rest:
+                return flat_g.mul_(k), affine.c
+            flat_buf = torch.cat([(torch.zeros_like(p) if state.get(p, {}).get("momentum_buffer") is None
+                                   else state[p]["momentum_buffer"]).reshape(-1) for p in params])
+            return flat_g.mul_(k).add_(flat_buf, alpha=rest[0][0]), affine.c
+        if isinstance(optimizer, torch.optim.SGD):
+            return flat_g, 1.0
+        return torch.cat([d.reshape(-1) for d in affine.terms[0][1]]), 1.0
+
+    class FlatStep(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, flat_p, flat_a, c, lr_bases, wd_bases, p_lr, p_wd):
+            lr_mix, wd_mix = (p_lr.detach() * lr_bases).sum(), (p_wd.detach() * wd_bases).sum()
+            ctx.c = c
+            ctx.save_for_backward(flat_p, flat_a, lr_bases, wd_bases, lr_mix, wd_mix)
+            return torch.add(flat_p.mul(1 - lr_mix * wd_mix * c), flat_a, alpha=-float(lr_mix))
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            flat_p, flat_a, lr_bases, wd_bases, lr_mix, wd_mix = ctx.saved_tensors
+            along_p, along_a = torch.dot(grad_out, flat_p), torch.dot(grad_out, flat_a)
+            grad_lr = along_p - lr_bases * (along_a + wd_mix * ctx.c * along_p)
+            grad_wd = along_p - lr_mix * (along_a + wd_bases * ctx.c * along_p)
+            return None, None, None, None, None, grad_lr, grad_wd
+
+    def split(flat, params):
+        return [t.view(p.shape) for t, p in zip(flat.split([p.numel() for p in params]), params)]
+
+    def mixed(optimizer, params, grads, lr_bases, wd_bases, p_lr, p_wd):
+        affine = flat_affine(optimizer, params, grads)
+        flat_p = torch.cat([p.detach().reshape(-1) for p in params])
+        kw = dict(dtype=p_lr.dtype, device=p_lr.device)
+        return split(FlatStep.apply(flat_p, affine[0], float(affine[1]), torch.tensor(list(lr_bases), **kw),
+                                    torch.tensor(list(wd_bases), **kw), p_lr, p_wd), params)
+
+    @torch.no_grad()
+    def single(optimizer, params, grads, lr, weight_decay):
+        flat_a, c = flat_affine(optimizer, params, grads)
+        flat = torch.cat([p.detach().reshape(-1) for p in params]).mul_(1 - lr * weight_decay * c).sub_(flat_a,
+                                                                                                       alpha=lr)
+        return split(flat, params)
+
+    return mixed, single
+
+
+def variant_functions(variant: str):
+    """(mixed_temporary_weights, temporary_weight) of one variant, with the signatures of
+    :mod:`mobilekit.search.methods.autohas`'s."""
+    from mobilekit.search.methods import autohas
+    from mobilekit.search.temporary_weights import mixed_lr_step, optimizer_direction, optimizer_step
+
+    if variant == "foreach":
+        return autohas.mixed_temporary_weights, autohas.temporary_weight
+    if variant == "flat-cat":
+        return flat_cat_functions()
+
+    def mixed(optimizer, params, grads, lr_bases, wd_bases, p_lr, p_wd):
+        return mixed_lr_step(lambda wd: optimizer_direction(optimizer, params, grads, wd), params, lr_bases,
+                             wd_bases, p_lr, p_wd)
+    return mixed, optimizer_step
+
+
+def timed_run(args, estimator: str, variants: list[str]) -> dict:
+    """One search whose step i uses ``variants[i % n]``; returns per variant the CPU times (s) of its search
+    steps and of the plain steps of the same paths and batches, and the summary."""
     import torch
     import torch.nn.functional as F
 
@@ -47,15 +132,19 @@ def timed_run(args, estimator: str, variant: str) -> dict:
     from mobilekit.search.run import run_search
     from mobilekit.search.training import make_optimizer
 
-    search_cpu: list[float] = []
-    plain_cpu: list[float] = []
-    twin: dict = {"wall_s": 0.0}
-    original_step, original_affine = autohas.AutoHASPhase.step, autohas.affine_direction
+    search_cpu: dict[str, list[float]] = {v: [] for v in variants}
+    plain_cpu: dict[str, list[float]] = {v: [] for v in variants}
+    functions = {v: variant_functions(v) for v in variants}
+    twin: dict = {"wall_s": 0.0, "count": 0}
+    original = autohas.AutoHASPhase.step, autohas.mixed_temporary_weights, autohas.temporary_weight
 
     def step(self, epoch, step_index, x, y):
+        variant = variants[twin["count"] % len(variants)]
+        twin["count"] += 1
+        autohas.mixed_temporary_weights, autohas.temporary_weight = functions[variant]
         started = time.thread_time()
-        record = original_step(self, epoch, step_index, x, y)
-        search_cpu.append(time.thread_time() - started)
+        record = original[0](self, epoch, step_index, x, y)
+        search_cpu[variant].append(time.thread_time() - started)
         wall = time.perf_counter()
         if "net" not in twin:                # a copy of the supernet: the plain steps leave the search alone
             twin["net"] = copy.deepcopy(self.net)
@@ -67,13 +156,11 @@ def timed_run(args, estimator: str, variant: str) -> dict:
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
         opt.step()
-        plain_cpu.append(time.thread_time() - started)
+        plain_cpu[variant].append(time.thread_time() - started)
         twin["wall_s"] += time.perf_counter() - wall    # inside the phase's timer: taken off search_s below
         return record
 
     autohas.AutoHASPhase.step = step
-    if variant == "per-basis":
-        autohas.affine_direction = lambda *a, **k: None
     try:
         torch.manual_seed(0)
         with tempfile.TemporaryDirectory() as out:
@@ -84,7 +171,7 @@ def timed_run(args, estimator: str, variant: str) -> dict:
                                  train_resolution=32)
             summary = run_search(config)
     finally:
-        autohas.AutoHASPhase.step, autohas.affine_direction = original_step, original_affine
+        autohas.AutoHASPhase.step, autohas.mixed_temporary_weights, autohas.temporary_weight = original
     return {"search": search_cpu, "plain": plain_cpu, "summary": summary,
             "search_s": summary["search_s"] - twin["wall_s"]}
 
@@ -99,6 +186,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--estimators", default="gumbel,reinforce", help="comma-separated: gumbel, reinforce")
     parser.add_argument("--weight-sharing", default="entangled", choices=("entangled", "separate"))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"temporary-weight variants interleaved step by step, comma-separated: {', '.join(VARIANTS)}")
     parser.add_argument("--smoke", action="store_true", help="seconds: 1 epoch of 3 steps, batch 16, gumbel only")
     args = parser.parse_args()
     if args.smoke:
@@ -108,28 +197,36 @@ def main() -> None:
         print(f"--estimators {args.estimators!r}: use gumbel and/or reinforce, e.g. gumbel,reinforce", file=sys.stderr)
         sys.exit(2)
 
-    skip = 2 if args.epochs * args.steps_per_epoch > 4 else 1
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or any(v not in VARIANTS for v in variants):
+        print(f"--variants {args.variants!r}: use some of {','.join(VARIANTS)}", file=sys.stderr)
+        sys.exit(2)
+
+    steps = args.epochs * args.steps_per_epoch
+    skip = 2 * len(variants) if steps > 4 * len(variants) else 0      # warm-up steps, over all variants
     print(f"autohas ({args.weight_sharing} weights) on {args.data}, target {args.target_ms:g} ms, "
-          f"{args.epochs} x {args.steps_per_epoch} steps of batch {args.batch_size}, one torch thread; CPU time per "
-          f"step, median over steps {skip + 1}..")
-    print(f"{'estimator':<10} {'directions':<10} {'plain step':>11} {'search step':>12} {'ratio':>6}   "
-          f"wall search / derived-network training")
+          f"{args.epochs} x {args.steps_per_epoch} steps of batch {args.batch_size}, one torch thread; variants "
+          f"interleaved step by step ({', '.join(variants)}); CPU time per step, median over the steps after the "
+          f"first {skip}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"{'estimator':<10} {'variant':<10} {'steps':>5} {'plain step':>11} {'search step':>12} {'ratio':>6}")
     ratios: dict[tuple[str, str], float] = {}
     for estimator in estimators:
-        for variant in VARIANTS:
-            result = timed_run(args, estimator, variant)
-            search = statistics.median(result["search"][skip:])
-            plain = statistics.median(result["plain"][skip:])
+        result = timed_run(args, estimator, variants)
+        for variant in variants:
+            keep = skip // len(variants)
+            search = statistics.median(result["search"][variant][keep:])
+            plain = statistics.median(result["plain"][variant][keep:])
             ratios[estimator, variant] = search / plain
-            s = result["summary"]
-            print(f"{estimator:<10} {variant:<10} {1000 * plain:>8.1f} ms {1000 * search:>9.1f} ms "
-                  f"{search / plain:>5.2f}x   {result['search_s']:.1f} s / {s['final_train_s']:.1f} s = "
-                  f"{result['search_s'] / s['final_train_s']:.2f}x (derived {s['derived_ms']:.1f} ms, "
-                  f"{len(s['repairs'])} repair(s))", flush=True)
+            print(f"{estimator:<10} {variant:<10} {len(result['search'][variant][keep:]):>5} {1000 * plain:>8.1f} ms "
+                  f"{1000 * search:>9.1f} ms {search / plain:>5.2f}x", flush=True)
+        s = result["summary"]
+        print(f"{estimator:<10} wall search / derived-network training {result['search_s']:.1f} s / "
+              f"{s['final_train_s']:.1f} s = {result['search_s'] / s['final_train_s']:.2f}x (derived "
+              f"{s['derived_ms']:.1f} ms, {len(s['repairs'])} repair(s))", flush=True)
     for estimator in estimators:
-        before, after = ratios[estimator, "per-basis"], ratios[estimator, "affine"]
-        print(f"{estimator}: search step / plain step of the same path {before:.2f}x (per-basis directions) -> "
-              f"{after:.2f}x (affine)")
+        print(f"{estimator}: search step / plain step of the same path: "
+              + ", ".join(f"{ratios[estimator, v]:.2f}x ({v})" for v in variants))
+    print(f"load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

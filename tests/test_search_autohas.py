@@ -224,7 +224,8 @@ def test_autohas_runs_end_to_end_and_the_final_training_uses_the_searched_schedu
     code = main(["search", "--method", "autohas", "--table", str(path), "--target-ms", str(target), "--out", str(out),
                  "--data", "digits", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16",
                  "--final-epochs", "1", "--export", "none", "--threads", "1", "--no-progress", "--lr-stages", "2",
-                 "--multipliers", "0.5,1,2", "--train-resolution", "32"])
+                 "--multipliers", "0.5,1,2", "--train-resolution", "32",
+                 "--hp-encoding-steps", "0"])    # the paper's 0.002 step: lr_stages below read it as ~unchanged
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "autohas" and summary["within_window"]
@@ -461,6 +462,48 @@ def test_the_affine_step_equals_the_per_basis_step_in_value_and_encoding_gradien
     assert fast_lr.abs().max() > 0 and fast_wd.abs().max() > 0
 
 
+@pytest.mark.parametrize("variant,history", [("nesterov", "partial"), ("momentum", True), ("adamw", True)])
+def test_the_per_tensor_affine_mixture_equals_real_optimiser_steps_mixed_by_hand(variant, history):
+    # reference: for every (lr_i, wd_j) a deep copy of the net and its optimiser takes one real torch.optim step;
+    # W' = sum_ij P_i P_j W_ij is then formed with plain autograd ops, soft encodings (every combination counts)
+    import copy
+
+    from mobilekit.search.temporary_weights import affine_direction, affine_mixed_step
+
+    net, opt = _sgd_variant(variant, history)
+    params = list(net.parameters())
+    lr_bases, wd_bases = (0.01, 0.1, 0.5), (0.0, 0.01, 0.1)
+    steps = {}
+    for i, lr in enumerate(lr_bases):
+        for j, wd in enumerate(wd_bases):
+            twin_net, twin_opt = copy.deepcopy((net, opt))           # (deepcopy leaves .grad out)
+            for twin, p in zip(twin_net.parameters(), params):
+                twin.grad = p.grad.clone()
+            for group in twin_opt.param_groups:
+                group["lr"], group["weight_decay"] = lr, wd
+            twin_opt.step()
+            steps[i, j] = [p.detach() for p in twin_net.parameters()]
+    x = torch.randn(6, 5)
+    names = [n for n, _ in net.named_parameters()]
+    results = []
+    for fast in (False, True):
+        lr_logits = torch.tensor([0.1, 0.5, -0.2], requires_grad=True)
+        wd_logits = torch.tensor([0.3, 0.0, 0.2], requires_grad=True)
+        p_lr, p_wd = F.softmax(lr_logits, 0), F.softmax(wd_logits, 0)
+        if fast:
+            mixed = affine_mixed_step(affine_direction(opt, params, [p.grad for p in params]), params, lr_bases,
+                                      wd_bases, p_lr, p_wd)
+        else:
+            mixed = [sum(p_lr[i] * p_wd[j] * steps[i, j][k] for (i, j) in steps) for k in range(len(params))]
+        torch.func.functional_call(net, dict(zip(names, mixed)), (x,)).pow(2).mean().backward()
+        results.append(([m.detach() for m in mixed], lr_logits.grad, wd_logits.grad))
+    (ref, ref_lr, ref_wd), (fast, fast_lr, fast_wd) = results
+    assert all(a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(ref, fast))
+    assert torch.allclose(ref_lr, fast_lr, rtol=1e-4, atol=1e-7) and torch.allclose(ref_wd, fast_wd, rtol=1e-4, atol=1e-7)
+    assert fast_lr.abs().max() > 0 and fast_wd.abs().max() > 0
+    assert all(p.grad is not None for p in params)     # the optimiser's inputs are left as they were
+
+
 def test_adam_with_coupled_l2_and_dampened_sgd_in_a_mixed_state_are_not_affine_in_one_factor():
     from mobilekit.search.temporary_weights import affine_direction
 
@@ -500,16 +543,17 @@ def test_the_validation_pass_of_the_temporary_weights_leaves_every_batchnorm_sta
 
 
 # ---- behavioural: the learning-rate encoding recovers from a bad default ----------------------------------------------
-def _log_cosh_toy(lr0: float, steps: int, far: float, noise: float, search: bool, seed: int = 0):
+def _log_cosh_toy(lr0: float, steps: int, far: float, noise: float, search: bool, seed: int = 0,
+                  hp_encoding_steps: int = 9000):
     """Algorithm 1's hyper-parameter part on a toy: weights w (10,), loss (1/h) sum log cosh(h (w - t)) (curvature
     h = 20 at the minimum, gradient at most 1 per coordinate, so a too-large lr oscillates instead of overflowing),
     targets t = w* + noise drawn afresh for the training and the validation batch (32 each), w* = far x N(0, 1).
     The weights use AutoHAS's default optimiser (Nesterov momentum-0.9 SGD); with ``search`` each step samples
     lr and weight-decay bases (eq. 6-8, tau 10), forms the temporary weights (eq. 4-5, the phase's
-    ``mixed_temporary_weights``), back-propagates the validation loss to the encodings (Adam, 0.1: the paper's 0.002
-    is for thousands of steps) and steps the weights with the derived values (eq. 10). Returns (encoding, final
-    loss at w*)."""
-    from mobilekit.search.methods.autohas import mixed_temporary_weights
+    ``mixed_temporary_weights``), back-propagates the validation loss to the encodings (Adam at the phase's
+    ``hp_encoding_lr`` of the paper's 0.002 for ``steps``: 0.1 here, the paper's 0.002 with ``hp_encoding_steps``
+    0) and steps the weights with the derived values (eq. 10). Returns (encoding, final loss at w*)."""
+    from mobilekit.search.methods.autohas import hp_encoding_lr, mixed_temporary_weights
 
     h, d = 20.0, 10
     gen = torch.Generator().manual_seed(seed)
@@ -523,7 +567,7 @@ def _log_cosh_toy(lr0: float, steps: int, far: float, noise: float, search: bool
     w = nn.Parameter(torch.zeros(d))
     opt = make_optimizer("sgd", [w], lr0, 1e-4)
     enc = HyperEncoding([HyperParameter.continuous("lr", lr0), HyperParameter.continuous("weight_decay", 1e-4)])
-    enc_opt = torch.optim.Adam(enc.parameters(), lr=0.1)
+    enc_opt = torch.optim.Adam(enc.parameters(), lr=hp_encoding_lr(0.002, hp_encoding_steps, steps))
     for _ in range(steps):
         opt.zero_grad()
         loss(w, targets()).backward()
@@ -552,6 +596,48 @@ def test_the_lr_encoding_recovers_from_a_default_10x_too_small_to_within_one_bas
     assert bases[-1] == pytest.approx(good) and bases[-2] == pytest.approx(0.75 * good)
     assert int(enc.probs("lr").argmax()) == len(bases) - 1
     assert enc.derive("lr") >= bases[-2]              # eq. 10 ends within one basis of the best
+
+
+def test_at_the_papers_unscaled_encoding_step_a_short_search_cannot_move_the_lr_and_scaled_it_does():
+    # the defect behind the Fashion-MNIST recovery run: Adam moves a logit at most its lr per step, so at 0.002 the
+    # 150 steps here move the encoding by at most 0.3, far from the ~3.4 the top basis needs; hp_encoding_lr scales
+    # the step to the search length (0.002 x 9000 / 150, capped at 0.1)
+    from mobilekit.search.methods.autohas import HP_ENCODING_LR_MAX, hp_encoding_lr
+
+    assert hp_encoding_lr(0.002, 9000, 150) == HP_ENCODING_LR_MAX
+    assert hp_encoding_lr(0.002, 9000, 375) == pytest.approx(0.048)
+    assert hp_encoding_lr(0.002, 9000, 20000) == 0.002 and hp_encoding_lr(0.002, 0, 150) == 0.002
+    torch.manual_seed(0)
+    bad = 0.005
+    unscaled, _ = _log_cosh_toy(bad, 150, 100.0, 0.01, search=True, hp_encoding_steps=0)
+    scaled, _ = _log_cosh_toy(bad, 150, 100.0, 0.01, search=True)
+    assert unscaled.derive("lr") < 1.5 * bad                  # stuck near the bad default
+    assert scaled.derive("lr") > 5 * bad
+
+
+def test_the_phase_gives_alpha_the_encoding_lr_and_the_hyperparameter_encodings_the_scaled_one(tmp_path,
+                                                                                              monkeypatch):
+    from mobilekit.search import make_config
+    from mobilekit.search.methods import autohas
+    from mobilekit.search.run import run_search
+
+    real, seen = autohas.AutoHASPhase.step, []
+
+    def spy(self, *args):
+        seen.append((self.total_steps, [g["lr"] for g in self.encoding_opt.param_groups],
+                     [len(g["params"]) for g in self.encoding_opt.param_groups]))
+        return real(self, *args)
+
+    monkeypatch.setattr(autohas.AutoHASPhase, "step", spy)
+    table = synthetic_table(width=0.35)
+    fastest, slowest = SuperkernelLatency(table).bounds_ms()
+    run_search(make_config(None, method="autohas", table=str(table.save(tmp_path / "t.json")),
+                           target_ms=round(fastest + 0.5 * (slowest - fastest), 1), out=str(tmp_path / "run"),
+                           data="digits", epochs=1, steps_per_epoch=2, batch_size=16, final_epochs=0, export=(),
+                           threads=1, train_resolution=32, hp_encoding_steps=4))
+    total, lrs, sizes = seen[0]
+    assert total == 2 and sizes == [1, 5]               # alpha; 4 lr stages + the weight decay
+    assert lrs == [0.002, pytest.approx(0.002 * 4 / 2)]
 
 
 def test_the_lr_encoding_moves_down_from_a_default_10x_too_large():

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -96,86 +97,122 @@ def optimizer_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tens
     return [p - lr * d for p, d in zip(params, optimizer_direction(optimizer, params, grads, weight_decay))]
 
 
+@dataclass(frozen=True)
+class AffineDirection:
+    """``D(wd) = A + wd * c * params`` for every weight decay ``wd`` (:func:`affine_direction`), kept per tensor
+    and not materialised: ``A = sum_k coef_k * tensors_k`` over ``terms``, each a coefficient and a list aligned
+    with ``params`` (``None`` entries count as zero tensors: a parameter without a momentum buffer yet). Nothing
+    is concatenated or copied into flat buffers; the steps below use ``torch._foreach_*`` over the lists."""
+
+    terms: tuple[tuple[float, tuple[torch.Tensor | None, ...]], ...]
+    c: float
+
+
+def _dots(grads: Sequence[torch.Tensor | None], *lists: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+    """``[sum_i <grads_i, t_i> for t in lists]`` over aligned lists of tensors (``None`` entries skipped): 0-d
+    tensors, one pass over the tensors (each gradient flattened once, the per-tensor products summed at the end)."""
+    parts: list[list[torch.Tensor]] = [[] for _ in lists]
+    for i, g in enumerate(grads):
+        if g is None:
+            continue
+        flat = g.reshape(-1)
+        for part, tensors in zip(parts, lists):
+            t = tensors[i]
+            if t is not None:
+                part.append(torch.dot(flat, t.reshape(-1)))
+    return [torch.stack(part).sum() if part else torch.zeros(()) for part in parts]
+
+
+def _add_terms_(out: list[torch.Tensor], terms: AffineDirection, scale: float) -> list[torch.Tensor]:
+    """``out += scale * A`` in place, per tensor (``A`` of ``terms``)."""
+    for coef, tensors in terms.terms:
+        pairs = [(o, t) for o, t in zip(out, tensors) if t is not None]
+        if pairs and coef:
+            torch._foreach_add_([o for o, _ in pairs], [t for _, t in pairs], alpha=scale * coef)
+    return out
+
+
 def affine_direction(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
-                     grads: Sequence[torch.Tensor]) -> tuple[torch.Tensor, float] | None:
-    """``(A, c)`` with ``D(wd) = A + wd * c * params`` (:func:`step_direction`) for every weight decay ``wd``, when
-    the rule is affine in the weight decay: SGD (momentum, dampening, Nesterov or not; ``c`` from the momentum)
-    and AdamW (decoupled, ``c = 1``). ``A`` is one flat tensor (the parameters' elements in order, like
-    ``torch.cat([p.reshape(-1) ...])``). ``None`` for Adam, whose L2 term goes through the second moment.
+                     grads: Sequence[torch.Tensor]) -> AffineDirection | None:
+    """``D(wd) = A + wd * c * params`` (:func:`step_direction`) for every weight decay ``wd``, when the rule is
+    affine in the weight decay: SGD (momentum, dampening, Nesterov or not; ``c`` from the momentum) and AdamW
+    (decoupled, ``c = 1``), as an :class:`AffineDirection` (``A`` per tensor, a combination of the gradients and
+    the momentum buffers for SGD, not materialised). ``None`` for Adam, whose L2 term goes through the second
+    moment.
 
     Derivation (SGD): ``d = g + wd p``; without a momentum buffer yet ``buf' = d``, else
     ``buf' = mu buf + (1 - dampening) d``; ``D = d + mu buf'`` (Nesterov) or ``buf'``, so ``D = k d + e buf`` with
     constants ``k``, ``e``: ``A = k g + e buf`` and ``c = k``. The optimiser's state is read, not changed."""
     group = optimizer.param_groups[0]
-    flat_g = torch.cat([g.detach().reshape(-1) for g in grads])
+    grads = tuple(g.detach() for g in grads)
     if isinstance(optimizer, torch.optim.SGD):
         mu, damp, nesterov = group["momentum"], group["dampening"], group["nesterov"]
-        bufs = [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
         if not mu:
-            return flat_g, 1.0
+            return AffineDirection(((1.0, grads),), 1.0)
+        bufs = tuple(optimizer.state.get(p, {}).get("momentum_buffer") for p in params)
         k_first = 1.0 + mu if nesterov else 1.0            # a parameter without a buffer yet: buf' = d
         k = 1.0 + mu * (1 - damp) if nesterov else 1 - damp
         if all(b is None for b in bufs):
-            return flat_g.mul_(k_first), k_first
+            return AffineDirection(((k_first, grads),), k_first)
         if k != k_first and any(b is None for b in bufs):
             return None              # dampening and a mixed state (a candidate never stepped): no common c
         # with dampening 0, a parameter without a buffer is one with a zero buffer (k_first == k)
         e = mu * mu if nesterov else mu
-        flat_buf = torch.cat([(torch.zeros_like(p) if b is None else b).reshape(-1) for p, b in zip(params, bufs)])
-        return flat_g.mul_(k).add_(flat_buf, alpha=e), k
+        return AffineDirection(((k, grads), (e, bufs)), k)
     if isinstance(optimizer, torch.optim.AdamW) and not group.get("amsgrad", False):
         # D(wd) = adam_direction(g) + wd p: the direction at wd = 0 is A
-        return torch.cat([d.reshape(-1) for d in optimizer_direction(optimizer, params, grads, 0.0)]), 1.0
+        return AffineDirection(((1.0, tuple(optimizer_direction(optimizer, params, grads, 0.0))),), 1.0)
     return None
 
 
 class _AffineMixedStep(torch.autograd.Function):
-    """``W' = p - lr_mix (A + wd_mix c p)`` on flat tensors, ``lr_mix = P_lr . lr_bases``, ``wd_mix = P_wd . wd_bases``;
-    the backward pass takes two inner products with ``G = dL/dW'``: ``<G, p>`` and ``<G, A>``."""
+    """``W' = p - lr_mix (A + wd_mix c p)`` per tensor, ``lr_mix = P_lr . lr_bases``, ``wd_mix = P_wd . wd_bases``;
+    the backward pass takes the inner products of ``G = dL/dW'`` with ``p`` and with each term of ``A``."""
 
     @staticmethod
-    def forward(ctx, flat_p, flat_a, c, lr_bases, wd_bases, p_lr, p_wd):  # type: ignore[override]
+    def forward(ctx, affine, params, lr_bases, wd_bases, p_lr, p_wd):  # type: ignore[override]
         lr_mix = (p_lr.detach() * lr_bases).sum()
         wd_mix = (p_wd.detach() * wd_bases).sum()
-        ctx.c = c
-        ctx.save_for_backward(flat_p, flat_a, lr_bases, wd_bases, lr_mix, wd_mix)
-        return torch.add(flat_p.mul(1 - lr_mix * wd_mix * c), flat_a, alpha=-float(lr_mix))
+        ctx.affine, ctx.params = affine, params
+        ctx.save_for_backward(lr_bases, wd_bases, lr_mix, wd_mix)
+        lr_f = float(lr_mix)
+        out = torch._foreach_mul(params, 1 - lr_f * float(wd_mix) * affine.c)
+        return tuple(_add_terms_(out, affine, -lr_f))
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        flat_p, flat_a, lr_bases, wd_bases, lr_mix, wd_mix = ctx.saved_tensors
-        along_p, along_a = torch.dot(grad_out, flat_p), torch.dot(grad_out, flat_a)
-        along_mix = along_a + wd_mix * ctx.c * along_p                     # <G, D(wd_mix)>
+    def backward(ctx, *grad_out):  # type: ignore[override]
+        lr_bases, wd_bases, lr_mix, wd_mix = ctx.saved_tensors
+        affine = ctx.affine
+        along_p, *along_terms = _dots(grad_out, ctx.params, *(tensors for _, tensors in affine.terms))
+        along_a = sum((coef * d for (coef, _), d in zip(affine.terms, along_terms)), torch.zeros_like(along_p))
+        along_mix = along_a + wd_mix * affine.c * along_p                  # <G, D(wd_mix)>
         # W' = sum_ij P_i P_j (p - lr_i D(wd_j)): dL/dP_i = <G, p> - lr_i <G, D_mix>,
         # dL/dP_j = <G, p> - lr_mix <G, D(wd_j)> with <G, D(wd_j)> = <G, A> + wd_j c <G, p>
         grad_lr = along_p - lr_bases * along_mix
-        grad_wd = along_p - lr_mix * (along_a + wd_bases * ctx.c * along_p)
-        return None, None, None, None, None, grad_lr, grad_wd
+        grad_wd = along_p - lr_mix * (along_a + wd_bases * affine.c * along_p)
+        return None, None, None, None, grad_lr, grad_wd
 
 
-def affine_mixed_step(affine: tuple[torch.Tensor, float], params: Sequence[torch.Tensor],
-                      lr_bases: Sequence[float], wd_bases: Sequence[float], p_lr: torch.Tensor,
-                      p_wd: torch.Tensor) -> list[torch.Tensor]:
+def affine_mixed_step(affine: AffineDirection, params: Sequence[torch.Tensor], lr_bases: Sequence[float],
+                      wd_bases: Sequence[float], p_lr: torch.Tensor, p_wd: torch.Tensor) -> list[torch.Tensor]:
     """:func:`mixed_lr_step` for a rule affine in the weight decay too (``affine`` from :func:`affine_direction`):
     ``W' = p - lr_mix (A + wd_mix c p)``, the same value and gradients w.r.t. ``p_lr`` and ``p_wd`` as the
-    Cartesian mixture, at the cost of two element-wise passes over the path's weights forward and two inner
-    products backward, whatever the number of bases. Returns tensors shaped like ``params`` (views of one flat
-    tensor; its backward receives ``dL/dW'`` as one flat tensor)."""
-    flat_a, c = affine
-    flat_p = torch.cat([p.detach().reshape(-1) for p in params])
+    Cartesian mixture, at the cost of one element-wise pass per term over the path's weights forward and one inner
+    product per term backward, whatever the number of bases. Returns new tensors shaped like ``params``
+    (``torch._foreach_*``, no flat copies). ``affine``'s tensors (gradients, momentum buffers) are referenced,
+    not copied: back-propagate before the optimiser steps."""
     kw = dict(dtype=p_lr.dtype, device=p_lr.device)
-    flat = _AffineMixedStep.apply(flat_p, flat_a.to(p_lr.dtype), float(c), torch.tensor(list(lr_bases), **kw),
-                                  torch.tensor(list(wd_bases), **kw), p_lr, p_wd)
-    return [t.view(p.shape) for t, p in zip(flat.split([p.numel() for p in params]), params)]
+    params = [p.detach() for p in params]
+    return list(_AffineMixedStep.apply(affine, params, torch.tensor(list(lr_bases), **kw),
+                                       torch.tensor(list(wd_bases), **kw), p_lr, p_wd))
 
 
 @torch.no_grad()
-def affine_step(affine: tuple[torch.Tensor, float], params: Sequence[torch.Tensor], lr: float,
+def affine_step(affine: AffineDirection, params: Sequence[torch.Tensor], lr: float,
                 weight_decay: float) -> list[torch.Tensor]:
     """:func:`optimizer_step` from an :func:`affine_direction`: ``p - lr (A + wd c p)``, shaped like ``params``."""
-    flat_a, c = affine
-    flat = torch.cat([p.detach().reshape(-1) for p in params]).mul_(1 - lr * weight_decay * c).sub_(flat_a, alpha=lr)
-    return [t.view(p.shape) for t, p in zip(flat.split([p.numel() for p in params]), params)]
+    out = torch._foreach_mul([p.detach() for p in params], 1 - lr * weight_decay * affine.c)
+    return _add_terms_(out, affine, -lr)
 
 
 class _MixedLrStep(torch.autograd.Function):

@@ -68,6 +68,12 @@ WEIGHT_OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 # gradient, so 1e-5..1e-3 (the bases of 1e-4) span "none" to "strong" (the paper's 1.5e-4 and 8.4e-4, A.2); under
 # AdamW the decay is lr * wd * W per step, so its bases sit around 0.05.
 WEIGHT_DEFAULTS: dict[str, tuple[float, float]] = {"sgd": (0.05, 1e-4), "adamw": (float("nan"), 0.05)}
+# The paper's search length on its smaller vision datasets (appendix: "9000 iterations"; ImageNet, 30 epochs at
+# batch 4096, is about as many), over which its Adam 0.002 moves an encoding logit at most 18.
+PAPER_SEARCH_STEPS = 9000
+# The largest Adam step of the hyper-parameter encodings that the budget scaling gives (the behavioural toy tests'
+# step size): a logit moves at most this per step.
+HP_ENCODING_LR_MAX = 0.1
 SUMMARY = "AutoHAS: architecture + learning-rate schedule + weight decay, sampled path, temporary weights"
 HYPERPARAMETERS_JSON = "hyperparameters.json"
 HYPERPARAMETERS_PNG = "hyperparameters.png"
@@ -86,7 +92,13 @@ class Options:
     gumbel_form: str = option("log", "where the Gumbel noise goes: log-probabilities (GDAS; the choice is drawn "
                               "from softmax of the encodings) or the probabilities as eq. 7 is printed (the "
                               "top choice is then drawn at most e/(e+m-1) of the time)", choices=("log", "printed"))
-    encoding_lr: float = option(0.002, "Adam learning rate of the encodings (the paper's 0.002)", gt=0)
+    encoding_lr: float = option(0.002, "Adam learning rate of the encodings (the paper's 0.002); the "
+                                "hyper-parameter encodings get it scaled by --hp-encoding-steps", gt=0)
+    hp_encoding_steps: int = option(PAPER_SEARCH_STEPS, "the hyper-parameter encodings' Adam lr is encoding_lr x "
+                                    "this / search steps, at least encoding_lr and at most 0.1, so over a short "
+                                    "search they can move about as far as at the paper's 0.002 over its 9000 "
+                                    "iterations (Adam moves a logit at most its lr per step); 0 keeps encoding_lr",
+                                    ge=0)
     lr_stages: int = option(4, "learning-rate encodings over the schedule (one per stage)", ge=1)
     multipliers: tuple[str, ...] = option(("0.1", "0.25", "0.5", "0.75", "1", "2.5", "5", "7.5", "10"),
                                           "bases = default x these multipliers (comma-separated)")
@@ -136,6 +148,21 @@ def hyperparameter_space(config: Any) -> list[HyperParameter]:
             HyperParameter.continuous("weight_decay", wd, m, start_at_default=at_default)]
 
 
+def hp_encoding_lr(encoding_lr: float, reference_steps: int, search_steps: int) -> float:
+    """Adam learning rate of the hyper-parameter encodings: ``encoding_lr x max(1, reference_steps /
+    search_steps)`` (``reference_steps`` 0: ``encoding_lr``). Adam moves a logit by at most its learning rate per
+    step (about lr x |mean| / rms of the gradient), so at the paper's 0.002 a search of a few hundred steps cannot
+    move the derived values: from the start encodings, making the 10x basis dominate needs its logit up by ~3.4
+    (measured in ``docs/methods/autohas.md``). Scaled, every search gives the encodings the paper's reach
+    (``0.002 x 9000``), up to :data:`HP_ENCODING_LR_MAX` per step so that one noisy step of a very short search
+    cannot flip an encoding (the scale is never below ``encoding_lr``). Each lr stage sees only its share of the
+    steps, so it gets a stage's share of that reach."""
+    if reference_steps <= 0:
+        return encoding_lr
+    scaled = encoding_lr * reference_steps / max(1, search_steps)
+    return max(encoding_lr, min(scaled, HP_ENCODING_LR_MAX))
+
+
 def delivered_ms(latency_model: ExpectedLatency, logits: torch.Tensor) -> float:
     """Latency (ms) of what the search would deliver now, the argmax of the architecture logits (L, C; masked
     entries at ``-inf``), which steers lambda. A layer whose largest logit is tied (at the start every logit is 0)
@@ -154,9 +181,11 @@ def mixed_temporary_weights(optimizer: torch.optim.Optimizer, params: list[torch
                             p_wd: torch.Tensor) -> list[torch.Tensor]:
     """Eq. 4-5: ``W' = sum_ij P_i P_j W_ij``, ``W_ij`` one step of ``optimizer``'s rule from ``params`` with
     gradient ``grads``, learning rate ``lr_bases[i]`` and weight decay ``wd_bases[j]``; differentiable w.r.t. the
-    encodings ``p_lr`` (m_lr,) and ``p_wd`` (m_wd,). SGD and AdamW use the flat affine direction (two inner
-    products backward for all bases), Adam one direction per weight-decay basis (:mod:`~mobilekit.search.
-    temporary_weights`). The optimiser's state is read, not changed."""
+    encodings ``p_lr`` (m_lr,) and ``p_wd`` (m_wd,). SGD and AdamW use the affine direction per tensor (one inner
+    product per term backward for all bases, ``torch._foreach_*``), Adam one direction per weight-decay basis
+    (:mod:`~mobilekit.search.temporary_weights`). The optimiser's state is read, not changed; the gradients and
+    momentum buffers are referenced, not copied, so the encodings' backward pass must run before the weight
+    step (as the phase does)."""
     affine = affine_direction(optimizer, params, grads)
     if affine is not None:
         return affine_mixed_step(affine, params, lr_bases, wd_bases, p_lr, p_wd)
@@ -198,7 +227,9 @@ def active_parameters(net: SampledPathNet,
 class AutoHASPhase(Phase):
     """One AutoHAS search loop (see the module docstring). State: ``lambda``, ``baseline``. Records: ce, val_ce,
     accuracy, runtime_ms (E[R]), runtime_hard_ms (argmax architecture), lambda, lr (this step's), lr_stage,
-    lr_stages (every stage's derived value), weight_decay, arch, decisions."""
+    lr_stages (every stage's derived value), weight_decay, arch, decisions, lr_probs (the current lr stage's
+    softmax after the step), grad_lr, grad_wd_abs, grad_alpha_abs (the hyper-gradients, see
+    :meth:`_encoding_gradients`)."""
 
     def __init__(self, *, net: SampledPathNet, encoding: HyperEncoding, arch_data: Dataset,
                  latency_model: ExpectedLatency, config: Any, **kwargs: Any) -> None:
@@ -209,12 +240,15 @@ class AutoHASPhase(Phase):
             latency_model.to(engine.device)
         name, lr, wd = weight_settings(config)
         weights_opt = make_optimizer(name, net.weight_parameters(), lr, wd)
-        encoding_opt = torch.optim.Adam([net.alpha, *encoding.parameters()], lr=config.encoding_lr)
+        encoding_opt = torch.optim.Adam([{"params": [net.alpha]}, {"params": list(encoding.parameters())}],
+                                        lr=config.encoding_lr)
         super().__init__(modules={"net": net, "encoding": encoding},
                          optimizers={"weights": weights_opt, "encoding": encoding_opt},
                          state={"lambda": config.lambda_init, "baseline": None}, **kwargs)
         self.net, self.encoding, self.arch_data, self.config = net, encoding, arch_data, config
         self.latency_model, self.weights_opt, self.encoding_opt = latency_model, weights_opt, encoding_opt
+        encoding_opt.param_groups[1]["lr"] = hp_encoding_lr(config.encoding_lr, config.hp_encoding_steps,
+                                                            self.total_steps)
         self.penalty = LatencyPenalty.from_config(config, self.state)
         self.gated = _GatedPath(net)
         # cached once (the module tree does not change during the search): the weights, whether any tensor is
@@ -253,6 +287,18 @@ class AutoHASPhase(Phase):
                         for n, b in buffers})
         with self.engine.autocast():
             return F.cross_entropy(functional_call(self.gated, tensors, (x, gates), tie_weights=self._tied), y)
+
+    def _encoding_gradients(self, stage: int) -> dict[str, Any]:
+        """The hyper-gradient that reached the encodings this step (before Adam): ``grad_lr`` (m,) of the current
+        lr stage's logits, ``grad_wd_abs`` and ``grad_alpha_abs`` the mean |gradient| of the weight-decay logits and
+        of the searchable architecture logits (unmasked entries), for comparing their scales."""
+        def grad(p: torch.Tensor) -> torch.Tensor:
+            return torch.zeros_like(p) if p.grad is None else p.grad.detach()
+
+        alpha = grad(self.net.alpha)[self.net.mask]
+        return {"grad_lr": grad(self.encoding.row("lr", stage)).cpu().tolist(),
+                "grad_wd_abs": float(grad(self.encoding.row("weight_decay")).abs().mean()),
+                "grad_alpha_abs": float(alpha.abs().mean()) if alpha.numel() else 0.0}
 
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         cfg, net, enc = self.config, self.net, self.encoding
@@ -309,6 +355,7 @@ class AutoHASPhase(Phase):
             self.state["baseline"] = float(val_ce) if baseline is None else m * baseline + (1 - m) * float(val_ce)
         self.encoding_opt.zero_grad(set_to_none=True)
         self.engine.backward(loss, [net.alpha, *enc.parameters()], [self.encoding_opt])
+        grad_probe = self._encoding_gradients(stage)
         # 3. the shared weights: one step with the derived hyper-parameters (eq. 9, 10)
         lr_now, wd_now = enc.derive("lr", stage) * sched, enc.derive("weight_decay")
         for group in self.weights_opt.param_groups:
@@ -321,6 +368,7 @@ class AutoHASPhase(Phase):
             "runtime_ms": float(expected_ms.detach()), "runtime_hard_ms": hard_ms, "lambda": lam, "lr": lr_now,
             "lr_stage": stage, "lr_stages": [enc.derive("lr", s) for s in range(enc.specs["lr"].stages)],
             "weight_decay": enc.derive("weight_decay"), "arch": arch.to_string(), "decisions": arch_summary(arch),
+            "lr_probs": enc.probs("lr", stage).detach().cpu().tolist(), **grad_probe,
         }
         if self.progress is not None:
             self.progress.set_postfix_str(f"CE {record['ce']:.3f} val {record['val_ce']:.3f} E[R] "
