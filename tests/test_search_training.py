@@ -3,6 +3,7 @@ scheduler and RNG states in the checkpoint; the engine's accelerator and precisi
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from mobilekit.errors import ConfigError
@@ -244,3 +245,17 @@ def test_one_shot_validation_restores_the_supernet_generators_and_modes_and_wait
     torch.manual_seed(3)
     assert draws == (random.random(), float(np.random.rand()), float(torch.rand(1)))
     assert phase.validate() == validation                           # the same reference path, the same figures
+
+
+def test_a_checkpoint_whose_optimiser_no_longer_fits_is_one_search_error_not_a_traceback():
+    """A run folder from an older version: its encoding optimiser had one parameter group, this run's has two."""
+    from mobilekit.errors import SearchError
+    from mobilekit.search.runfolder import pack, unpack
+
+    a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.zeros(2))
+    old = torch.optim.Adam([a, b], lr=0.1)
+    tensors, meta = pack({}, {"enc": old})
+    new = torch.optim.Adam([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1)
+    with pytest.raises(SearchError, match=r"checkpoint.npz: its saved state does not fit this run .*new --out folder"):
+        unpack(tensors, meta, {}, {"enc": new})
+    unpack(tensors, meta, {}, {"enc": torch.optim.Adam([a, b], lr=0.1)})       # the same layout loads

@@ -106,7 +106,23 @@ def pack(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimi
 
 def unpack(tensors: dict[str, torch.Tensor], meta: dict[str, Any], modules: dict[str, nn.Module],
            optimizers: dict[str, torch.optim.Optimizer]) -> None:
-    """Restore what :func:`pack` saved into existing modules and optimisers (and the RNG states)."""
+    """Restore what :func:`pack` saved into existing modules and optimisers (and the RNG states).
+
+    Raises:
+        SearchError: the checkpoint's networks or optimisers do not fit this run's (saved by another mobilekit
+            version, e.g. before an optimiser gained a parameter group): one line, nothing changed on disk.
+    """
+    try:
+        _load_states(tensors, meta, modules, optimizers)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise SearchError(f"checkpoint.npz: its saved state does not fit this run ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:200]}); it was written by another mobilekit version or "
+                          "other settings: re-run without --resume in a new --out folder") from None
+    _restore_rng(tensors, meta)
+
+
+def _load_states(tensors: dict[str, torch.Tensor], meta: dict[str, Any], modules: dict[str, nn.Module],
+                 optimizers: dict[str, torch.optim.Optimizer]) -> None:
     for name, module in modules.items():
         prefix = f"m/{name}/"
         module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
@@ -121,6 +137,9 @@ def unpack(tensors: dict[str, torch.Tensor], meta: dict[str, Any], modules: dict
         for index, values in saved["scalars"].items():
             state.setdefault(int(index), {}).update(values)
         opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     torch.set_rng_state(tensors["rng/torch"])
     cuda = sorted((int(k.rsplit("/", 1)[1]), v) for k, v in tensors.items() if k.startswith("rng/cuda/"))
     if cuda and torch.cuda.is_available():
