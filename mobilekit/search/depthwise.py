@@ -14,8 +14,9 @@ search step these were most of the time.
   smaller padding giving the same output size. The products left out are products with zero padding, so the sum
   is the same (bitwise where one tap is left; otherwise up to float summation order).
 * where the (cropped) kernel is larger than 3x3 or the input map is 2x2 or smaller (where a 3x3 kernel's weight
-  gradient took 1-7 ms), and the output map has at most :data:`MAX_FAST_OUTPUT` positions, a :class:`torch.autograd.Function` whose forward pass is ``F.conv2d`` and whose backward pass computes
-  the input gradient with torch's own kernel (``aten.convolution_backward``), the bias gradient as a sum, and the
+  gradient took 1-7 ms), and the output map has at most :data:`MAX_FAST_OUTPUT` positions: a
+  :class:`torch.autograd.Function` whose forward pass is ``F.conv2d`` and whose backward pass computes the input
+  gradient with torch's own kernel (``aten.convolution_backward``), the bias gradient as a sum, and the
   weight gradient ``dW[c, p, q] = sum_{n, i, j} dY[n, c, i, j] X[n, c, s i + p - P, s j + q - P]`` in one of two
   ways (:func:`_weight_grad_gemm`, :func:`_weight_grad_taps`), chosen by the memory layout and map size from
   measurements (``bench/train_throughput.py`` and tests/test_search_depthwise.py's comparison).
@@ -23,7 +24,7 @@ search step these were most of the time.
   ``F.conv2d`` as it is. (On 16x16 and larger maps neither formulation here beat torch's consistently.)
 
 Under CPU autocast the input, weight and bias are cast to the autocast dtype first, as autocast casts them for
-``conv2d``; the weight gradient is then accumulated in float32 and returned in that dtype.
+``conv2d``; the weight gradient is then accumulated in float32 and returned in that dtype (as torch's is).
 
 :class:`DepthwiseConv2d` is an ``nn.Conv2d`` (same parameters, ``state_dict`` keys and ``repr``) whose forward is
 :func:`depthwise_conv2d`; :func:`use_fast_depthwise` turns a network's depthwise convolutions into it in place,
@@ -113,14 +114,16 @@ def _tap_pairs(size: tuple[int, int], out: tuple[int, int], kernel: tuple[int, i
 # ---- weight gradients ----------------------------------------------------------------------------------------------
 def _weight_grad_gemm(x: torch.Tensor, grad_out: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                       padding: tuple[int, int]) -> torch.Tensor:
-    """dW (C, 1, kh, kw) in float32 as one batched matmul over channels: ``M_c = dY_c^T X_c``, (Ho Wo, H W) per
-    channel with the batch as the contraction, then each kernel tap sums the (output, input) pairs it connects.
-    ``C N Ho Wo H W`` multiply-adds: fewer than the im2col formulation's ``C N Ho Wo kh kw`` where the map is
-    smaller than the kernel's reach, and at matmul speed; the inputs are copied to (C, N, L) first."""
+    """dW (C, 1, kh, kw) in float32 (float64 for float64 inputs) as one batched matmul over channels:
+    ``M_c = dY_c^T X_c``, (Ho Wo, H W) per channel with the batch as the contraction, then each kernel tap sums
+    the (output, input) pairs it connects. ``C N Ho Wo H W`` multiply-adds: fewer than the im2col formulation's
+    ``C N Ho Wo kh kw`` where the map is smaller than the kernel's reach, and at matmul speed; the inputs are
+    copied to (C, N, L) first."""
     n, c, h, w = x.shape
     ho, wo = grad_out.shape[2:]
-    xs = x.to(torch.float32, memory_format=torch.contiguous_format).view(n, c, h * w).transpose(0, 1)
-    gs = grad_out.to(torch.float32, memory_format=torch.contiguous_format).view(n, c, ho * wo).transpose(0, 1)
+    acc = torch.promote_types(x.dtype, torch.float32)
+    xs = x.to(acc, memory_format=torch.contiguous_format).view(n, c, h * w).transpose(0, 1)
+    gs = grad_out.to(acc, memory_format=torch.contiguous_format).view(n, c, ho * wo).transpose(0, 1)
     products = torch.bmm(gs.transpose(1, 2), xs).reshape(c, -1)            # (C, Ho Wo H W)
     pairs, tap = _tap_pairs((h, w), (ho, wo), kernel, stride, padding)
     grad = products.new_zeros(c, kernel[0] * kernel[1])
@@ -130,14 +133,14 @@ def _weight_grad_gemm(x: torch.Tensor, grad_out: torch.Tensor, kernel: tuple[int
 
 def _weight_grad_taps(x: torch.Tensor, grad_out: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                       padding: tuple[int, int]) -> torch.Tensor:
-    """dW (C, 1, kh, kw) in float32, one tap at a time: the product of dY with the strided view of X the tap
-    reads (its valid part only), summed over batch and positions. In channels-last the channels are the
-    innermost dimension of both, so each product and sum is a vectorised pass without copies."""
+    """dW (C, 1, kh, kw) in float32 (float64 for float64 inputs), one tap at a time: the product of dY with the
+    strided view of X the tap reads (its valid part only), summed over batch and positions. In channels-last the
+    channels are the innermost dimension of both, so each product and sum is a vectorised pass without copies."""
     _, c, h, w = x.shape
     ho, wo = grad_out.shape[2:]
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    if x.dtype != torch.float32:
-        x, grad_out = x.float(), grad_out.float()
+    acc = torch.promote_types(x.dtype, torch.float32)
+    x, grad_out = x.to(acc), grad_out.to(acc)
     grad = x.new_zeros(c, kh, kw)
     for p in range(kh):
         i0, i1 = max(0, -((p - ph) // sh)), min(ho, (h - 1 - p + ph) // sh + 1)
@@ -189,7 +192,8 @@ class _DepthwiseFunction(torch.autograd.Function):
                 compute = _weight_grad_gemm if weight_algorithm(x, grad_out.shape[2:]) == "gemm" else _weight_grad_taps
                 grad_w = compute(x, grad_out, kernel, ctx.stride, ctx.padding).to(weight.dtype)
             if need_b and ctx.has_bias:
-                grad_b = grad_out.sum((0, 2, 3), dtype=torch.float32).to(grad_out.dtype)
+                acc = torch.promote_types(grad_out.dtype, torch.float32)
+                grad_b = grad_out.sum((0, 2, 3), dtype=acc).to(grad_out.dtype)
         return grad_x, grad_w, grad_b, None, None
 
 
@@ -261,7 +265,8 @@ def use_fast_depthwise(module: nn.Module) -> int:
 def conv_like(layer: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, stride: int | tuple[int, int],
               padding: int | tuple[int, int]) -> torch.Tensor:
     """Depthwise convolution of x (N, C, H, W) with ``weight`` (C, 1, k, k), a slice or masked copy of ``layer``'s
-    weight, at ``layer``'s dilation: :func:`depthwise_conv2d` when ``layer`` is a :class:`DepthwiseConv2d`, ``F.conv2d`` otherwise."""
+    weight, at ``layer``'s dilation: :func:`depthwise_conv2d` when ``layer`` is a :class:`DepthwiseConv2d`,
+    ``F.conv2d`` otherwise."""
     if isinstance(layer, DepthwiseConv2d):
         return depthwise_conv2d(x, weight, None, stride, padding, layer.dilation)
     return F.conv2d(x, weight, None, stride, padding, layer.dilation, x.shape[1])
