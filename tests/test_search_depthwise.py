@@ -265,4 +265,4 @@ def test_a_tiny_search_runs_with_the_fast_gradient(tmp_path, table_path, target,
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == method and summary["search_steps"] >= 2
-    assert len(swapped) >= 2 and all(n > 0 for n in swapped)        # the supernet and the final network
+    assert sum(n > 0 for n in swapped) >= 2             # the supernet and the final network (placed again: 0)
