@@ -11,14 +11,22 @@ What is measured, all in one process at the same torch thread count:
   ``on_step`` callback): everything between steps counts -- slicing the batch, augmentation, the step, metrics
   logging, progress, checkpoints, the per-epoch monitoring validation. A breakdown (seconds in each, timed by
   wrapping those functions) says what besides the step costs time.
-* the plain loop, right after: ``MobileNet(derived architecture)`` at the training resolution, the final training's
+* the plain loops, right after: ``MobileNet(derived architecture)`` at the training resolution, the final training's
   optimiser, lr, schedule (``torch.optim.lr_scheduler``), weight decay and augmentation, the same data tensors,
   batch size and memory layout; a shuffled index per epoch, ``cross_entropy``, ``backward``, ``step``; nothing
-  else, for the final training's number of epochs. (The host is shared: the load average before, between and
-  after is printed, to judge whether both saw the same load.)
+  else, for the final training's number of epochs; then the same for ``--largest-steps`` steps of the largest
+  network (every searchable layer k5, e6, SE 0.5: what the superkernel computes during its warm-up). The first
+  step of a plain loop is not timed. (The host is shared: the load average before, between and after is
+  printed, to judge whether both saw the same load.)
+* all of it twice (``--depthwise both``): with the fast CPU depthwise weight gradient of
+  :mod:`mobilekit.search.depthwise` (the pipeline's default on the CPU; the plain loops then use the same layers)
+  and with torch's own (the plain loops are then plain PyTorch, the reference of the goals). Printed per phase:
+  images/s, the step-time ratio phase / plain loop of the derived and of the largest network, and the goal's
+  ratio against plain PyTorch.
 
     python bench/train_throughput.py [--data fashion-mnist] [--train-subset 2000] [--epochs 1] \\
-        [--final-epochs 1] [--batch-size 64] [--threads 1] [--out DIR]
+        [--final-epochs 1] [--batch-size 64] [--threads 1] [--largest-steps 11] [--depthwise both|fast|native] \\
+        [--out DIR]
     python bench/train_throughput.py --smoke       # seconds: digits, 64 images, batch 16, a temp folder
 """
 
@@ -279,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         def search_rate(mode: str) -> float:
             return rate(results[mode]["finished"].get("search", []), args.batch_size)
 
-        speedup = search_rate("fast") / search_rate("native")
-        print(f"images/s with the fast gradient / with torch's: search {speedup:.2f}, plain loop of the derived network {results['fast']['plain']['derived'] / native_plain['derived']:.2f}"
-              f", of the largest {results['fast']['plain']['largest'] / native_plain['largest']:.2f}")
+        fast_plain = results["fast"]["plain"]
+        print(f"images/s with the fast gradient / with torch's: search "
+              f"{search_rate('fast') / search_rate('native'):.2f}, plain loop of the derived network "
+              f"{fast_plain['derived'] / native_plain['derived']:.2f}, of the largest "
+              f"{fast_plain['largest'] / native_plain['largest']:.2f}")
     return 0
 
 

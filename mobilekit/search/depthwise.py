@@ -197,6 +197,13 @@ class _DepthwiseFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+def _autocast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """What autocast does to an argument of a lower-precision op: floating tensors other than float64 to ``dtype``."""
+    if t is None or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    return t.to(dtype)
+
+
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[-1]))
 
@@ -216,8 +223,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         return F.conv2d(x, weight, bias, stride, padding, dilation, channels)
     if torch.is_autocast_enabled("cpu"):          # autocast's cast for conv2d, before the function
         dtype = torch.get_autocast_dtype("cpu")
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
+        x, weight, bias = (_autocast(t, dtype) for t in (x, weight, bias))
     with torch.autocast("cpu", enabled=False):
         (r0, r1, ph), (c0, c1, pw) = _crop(tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, padding)
         if (r0, r1, c0, c1) != (0, weight.shape[2], 0, weight.shape[3]):
