@@ -56,7 +56,7 @@ def main() -> None:
                 config = make_config(None, method=method, table=args.table, target_ms=args.target_ms, out=out,
                                      data=args.data, epochs=args.epochs, final_epochs=args.final_epochs,
                                      steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, export=(),
-                                     threads=1, seed=seed, **extra)
+                                     threads=1, seed=seed, train_resolution=32, **extra)
                 s = run_search(config)
             hp = s["final_hyperparameters"] or {}
             lr = hp.get("lr_stages") or hp.get("lr")

@@ -80,7 +80,8 @@ def timed_run(args, estimator: str, variant: str) -> dict:
             config = make_config(None, method="autohas", table=args.table, target_ms=args.target_ms, out=out,
                                  data=args.data, epochs=args.epochs, final_epochs=args.epochs,
                                  steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, export=(),
-                                 threads=1, estimator=estimator, weight_sharing=args.weight_sharing)
+                                 threads=1, estimator=estimator, weight_sharing=args.weight_sharing,
+                                 train_resolution=32)
             summary = run_search(config)
     finally:
         autohas.AutoHASPhase.step, autohas.affine_direction = original_step, original_affine

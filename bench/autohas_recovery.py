@@ -51,7 +51,7 @@ def main() -> None:
 
     common = dict(table=args.table, target_ms=args.target_ms, data=args.data, train_subset=args.train_subset,
                   epochs=args.epochs, final_epochs=args.final_epochs, steps_per_epoch=args.steps_per_epoch,
-                  batch_size=args.batch_size, export=(), threads=1, seed=0)
+                  batch_size=args.batch_size, export=(), threads=1, seed=0, train_resolution=32)
     print("run                                   test_acc  lr (per stage) / good lr  weight decay")
     for factor in (0.1, 10.0):
         bad = args.good_lr * factor

@@ -102,7 +102,8 @@ def smoke() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         config = make_config(table=str(table), target_ms=80.0, out=str(root / "runs" / "single-path-s0"),
-                             epochs=1, steps_per_epoch=4, batch_size=8, final_epochs=0, export=(), threads=1)
+                             epochs=1, steps_per_epoch=4, batch_size=8, final_epochs=0, export=(), threads=1,
+                             train_resolution=32)
         summary = run_search(config)
         (root / "cells").mkdir()
         (root / "compare.json").write_text(json.dumps({"target_ms": 80.0}))

@@ -59,7 +59,8 @@ def main() -> None:
             out = Path(args.out) / f"{name.split(' (')[0].replace(' ', '-')}-s{seed}"
             config = make_config(None, method="diffautoml", table=args.table, target_ms=args.target_ms,
                                  data=args.data, train_subset=args.train_subset, seed=seed, out=str(out),
-                                 export="none", threads=1, resume=True, **{**budget_keys, **smoke}, **keys)
+                                 export="none", threads=1, resume=True, train_resolution=32,
+                                 **{**budget_keys, **smoke}, **keys)
             summary = run_search(config, progress=False)      # a finished run is read back, a killed one resumed
             rows.append((name, budget_keys["epochs"], facts["images_epochs"], summary))
     print(f"data {args.data}, target {args.target_ms:g} ms ({args.table}), budget {args.budget} passes, "

@@ -39,7 +39,7 @@ def run(method: str, precision: str, args: argparse.Namespace, out: Path, **extr
         torch.cuda.reset_peak_memory_stats()
     config = make_config(table=str(TABLE), target_ms=80.0, out=str(out), method=method, data=args.data,
                          train_subset=args.train_subset, epochs=args.epochs, final_epochs=args.final_epochs,
-                         batch_size=args.batch_size, export="none", seed=0,
+                         batch_size=args.batch_size, export="none", seed=0, train_resolution=32,
                          accelerator="cuda" if cuda else "cpu", mixed_precision=precision, **extra)
     summary = run_search(config, on_step=lambda record: times[record["phase"]].append(time.perf_counter()))
     if cuda:

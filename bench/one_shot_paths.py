@@ -40,7 +40,8 @@ def main() -> int:
     if args.smoke:
         args.steps = 20
     torch.set_num_threads(1)
-    cfg = make_config(None, method="spos", table=args.table, target_ms=80, data=args.data, out="unused")
+    cfg = make_config(None, method="spos", table=args.table, target_ms=80, data=args.data, out="unused",
+                      train_resolution=32)
     latency_model = build_latency_model_for(cfg)
     splits = load_dataset(args.data, cfg.train_resolution, seed=0)
     table_space = latency_model.space

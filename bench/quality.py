@@ -35,7 +35,8 @@ def search(job: tuple) -> dict:
     method, seed, args, tmp = job
     config = make_config(table=args.table, target_ms=args.target, out=f"{tmp}/{method}-{seed}", method=method,
                          seed=seed, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                         final_epochs=args.final_epochs, batch_size=args.batch_size, export=(), threads=1)
+                         final_epochs=args.final_epochs, batch_size=args.batch_size, export=(), threads=1,
+                         train_resolution=32)
     return run_search(config)
 
 

@@ -33,7 +33,7 @@ def search(job: tuple) -> dict:
     table, target, seed, args, tmp = job
     config = make_config(table=table, target_ms=target, out=f"{tmp}/t{target:g}-s{seed}", seed=seed,
                          epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                         final_epochs=0, export=(), relax=args.relax, threads=1)
+                         final_epochs=0, export=(), relax=args.relax, threads=1, train_resolution=32)
     return run_search(config)
 
 

@@ -115,7 +115,7 @@ def main() -> int:
         run_search(make_config(None, method=method, table=args.table, target_ms=args.target_ms, data=args.data,
                                epochs=args.epochs, batch_size=args.batch_size, final_epochs=0, export=(),
                                seed=args.seed, train_subset=args.train_subset, weight_sharing=args.weight_sharing,
-                               out=str(out / name), **extra), progress=False)
+                               out=str(out / name), train_resolution=32, **extra), progress=False)
         r = RESULTS[name]
         print(f"{name:8s} Kendall tau {r['kendall_tau']:+.3f} (p {r['p_value']:.2f}) against stand-alone val accuracy, "
               f"{r['kendall_tau_test']:+.3f} (p {r['p_value_test']:.2f}) against test accuracy, over "

@@ -118,7 +118,7 @@ def run_pipeline(args: argparse.Namespace, out: Path) -> tuple[dict, dict[str, l
     config = make_config(table=str(TABLE), target_ms=args.target_ms, out=str(out), method="single-path",
                          data=args.data, train_subset=args.train_subset, epochs=args.epochs,
                          final_epochs=args.final_epochs, batch_size=args.batch_size, export="none",
-                         threads=args.threads, seed=0)
+                         threads=args.threads, seed=0, train_resolution=32)
     with timing(spent, marks):
         summary = run_search(config, on_step=on_step)
     phases = [phase for phase in marks if finished.get(phase)]

@@ -35,6 +35,7 @@ from mobilekit.tune import TuneConfig, parse_param, run_tune
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = {"epochs": 2, "steps_per_epoch": 3, "final_epochs": 0, "batch_size": 16, "threshold_lr": 0.05,
+        "train_resolution": 32,
         "export": ()}
 # --smoke: one search step on a 20-image folder (mobilekit.testing.tiny_images: a few validation / test images, so
 # evaluation and BN re-calibration cost next to nothing), no loader workers, no event files: the code path, not a figure

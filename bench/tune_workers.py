@@ -30,7 +30,8 @@ import time
 from mobilekit.tune import TuneConfig, parse_param, run_tune
 
 REPO = Path(__file__).resolve().parents[1]
-SETS = {"epochs": 1, "steps_per_epoch": 2, "final_epochs": 0, "batch_size": 16, "export": ()}
+SETS = {"epochs": 1, "steps_per_epoch": 2, "final_epochs": 0, "batch_size": 16, "export": (),
+        "train_resolution": 32}
 # --smoke: one search step on a 20-image folder (mobilekit.testing.tiny_images: a few validation / test images, so
 # evaluation and BN re-calibration cost next to nothing), no loader workers, no event files: the code path, not a figure
 SMOKE_SETS = {**SETS, "epochs": 1, "steps_per_epoch": 1, "batch_size": 8, "workers": 0, "tensorboard": False}

@@ -15,12 +15,12 @@ FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 TABLE = str(PIXEL1_TABLE)
 TINY = {"table": TABLE, "target_ms": 80, "epochs": 1, "steps_per_epoch": 1, "final_epochs": 0, "export": "none",
-        "batch_size": 8, "threads": 1}
+        "batch_size": 8, "threads": 1, "train_resolution": 32}
 
 # common search options with a lower bound (all of them >= 0 or more), and one upper bound
-_BOUNDED = ["target_ms", "epochs", "final_epochs", "train_resolution", "batch_size", "steps_per_epoch", "lr",
-            "weight_decay", "lambda_lr", "lambda_p", "target_aim", "measure_runs", "checkpoint_every", "threads",
-            "workers", "train_subset"]
+_BOUNDED = ["target_ms", "epochs", "final_epochs", "train_resolution", "finetune_epochs", "batch_size",
+            "steps_per_epoch", "lr", "weight_decay", "lambda_lr", "lambda_p", "target_aim", "measure_runs",
+            "checkpoint_every", "threads", "workers", "train_subset"]
 _CHOICES = ["method", "final_init", "lr_schedule", "optimizer", "augment", "accelerator", "mixed_precision",
             "channels_last"]
 bad_bounded = st.one_of(st.sampled_from([NAN, INF, -INF, -1, -0.5, "8", [1], {"a": 1}, True]),
@@ -66,8 +66,8 @@ def test_a_recipe_that_is_not_a_recipe_fails_in_one_line(content):
         ws.check(["search", "--config", recipe, "--out", str(ws.out / "run"), "--no-progress"])
 
 
-_FLAGS = ["--epochs", "--batch-size", "--lr", "--target-ms", "--train-resolution", "--steps-per-epoch",
-          "--weight-decay", "--threads", "--train-subset", "--measure-runs"]
+_FLAGS = ["--epochs", "--batch-size", "--lr", "--target-ms", "--train-resolution", "--finetune-epochs",
+          "--steps-per-epoch", "--weight-decay", "--threads", "--train-subset", "--measure-runs"]
 bad_flag_value = st.one_of(st.sampled_from(["nan", "inf", "-inf", "-1", "0x", "", "1e999999", "one"]),
                            st.integers(max_value=-1).map(str))
 
@@ -77,7 +77,8 @@ bad_flag_value = st.one_of(st.sampled_from(["nan", "inf", "-inf", "-1", "0x", ""
 def test_a_bad_search_flag_value_fails_in_one_line(flag, value):
     with Workspace() as ws:
         argv = ["search", "--table", TABLE, "--target-ms", "80", "--out", str(ws.out / "run"), "--epochs", "1",
-                "--steps-per-epoch", "1", "--final-epochs", "0", "--export", "none", "--no-progress"]
+                "--steps-per-epoch", "1", "--final-epochs", "0", "--export", "none", "--no-progress",
+                "--train-resolution", "32"]
         ws.check([*argv, f"{flag}={value}"])
 
 

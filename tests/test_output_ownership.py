@@ -25,7 +25,8 @@ FUZZ = settings(max_examples=12, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 TABLE = str(PIXEL1_TABLE)
 TINY_SEARCH = ["--table", TABLE, "--target-ms", "80", "--epochs", "1", "--steps-per-epoch", "1",
-               "--final-epochs", "0", "--export", "none", "--batch-size", "8", "--threads", "1", "--no-progress"]
+               "--final-epochs", "0", "--export", "none", "--batch-size", "8", "--threads", "1", "--no-progress",
+               "--train-resolution", "32"]
 KINDS = ("user file", "symlink", "dangling symlink", "folder")
 
 

@@ -122,3 +122,13 @@ def test_pinned_host_measures_while_the_pool_converts_on_the_other_cores(tmp_pat
                        work_dir=tmp_path / "cache", warmup=0, report=report)
     assert report.overlapped and report.files_made == 3 and len(set(runner.measured)) == 3
     assert "while the device measured" in report.line()
+
+
+def test_progress_bars_stay_out_of_redirected_output(tmp_path, capsys):
+    """With progress on but stderr not a terminal (a redirected log), no bar, carriage return or cursor code."""
+    with OrderRunner(parse_device({"name": "onnx-host", "runtime": "onnx"})) as runner:
+        profile_device(runner, SPACE, tmp_path / "host.json", runs=3, repeats=1, positions=[21], progress=True,
+                       work_dir=tmp_path / "cache", warmup=0)
+    assert LatencyTable.load(tmp_path / "host.json").entries        # it did profile
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b[" not in err and "measure on" not in err, err

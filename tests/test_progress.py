@@ -21,7 +21,7 @@ def test_a_bar_is_shown_only_on_a_terminal():
 
 def test_redirected_search_writes_one_line_per_epoch_and_no_carriage_return(tmp_path, table_path, target):
     config = make_config(table=str(table_path), target_ms=target, out=str(tmp_path / "run"), data="digits",
-                         epochs=2, steps_per_epoch=3, batch_size=16, final_epochs=1, export=())
+                         epochs=2, steps_per_epoch=3, batch_size=16, final_epochs=1, export=(), train_resolution=32)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         run_search(config, progress=True, log=print)
@@ -41,7 +41,7 @@ def test_every_epoch_records_its_validation_accuracy(tmp_path, table_path, targe
 
     out = tmp_path / "run"
     config = make_config(table=str(table_path), target_ms=target, out=str(out), data="digits", epochs=2,
-                         steps_per_epoch=3, batch_size=16, final_epochs=1, export=())
+                         steps_per_epoch=3, batch_size=16, final_epochs=1, export=(), train_resolution=32)
     run_search(config)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     validated = [(r["phase"], r["epoch"], r["step"]) for r in records if "val_accuracy" in r]

@@ -224,7 +224,7 @@ def test_autohas_runs_end_to_end_and_the_final_training_uses_the_searched_schedu
     code = main(["search", "--method", "autohas", "--table", str(path), "--target-ms", str(target), "--out", str(out),
                  "--data", "digits", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16",
                  "--final-epochs", "1", "--export", "none", "--threads", "1", "--no-progress", "--lr-stages", "2",
-                 "--multipliers", "0.5,1,2"])
+                 "--multipliers", "0.5,1,2", "--train-resolution", "32"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "autohas" and summary["within_window"]
@@ -262,7 +262,8 @@ def test_an_interrupted_reinforce_search_resumes_to_the_same_result(tmp_path, mo
     def args(out):
         return ["search", "--method", "autohas", "--estimator", "reinforce", "--table", str(path), "--target-ms",
                 str(target), "--out", str(out), "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16",
-                "--final-epochs", "0", "--export", "none", "--threads", "1", "--no-progress", "--checkpoint-every", "1"]
+                "--final-epochs", "0", "--export", "none", "--threads", "1", "--no-progress", "--checkpoint-every", "1",
+                "--train-resolution", "32"]
 
     assert main(args(tmp_path / "straight")) == 0
     real = mobilekit.search.run_search
@@ -292,7 +293,7 @@ def test_joint_baselines_train_trials_in_the_window_and_hand_over_the_best_hyper
     out = tmp_path / "run"
     code = main(["search", "--method", method, "--table", str(path), "--target-ms", str(target), "--out", str(out),
                  "--epochs", "2", "--steps-per-epoch", "1", "--batch-size", "16", "--trials", "2", "--final-epochs",
-                 "1", "--export", "none", "--threads", "1", "--no-progress"])
+                 "1", "--export", "none", "--threads", "1", "--no-progress", "--train-resolution", "32"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     trials = summary["trials"]
@@ -494,7 +495,7 @@ def test_the_validation_pass_of_the_temporary_weights_leaves_every_batchnorm_sta
     run_search(make_config(None, method="autohas", table=str(table.save(tmp_path / "t.json")),
                            target_ms=round(fastest + 0.5 * (slowest - fastest), 1), out=str(tmp_path / "run"),
                            data="digits", epochs=1, steps_per_epoch=2, batch_size=16, final_epochs=0, export=(),
-                           threads=1, weight_sharing=sharing))
+                           threads=1, weight_sharing=sharing, train_resolution=32))
     assert len(calls) == 2
 
 

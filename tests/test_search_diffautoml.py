@@ -314,7 +314,7 @@ def test_eta_moves_down_where_a_smaller_weight_decay_lowers_the_validation_loss(
 
 # ---- end to end ---------------------------------------------------------------------------------------------------------
 QUICK = ["--data", "digits", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16", "--threads", "1",
-         "--no-progress"]
+         "--no-progress", "--train-resolution", "32"]
 
 
 def _records(out):

@@ -25,7 +25,7 @@ WIDTH = 0.35
 def search_args(table, target, out):
     return ["-m", "mobilekit", "search", "--table", str(table), "--target-ms", str(target), "--out", str(out),
             "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16", "--final-epochs", "0", "--export",
-            "none", "--threads", "1", "--no-progress", "--optimizer", "sgd"]
+            "none", "--threads", "1", "--no-progress", "--optimizer", "sgd", "--train-resolution", "32"]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo over localhost")

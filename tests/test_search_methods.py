@@ -15,7 +15,8 @@ from mobilekit.search import make_config
 from mobilekit.search.registry import METHODS, register, unregister
 
 WIDTH = SEARCH_WIDTH  # the width of the conftest table
-QUICK = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16", "--export", "none", "--no-progress"]
+QUICK = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16", "--export", "none", "--no-progress",
+         "--train-resolution", "32"]
 
 
 @pytest.fixture
@@ -133,7 +134,7 @@ def test_damaged_checkpoint_on_resume_is_one_line_exit_2(tmp_path, table_path, t
     make_config(None, table=str(table_path), target_ms=target, out=str(out))  # settings are fine
     (out / "config.json").write_text(json.dumps(make_config(
         None, table=str(table_path), target_ms=target, out=str(out), epochs=1, steps_per_epoch=2, batch_size=16,
-        export=(), final_epochs=0).to_dict()))
+        export=(), final_epochs=0, train_resolution=32).to_dict()))
     (out / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
     from mobilekit import safewrite
 

@@ -16,7 +16,7 @@ from mobilekit.space import Architecture
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = SEARCH_WIDTH  # the width of the conftest table
 QUICK = dict(data="digits", epochs=2, steps_per_epoch=3, batch_size=16, final_epochs=1, checkpoint_every=2,
-             export=())
+             export=(), train_resolution=32)
 
 
 def quick(table_path, target, out, **overrides):
@@ -171,7 +171,8 @@ def test_cli_runs_a_recipe_with_flags_overriding_it(tmp_path, table_path, target
     recipe.write_text(f'[search]\ntable = "{table_path}"\ntarget_ms = {target}\nepochs = 5\nsteps_per_epoch = 2\n'
                       f'batch_size = 16\nfinal_epochs = 0\nexport = "none"\n')
     out = tmp_path / "run"
-    code = main(["search", "--config", str(recipe), "--epochs", "1", "--out", str(out), "--no-progress"])
+    code = main(["search", "--config", str(recipe), "--epochs", "1", "--out", str(out), "--no-progress",
+                 "--train-resolution", "32"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "training resolution 32x32" in printed and "deployment resolution 224x224" in printed

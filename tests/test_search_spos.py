@@ -13,7 +13,7 @@ from mobilekit.errors import SearchError
 from mobilekit.search.methods.spos import evolve
 
 QUICK = ["--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16", "--export", "none", "--no-progress",
-         "--population", "4", "--generations", "1", "--bn-steps", "1", "--eval-samples", "64"]
+         "--population", "4", "--generations", "1", "--bn-steps", "1", "--eval-samples", "64", "--train-resolution", "32"]
 
 
 def test_spos_runs_end_to_end_through_the_cli(tmp_path, table_path, target):

@@ -165,3 +165,40 @@ def test_entangled_batchnorm_recalibration_matches_the_extracted_network(space, 
     out = net.eval()(x)
     assert torch.allclose(out, model.eval()(x), atol=1e-5)
     assert not torch.allclose(out[0], out[1], atol=1e-4)   # recalibrated statistics: the output depends on x
+
+
+@pytest.mark.parametrize("kind", ["multipath", "entangled", "separate"])
+def test_path_view_computes_the_extracted_network_and_leaves_the_supernet_as_it_was(space, expected, kind):
+    """PathView (the per-epoch validation's network): the chosen path of a categorical supernet, computed with its
+    own weights and BN statistics, equals the stand-alone network extract_network copies out (eval mode); the
+    supernet's active path and gates stay as they were."""
+    from torch.utils.data import TensorDataset
+
+    from mobilekit.search.supernets import PathView
+    from mobilekit.search.training import recalibrate_batchnorm
+
+    torch.manual_seed(7)
+    net = (MultiPathNet(space, expected.candidates) if kind == "multipath"
+           else SampledPathNet(space, expected.candidates, sharing=kind))
+    with torch.no_grad():
+        net.alpha.normal_()
+    if kind != "multipath":
+        active = net.sample(torch.Generator().manual_seed(2))[0]
+        gates = net._gates
+    view = PathView.most_likely(net)
+    recalibrate_batchnorm(view, TensorDataset(torch.randn(32, 3, 32, 32), torch.zeros(32, dtype=torch.long)),
+                          batch_size=16, steps=2, seed=0)                # BN statistics of the viewed path
+    assert view.indices == net.logits().argmax(-1).tolist()
+    assert view.architecture().to_string() == net.architecture().to_string()
+    model = extract_network(net, view.architecture()).eval()
+    x = torch.randn(3, 3, 32, 32)
+    out = view.eval()(x)
+    assert torch.allclose(out, model(x), atol=1e-6)
+    assert float((out[0] - out[1]).abs().max().detach()) > 1e-4      # a real comparison: the output depends on x
+    if kind != "multipath":
+        assert net.active() == active and net._gates is gates       # untouched: the next training step's path
+        other = [(c + 1) % len(row) for c, row in zip(view.indices, net.candidates)]
+        arch = PathView(net, other).architecture()
+        assert PathView.of(net, arch).indices == other
+    with pytest.raises(ValueError, match="searchable layers"):
+        PathView(net, view.indices[:-1])

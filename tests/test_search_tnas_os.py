@@ -12,7 +12,7 @@ from mobilekit.cli import main
 
 QUICK = ["--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16", "--export", "none", "--no-progress",
          "--population", "4", "--generations", "1", "--bn-steps", "1", "--eval-samples", "64", "--tell-batch", "64",
-         "--sampler-fit-steps", "5", "--final-epochs", "0", "--method", "tnas-os"]
+         "--sampler-fit-steps", "5", "--final-epochs", "0", "--method", "tnas-os", "--train-resolution", "32"]
 
 
 def _records(out):
@@ -134,7 +134,8 @@ def share_run(tmp_path_factory, table_path, target):
     args = ["search", "--table", str(table_path), "--target-ms", str(target), "--out", str(out),
             "--epochs", "1", "--steps-per-epoch", "64", "--batch-size", "2", "--export", "none", "--no-progress",
             "--population", "2", "--generations", "0", "--bn-steps", "1", "--eval-samples", "8", "--tell-batch", "8",
-            "--sampler-fit-steps", "100", "--final-epochs", "0", "--method", "tnas-os", "--eps-max", "0.5"]
+            "--sampler-fit-steps", "100", "--final-epochs", "0", "--method", "tnas-os", "--eps-max", "0.5",
+            "--train-resolution", "32"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tnas_os, "batch_accuracy", lambda net, paths, x, y: [_agreement(p, best) for p in paths])
         patch.setattr(tnas_os, "make_sampler", keep)

@@ -196,3 +196,51 @@ def test_the_checkpoint_record_count_follows_the_log_without_rereading_it(tmp_pa
     assert run.record_count() == 3 == len(run.records())
     RunFolder(run.root).log({"step": 3})           # another writer: the size changed, so it is recounted
     assert run.record_count() == 4 == len(run.records())
+
+
+def test_one_shot_validation_restores_the_supernet_generators_and_modes_and_waits_on_no_other_rank(tmp_path):
+    """The per-epoch validation of a one-shot supernet (SPOS / TNAS-OS: the reference path after a BN
+    recalibration) leaves no trace: BN statistics, the active path, every module's training flag and the global
+    generators are as before; shard-aware layers of a two-process run act as one process meanwhile (the writer
+    validates alone, so an all-reduce would wait forever) and get their world size back."""
+    import random
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from _synthetic_tables import synthetic_table
+    from mobilekit.latency.differentiable import ExpectedLatency
+    from mobilekit.search.engine import shard_aware
+    from mobilekit.search.methods.spos import OneShotPhase, PathSpace, uniform_draw
+    from mobilekit.search.supernets import SampledPathNet
+
+    latency = ExpectedLatency(synthetic_table(width=0.35))
+    paths = PathSpace(latency, SPACE)
+    torch.manual_seed(0)
+    net = SampledPathNet(SPACE, paths.candidates)
+    shard_aware(net, rank=0, world_size=2)
+    config = SimpleNamespace(optimizer="sgd", lr=0.01, weight_decay=0.0, lr_schedule="constant", bn_steps=2)
+    phase = OneShotPhase(net=net, paths=paths, draw=uniform_draw(paths), config=config, name="search",
+                         run=RunFolder(tmp_path), dataset=data(), epochs=1, batch_size=8, seed=0,
+                         val_dataset=data())
+    net.fix(paths.uniform(torch.Generator().manual_seed(1)))
+    assert net.active() != phase.reference
+    net.train()
+    net.head.eval()                                                  # a mixed state comes back as it was
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    active, modes = net.active(), [m.training for m in net.modules()]
+    random.seed(3)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    validation = phase.validate()
+    assert set(validation) == {"val_accuracy", "val_loss"} and 0 <= validation["val_accuracy"] <= 1
+    assert validation["val_loss"] > 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert net.active() == active and [m.training for m in net.modules()] == modes
+    assert {m.world_size for m in net.modules() if hasattr(m, "world_size")} == {2}
+    draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(3)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    assert draws == (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    assert phase.validate() == validation                           # the same reference path, the same figures

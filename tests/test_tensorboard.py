@@ -15,7 +15,8 @@ from mobilekit.space import get_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-QUICK = dict(data="digits", epochs=2, steps_per_epoch=3, batch_size=16, final_epochs=1, export=())
+QUICK = dict(data="digits", epochs=2, steps_per_epoch=3, batch_size=16, final_epochs=1, export=(),
+             train_resolution=32)
 
 
 def events(folder):
@@ -153,3 +154,58 @@ def test_architecture_plots_are_drawn_when_the_network_changed_within_a_tenth_of
     assert board.architecture("search/architecture", second, 4)
     board.close()
     assert [e.step for e in events(tmp_path / "tensorboard").Images("search/architecture")] == [1, 4]
+
+
+VALIDATED = {   # method -> its options for a tiny search (the one-shot evolution and TNAS sampler kept small)
+    "multipath": {},
+    "autohas": {},
+    "diffautoml": {},
+    "spos": dict(population=4, generations=1, eval_samples=64, bn_steps=2),
+    "tnas-os": dict(population=4, generations=1, eval_samples=64, bn_steps=2, tell_every=3, sampler_fit_steps=5),
+}
+VAL_KEYS = ("val_accuracy", "val_loss")
+
+
+@pytest.mark.parametrize("method", list(VALIDATED))
+def test_every_method_validates_each_epoch_without_changing_its_search(tmp_path, table_path, target, method,
+                                                                       monkeypatch):
+    """Each epoch's last search record carries val_accuracy and val_loss (the most likely path of a mixture
+    supernet, the BN-recalibrated reference path of a one-shot one), the event file holds them per epoch and the
+    search plot draws them; the same seed without the validation (main before it: ``Phase.validate`` off) gives the
+    same records step by step and the same derived architecture."""
+    from mobilekit.search.plots import search_figure
+    from mobilekit.search.training import Phase
+
+    settings = dict(table=str(table_path), target_ms=target, method=method, **{**QUICK, "final_epochs": 0},
+                    **VALIDATED[method])
+    out = tmp_path / "run"
+    summary = run_search(make_config(out=str(out), **settings))
+    search = records_of(out, "search")
+    assert [r["epoch"] for r in search] == [0, 0, 0, 1, 1, 1]
+    for r in search:
+        last = r["step"] % 3 == 2
+        assert all((key in r) == last for key in VAL_KEYS), r
+        if last:
+            assert 0.0 <= r["val_accuracy"] <= 1.0 and 0.0 < r["val_loss"] < 20.0
+    acc = events(out / "tensorboard")
+    for key in VAL_KEYS:
+        logged = {e.step: e.value for e in acc.Scalars(f"search/{key}")}
+        assert logged == pytest.approx({1: search[2][key], 2: search[5][key]}, rel=1e-5)
+    figure = search_figure([dict(r, step=i) for i, r in enumerate(search)], target)
+    lines = {line.get_label(): line for ax in figure.axes for line in ax.get_lines()}
+    assert list(lines["validation accuracy"].get_xdata()) == [2, 5]
+    assert list(lines["validation accuracy"].get_ydata()) == [search[2]["val_accuracy"], search[5]["val_accuracy"]]
+    assert list(lines["validation loss"].get_ydata()) == [search[2]["val_loss"], search[5]["val_loss"]]
+    legend = [t.get_text() for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert {"validation accuracy", "validation loss", "λ" if "lambda" in search[0] else "CE"} <= set(legend)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    assert (out / "search.png").exists()
+
+    monkeypatch.setattr(Phase, "validate", lambda self: None)
+    plain = tmp_path / "plain"
+    unvalidated = run_search(make_config(out=str(plain), **{**settings, "tensorboard": False}))
+    assert unvalidated["arch"] == summary["arch"]
+    strip = lambda r: {k: v for k, v in r.items() if k not in VAL_KEYS}
+    assert [strip(r) for r in records_of(plain, "search")] == [strip(r) for r in search]

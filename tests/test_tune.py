@@ -33,7 +33,8 @@ def tiny(tmp_path_factory):
     fastest, slowest = SuperkernelLatency(table).bounds_ms()
     target = round(fastest + 0.5 * (slowest - fastest), 1)
     return {"table": str(path), "target_ms": target, "data": "digits", "epochs": 1, "final_epochs": 0,
-            "steps_per_epoch": 1, "batch_size": 16, "export": "none", "threads": 1}
+            "steps_per_epoch": 1, "batch_size": 16, "export": "none", "threads": 1,
+            "train_resolution": 32}
 
 
 def set_args(sets):
@@ -278,8 +279,10 @@ def test_a_study_whose_every_trial_fails_exits_2_with_the_reason(tmp_path, tiny,
 def test_ctrl_c_is_one_line_without_optunas_traceback(tmp_path, tiny):
     args = [sys.executable, "-m", "mobilekit", "tune", "--out", str(tmp_path), "--param", "lambda:log:1e-3:1",
             "--trials", "3", "--sampler", "random", "--no-progress", *set_args({**tiny, "epochs": 3})]
+    # a shell without job control (``make test &``, some CI runners) starts background jobs with SIGINT ignored and
+    # Python keeps an inherited SIG_IGN: restore the default so the child takes Ctrl-C as a terminal user's would
     process = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "tune" / "trial-0000" / "metrics.jsonl").exists():

@@ -37,6 +37,7 @@ from mobilekit.compare.settings import ADDED_DEFAULTS, DEPTH_MATCHED, PROTOCOL, 
 from mobilekit.compare.variants import Variant
 from mobilekit.errors import ConfigError
 from mobilekit.jsonio import read_json, write_json_atomic
+from mobilekit.validation.cell import validate_cell_data
 from mobilekit.latency_table import LatencyTable
 from mobilekit.space import Architecture, get_space
 
@@ -133,7 +134,7 @@ def run_comparison(settings: CompareSettings, *, log: Log | None = None, progres
             source = None
             if method.startswith(DEPTH_MATCHED + ":"):     # needs its found network's cell (rerun: made then)
                 source_path = cells / f"{method.split(':', 1)[1]}-s{index // 1000}.json"
-                source = read_json(source_path, ConfigError, "missing") if source_path.exists() else None
+                source = _read_cell(source_path) if source_path.exists() else None
             ready = source is not None or not method.startswith(DEPTH_MATCHED + ":")
             if ready and not path.exists() and _claim(path.with_suffix(".lock")):
                 try:
@@ -202,7 +203,15 @@ def _rows(cells: Path, plan: list[tuple[str, int]]) -> list[dict[str, Any]]:
     if not cells.is_dir():
         return []
     wanted = {cell_name(method, index) for method, index in plan}
-    return [read_json(p, ConfigError, "missing") for p in sorted(cells.glob("*.json")) if p.stem in wanted]
+    return [_read_cell(p) for p in sorted(cells.glob("*.json")) if p.stem in wanted]
+
+
+def _read_cell(path: Path) -> dict[str, Any]:
+    """A finished cell, validated (:mod:`mobilekit.validation.cell`): a damaged one is one line naming it."""
+    fix = "; the cell is damaged: move it out of cells/ and rerun 'mobilekit compare' to compute it again"
+    data = read_json(path, ConfigError, "missing", fix)
+    validate_cell_data(data, str(path))
+    return data
 
 
 def _data(settings: CompareSettings, seed: int, cache: dict[int, Any]):

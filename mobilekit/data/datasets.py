@@ -30,6 +30,11 @@ Nothing is downloaded:
     training loop), so a large folder never sits in memory; mean and std come from up to 256 training images
     (seeded sample). Every file's header is checked at load time, so a broken file is named before training.
 
+The in-memory sets (all but ``folder:``) are held as normalized float tensors at the requested resolution when a
+split fits in ``IN_MEMORY_LIMIT_BYTES`` (2 GiB of float32 pixels); a larger split (Fashion-MNIST's 54 000 training
+images at 64 px and up, any set at 224 px) keeps its source images and is resized and normalized per batch
+(:class:`ResizedArraySplit`), with mean and std from up to ``STATS_IMAGES`` seeded training images.
+
 ``train_subset=N`` keeps N training images (stratified, seeded; quick runs): for the sets with an official test
 split, N of the official training images are the train split and N / 9 others (at least one per class) the
 validation split; for the others the train split is cut to N. ``test_subset=N`` evaluates on N of the test
@@ -60,6 +65,8 @@ DATA_SPECS = "digits, fashion-mnist, idx:DIR, cifar10:DIR or folder:DIR"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot")
+IN_MEMORY_LIMIT_BYTES = 2 * 1024**3     # float32 pixels of one split above this: resized per batch instead
+STATS_IMAGES = 4096                     # training images sampled for mean / std when the split is resized per batch
 FASHION_MNIST_INSTALL = ("install Debian's Fashion-MNIST with `sudo apt-get install dataset-fashion-mnist` "
                          "(`make test` installs it)")
 
@@ -70,7 +77,8 @@ class DataSplits:
 
     Each split is a map-style data set of (image (3, R, R) float32 normalized with ``mean`` / ``std`` (per
     channel, of the training split, on the [0, 1] scale), label int64) pairs: a ``TensorDataset(images (N, 3, R, R),
-    labels (N,))`` for the small sets held in memory, an :class:`ImageFolderSplit` for streamed folders.
+    labels (N,))`` for the small sets held in memory, a :class:`ResizedArraySplit` (source images resized per
+    batch) for an in-memory set too large at R, an :class:`ImageFolderSplit` for streamed folders.
     """
 
     name: str
@@ -372,18 +380,25 @@ def _split_and_normalize(name: str, images: np.ndarray, labels: np.ndarray, clas
     if test_subset is not None:
         keep = _stratified_subset(np.arange(len(test_y)), test_y, test_subset, seed, "test_subset")
         test_x, test_y = test_x[keep], test_y[keep]
-    train = _to_float(images[train_idx], resolution)
-    mean = train.mean((0, 2, 3))
-    std = train.std((0, 2, 3)).clamp_min(1e-6)
+    if fits_in_memory(len(train_idx), resolution):
+        train = _to_float(images[train_idx], resolution)
+        mean = train.mean((0, 2, 3))
+        std = train.std((0, 2, 3)).clamp_min(1e-6)
+    else:                                   # statistics of a seeded sample, resized in chunks
+        train = None
+        mean, std = _sampled_statistics(images[train_idx], resolution, seed)
 
-    def dataset(x: torch.Tensor, y: np.ndarray) -> TensorDataset:
+    def dataset(source: np.ndarray, y: np.ndarray, x: torch.Tensor | None = None) -> Dataset:
+        if not fits_in_memory(len(y), resolution):
+            return ResizedArraySplit(source, y, resolution, tuple(mean.tolist()), tuple(std.tolist()))
+        x = _to_float(source, resolution) if x is None else x
         return TensorDataset((x - mean[:, None, None]) / std[:, None, None], torch.from_numpy(y).long())
 
     return DataSplits(
         name=name,
-        train=dataset(train, labels[train_idx]),
-        val=dataset(_to_float(images[val_idx], resolution), labels[val_idx]),
-        test=dataset(_to_float(test_x, resolution), test_y),
+        train=dataset(images[train_idx], labels[train_idx], train),
+        val=dataset(images[val_idx], labels[val_idx]),
+        test=dataset(test_x, test_y),
         num_classes=len(class_names),
         class_names=class_names,
         mean=tuple(float(m) for m in mean),
@@ -393,10 +408,34 @@ def _split_and_normalize(name: str, images: np.ndarray, labels: np.ndarray, clas
     )
 
 
+def fits_in_memory(images: int, resolution: int) -> bool:
+    """Whether ``images`` normalized float32 images (3, R, R) take at most ``IN_MEMORY_LIMIT_BYTES``."""
+    return images * 3 * resolution * resolution * 4 <= IN_MEMORY_LIMIT_BYTES
+
+
+def _sampled_statistics(images: np.ndarray, resolution: int, seed: int, chunk: int = 256
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std ([0, 1] scale) of up to ``STATS_IMAGES`` seeded ``images`` at ``resolution``,
+    resized ``chunk`` at a time (so the sample never sits in memory at that resolution)."""
+    pick = np.sort(np.random.default_rng(seed).permutation(len(images))[:STATS_IMAGES])
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    for start in range(0, len(pick), chunk):
+        x = _to_float(images[pick[start:start + chunk]], resolution).double()
+        total += x.sum((0, 2, 3))
+        squares += (x * x).sum((0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    var = (squares / count - mean * mean) * count / max(1, count - 1)
+    return mean.float(), var.clamp_min(0).sqrt().float().clamp_min(1e-6)
+
+
 class ResizedArraySplit(Dataset):
     """In-memory source images (N, C, H, W) (uint8 0-255 or float [0, 1]) served at ``resolution``:
     ``split[i]`` -> (image (3, R, R) float32 resized bilinearly like the training splits and normalized with
-    ``mean`` / ``std``, label int64). Resizes on access, so (N, 3, 224, 224) never sits in memory."""
+    ``mean`` / ``std``, label int64); :meth:`batch` does a whole index batch in one resize (what the training
+    loop calls). Resizes on access, so (N, 3, 224, 224) never sits in memory."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, resolution: int, mean: Sequence[float],
                  std: Sequence[float]) -> None:
@@ -410,3 +449,15 @@ class ResizedArraySplit(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = _to_float(self.images[index:index + 1], self.resolution)[0]
         return (image - self.mean) / self.std, torch.tensor(self.labels[index])
+
+    def batch(self, index: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (B, 3, R, R) float32 normalized, labels (B,) int64) of the indices, resized together."""
+        rows = np.asarray(index, dtype=np.int64)
+        images = _to_float(self.images[rows], self.resolution)
+        return (images - self.mean) / self.std, torch.from_numpy(self.labels[rows])
+
+    def subset(self, index: torch.Tensor | Sequence[int]) -> "ResizedArraySplit":
+        """The images at ``index``, in that order, served the same way."""
+        rows = np.asarray(index, dtype=np.int64)
+        return ResizedArraySplit(self.images[rows], self.labels[rows], self.resolution, self.mean.flatten().tolist(),
+                                 self.std.flatten().tolist())

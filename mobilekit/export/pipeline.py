@@ -75,7 +75,7 @@ def export_model(model: MobileNet, out_dir: str | Path, formats: Sequence[str] =
         evaluation_name: what ``evaluation`` is (e.g. ``digits test split (seed 0)``), for ``model.json``.
 
     Raises:
-        ExportError: a conversion failed or a float file differs from PyTorch by more than 1e-4 (the file is
+        ExportError: a conversion failed or a float file differs from PyTorch by more than 1e-4 x max(1, |max logit|) (the file is
             then renamed ``*.failed`` so nobody deploys it).
     """
     unknown = [f for f in formats if f not in FORMATS]

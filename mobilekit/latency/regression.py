@@ -41,7 +41,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from mobilekit.validation.predictor import validate_predictor_data
+from mobilekit.validation.predictor import check_predictor_params, validate_predictor_data
 from mobilekit import __version__
 from mobilekit.errors import ConfigError, TableError
 from mobilekit.jsonio import json_field_is, read_json, write_json_atomic
@@ -306,6 +306,8 @@ class LayerLatencyRegressor:
             model.model_ = str(data["model"])
             if model.model_ not in MODEL_KINDS:
                 raise ConfigError(f"{source}: unknown model family {model.model_!r}")
+            check_predictor_params(data["params"], model.model_, len(FEATURE_NAMES), len(SHAPE_COLUMNS),
+                                   len(COST_TERMS), source)  # tree structure, indices, coefficients
             model.params_ = data["params"]
             model.n_train_ = int(data["n_train"])
             model.heldout_ = data.get("heldout")

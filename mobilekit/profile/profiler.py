@@ -417,9 +417,14 @@ def _spare_cores(measuring: tuple[int, ...], before_pinning: set[int] | None = N
 
 
 def _progress_bar(total: int, description: str, unit: str, enabled: bool, position: int = 0):
+    """A tqdm bar on stderr, shown only when ``enabled`` and stderr is a terminal (no ``\r`` or cursor codes in
+    redirected logs, e.g. ``make demo > demo.log``)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, unit=unit, disable=not enabled, file=sys.stderr,
+    from mobilekit.progress import is_terminal
+
+    return tqdm(total=total, desc=description, unit=unit, disable=not (enabled and is_terminal(sys.stderr)),
+                file=sys.stderr,
                 dynamic_ncols=True, smoothing=0.05, position=position, leave=position == 0)
 
 

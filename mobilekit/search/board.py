@@ -8,7 +8,8 @@ the step:
 
 - ``PHASE/KEY`` for every number of the epoch's ``metrics.jsonl`` records: the mean over the epoch for the
   training ``ce``, ``accuracy`` and ``val_ce`` of the batches, the epoch's last value for the rest
-  (``val_accuracy``, ``runtime_ms`` = R, ``runtime_hard_ms``, ``lambda``, ``lr``, ``weight_decay``, ``tau`` ...);
+  (``val_accuracy``, ``val_loss``, ``runtime_ms`` = R, ``runtime_hard_ms``, ``lambda``, ``lr``, ``weight_decay``,
+  ``tau`` ...);
   a short list of numbers (AutoHAS's ``lr_stages``) as ``PHASE/KEY/I``;
 - what the phase reports about its decisions (:meth:`mobilekit.search.training.Phase.monitor`, see
   :func:`decision_scalars`): per searchable layer the choice entropy (nats) and margin (top-1 minus top-2

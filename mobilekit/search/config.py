@@ -50,8 +50,12 @@ class SearchConfig:
     final_init: str = option("inherit", "start the final training from the search weights or from scratch",
                              choices=("inherit", "scratch"))
     seed: int = option(0, "random seed (0 to 2**32-1: numpy and torch both accept it)", ge=0, le=2**32 - 1)
-    train_resolution: int = option(32, "training input resolution (the network downsamples by 32)", ge=32,
-                                 le=2048)
+    train_resolution: int | None = option(None, "training input resolution in pixels (the network downsamples by "
+                                               "32); default: the latency table's resolution, the one the latency "
+                                               "is predicted for and the files are exported at", ge=32, le=2048)
+    finetune_epochs: int = option(0, "after training at a --train-resolution smaller than the table's, fine-tune "
+                                     "this many epochs at the table's (deployed) resolution so the exported files "
+                                     "are not a proxy", ge=0, le=100_000)
     batch_size: int = option(64, "global batch size (split across distributed processes)", ge=2,
                             le=65_536)
     steps_per_epoch: int | None = option(None, "cap on batches per epoch, for quick tries", ge=1,
@@ -206,6 +210,13 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     section = data.get("search", data)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [search] must be a table of settings")
+    if "search" in data:
+        stray = next((key for key in data if key != "search"), None)
+        if stray is not None:
+            kind = "section" if isinstance(data[stray], dict) else "key"
+            name = f"[{stray}]" if kind == "section" else repr(stray)
+            raise ConfigError(f"{path}: {kind} {name} is outside [search] and would be ignored; a recipe holds "
+                              f"[search] and [search.METHOD] only: move it under [search] or remove it")
     section = {key.replace("-", "_") if not isinstance(value, dict) else key: value for key, value in section.items()}
     base = path.parent
     for key in ("table", "se_factors", "predictor"):
@@ -241,6 +252,7 @@ def build_config(recipe: str | Path | None, overrides: Mapping[str, Any],
                 raise ConfigError(f"{source}: section [search.{key}] names no method; use one of "
                                   f"{', '.join(f'[search.{m}]' for m in METHODS)}")
             if key != method:
+                _check_idle_section(key, value, source)  # its keys are not applied, but a typo is still one
                 continue
             for inner, inner_value in value.items():
                 data[inner.replace("-", "_")] = inner_value
@@ -252,3 +264,23 @@ def build_config(recipe: str | Path | None, overrides: Mapping[str, Any],
         data[key] = value
         origins[key] = (override_names or {}).get(key, "settings")
     return SearchConfig.from_dict(data, source, origins)
+
+
+def _check_idle_section(name: str, values: Mapping[str, Any], source: str) -> None:
+    """Check the ``[search.NAME]`` section of a method that does not run in this search: each key must be an
+    option of that method, with a value of the right type and range, so a recipe that switches methods later
+    works and a typo is found now. Raises :class:`ConfigError` naming the section and key."""
+
+    method = METHODS[name]
+    own = {f.name: f for f in fields(method.options)}
+    given = {key.replace("-", "_"): value for key, value in values.items()}
+    where = f"{source} [search.{name}]"
+    for key, value in given.items():
+        if key not in own:
+            raise ConfigError(f"{where}: unknown key {key!r} for method {name} (its options: "
+                              f"{', '.join(sorted(own)) or 'none'}); fix the name or remove it")
+    try:
+        options = method.options(**given)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    check_options(options, {key: where for key in given}, where, only=[own[key] for key in given])

@@ -20,12 +20,30 @@ def _pyplot():
 
 
 def plot_search(records: list[dict[str, Any]], target_ms: float, path: str | Path, title: str = "") -> Path:
-    """Two panels over search steps: CE (and accuracy), and R with the target and the [0.9T, T] window."""
+    """Write :func:`search_figure` of ``records`` (``search.png``)."""
+    return _write_figure(search_figure(records, target_ms, title), path)
+
+
+def _write_figure(fig: Any, path: str | Path) -> Path:
+    """Save ``fig`` at ``path`` (PNG, 110 dpi, through :mod:`mobilekit.safewrite`) and close it."""
+    path = Path(path)
+    safewrite.save_figure(fig, path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def search_figure(records: list[dict[str, Any]], target_ms: float, title: str = "") -> Any:
+    """Two panels over search steps: CE (and accuracy) of the training batches with the per-epoch validation
+    loss and accuracy (an epoch's last record's ``val_loss`` / ``val_accuracy``, as markers), and R (ms) with the
+    target, the [0.9T, T] window and λ. The matplotlib figure (the caller closes it)."""
     plt = _pyplot()
     steps = [r["step"] for r in records]
     fig, (ax_ce, ax_r) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     if steps:
         ax_ce.plot(steps, [r["ce"] for r in records], lw=1, color="tab:blue", label="CE")
+        losses = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+        if losses:
+            ax_ce.plot(*zip(*losses), marker="s", lw=1.2, color="navy", label="validation loss")
         ax_acc = ax_ce.twinx()
         ax_acc.plot(steps, [r.get("accuracy", float("nan")) for r in records], lw=0.8, color="tab:green", alpha=0.6)
         validated = [(r["step"], r["val_accuracy"]) for r in records if r.get("val_accuracy") is not None]
@@ -43,7 +61,7 @@ def plot_search(records: list[dict[str, Any]], target_ms: float, path: str | Pat
             ax_lam.set_ylabel("λ", color="gray")
     ax_r.axhline(target_ms, color="black", lw=1, label=f"target {target_ms:g} ms")
     ax_r.axhspan(0.9 * target_ms, target_ms, color="green", alpha=0.1, label="[0.9T, T]")
-    ax_ce.set_ylabel("cross-entropy")
+    ax_ce.set_ylabel("cross-entropy (batch; validation per epoch)")
     ax_r.set_ylabel("runtime (ms)")
     ax_r.set_xlabel("search step")
     handles, labels = _legend_entries(fig, ax_ce)
@@ -53,10 +71,7 @@ def plot_search(records: list[dict[str, Any]], target_ms: float, path: str | Pat
     ax_r.legend(handles, labels, loc="upper right", fontsize=8)
     fig.suptitle(title or "search")
     fig.tight_layout()
-    path = Path(path)
-    safewrite.save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _legend_entries(fig: Any, ax: Any) -> tuple[list, list]:
@@ -75,12 +90,7 @@ KERNEL_COLORS = {3: "tab:blue", 5: "tab:orange", 7: "tab:red"}
 
 def plot_architecture(arch: Architecture, layer_ms: list[float | None], path: str | Path, title: str = "") -> Path:
     """One bar per layer position: height = table latency (ms), colour = kernel, hatch = expansion 6, label = type."""
-    plt = _pyplot()
-    fig = architecture_figure(arch, layer_ms, title)
-    path = Path(path)
-    safewrite.save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return _write_figure(architecture_figure(arch, layer_ms, title), path)
 
 
 def architecture_figure(arch: Architecture, layer_ms: list[float | None], title: str = "") -> Any:

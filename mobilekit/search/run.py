@@ -13,6 +13,8 @@ Under ``torchrun`` every process runs this function; only rank 0 writes the run 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -53,6 +55,25 @@ def build_latency_model_for(config: SearchConfig, table: LatencyTable | None = N
 
 
 RUN_LOCK = ".mobilekit-run.lock"
+LEGACY_TRAIN_RESOLUTION = 32    # px: what a run folder written before the table-resolution default trained at
+FINETUNE_LR_FACTOR = 0.1        # fine-tuning at the deployed resolution runs at this share of the final lr
+
+
+def resolve_train_resolution(config: SearchConfig, table_resolution: int, run: RunFolder) -> SearchConfig:
+    """``config`` with ``train_resolution`` (pixels) filled in when it was left out: the stored run's own when
+    resuming (``LEGACY_TRAIN_RESOLUTION`` = 32 for a folder whose config.json predates the field: what it was
+    trained at), else ``table_resolution`` (the resolution the latency is predicted for and the files are
+    exported at). A copy; ``config`` itself is left as it is. An explicit value is kept."""
+    if config.train_resolution is not None:
+        return config
+    resolved = copy.copy(config)
+    stored_path = run.path("config.json")
+    if config.resume and stored_path.exists() and has_training_state(run):
+        stored = run.read_json("config.json").get("train_resolution")
+        resolved.train_resolution = int(stored) if stored is not None else LEGACY_TRAIN_RESOLUTION
+    else:
+        resolved.train_resolution = int(table_resolution)
+    return resolved
 TRAINING_STATE = ("checkpoint.npz", "weights.pt", "arch.json", "summary.json")
 
 
@@ -83,9 +104,10 @@ def prepare_run_folder(run: RunFolder, config: SearchConfig, write: bool = True)
         # a key an older run folder lacks counts as its default (settings added since)
         defaults = {**{f.name: f.default for f in common_fields()}, **options_dict(type(config.method_options)())}
         defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
+        defaults["train_resolution"] = LEGACY_TRAIN_RESOLUTION     # trained before the table-resolution default
         changed = sorted(k for k in current if k not in RESUME_FREE and stored.get(k, defaults.get(k)) != current[k])
         if changed:
-            detail = ", ".join(f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in changed)
+            detail = ", ".join(f"{k}: {stored.get(k, defaults.get(k))!r} -> {current[k]!r}" for k in changed)
             raise SearchError(f"{run.root} was started with other settings ({detail}); resume with the same "
                               "settings or choose another --out")
     if write:
@@ -148,6 +170,7 @@ def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTabl
     if not engine.is_writer:
         say = lambda message: None  # noqa: E731 - only rank 0 talks
     run = RunFolder(config.out)
+    config = resolve_train_resolution(config, latency_model.space.resolution, run)
     prepare_run_folder(run, config, write=engine.is_writer)
     engine.barrier()
     if config.resume and run.path("summary.json").exists():
@@ -194,9 +217,11 @@ def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTabl
             def say(message: str) -> None:  # keep messages off the progress bar's line
                 with bar.external_write_mode():
                     plain(message)
+        finetune = finetune_plan(config, table_space.resolution)
+        resumed_phase = checkpoint[1].get("phase") if checkpoint is not None else None
         try:
             ctx = SearchContext(config, latency_model, splits, train_space, run, checkpoint, bar, on_step, engine, board)
-            if checkpoint is not None and checkpoint[1].get("phase") == "final":
+            if resumed_phase in ("final", "finetune"):
                 search = checkpoint[1]["search"]
                 hyperparameters = TrainingHyperparameters(**search["hyperparameters"])
                 arch = Architecture.load(run.path("arch.json")).with_space(train_space)
@@ -230,10 +255,18 @@ def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTabl
                 say("final epochs 0: the search's own network is the deliverable")
             final = TrainPhase(model=model, hyperparameters=hyperparameters,
                                **ctx.phase_kwargs("final", epochs=config.final_epochs_))
-            start = final.restore(checkpoint)
-            if checkpoint is None:
-                final.save(0, {"search": search})
-            final.run_loop(start, {"search": search})
+            if resumed_phase == "finetune":            # the final training finished before the checkpoint
+                final_train_s = float(checkpoint[1].get("final_train_s", 0.0))
+            else:
+                start = final.restore(checkpoint)
+                if checkpoint is None:
+                    final.save(0, {"search": search})
+                final.run_loop(start, {"search": search})
+                final_train_s = final.elapsed_s
+            finetune_s = 0.0
+            if finetune:
+                model, splits, finetune_s = _finetune(model, arch, deploy_space, hyperparameters, ctx, checkpoint,
+                                                      search, final_train_s, say)
         finally:
             if bar is not None:
                 bar.close()
@@ -251,10 +284,13 @@ def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTabl
             "measured_ms": None,
             "val_accuracy": val_accuracy,
             "test_accuracy": test_accuracy,
-            "test_accuracy_of": (f"the PyTorch network at the training resolution {config.train_resolution}x"
-                                 f"{config.train_resolution}; `accuracy` is the exported file's own"),
+            "test_accuracy_of": (f"the PyTorch network at the {'deployed' if finetune else 'training'} resolution "
+                                 f"{splits.resolution}x{splits.resolution}; `accuracy` is the exported file's own"),
             "search_s": round(float(search["search_s"]), 2),
-            "final_train_s": round(final.elapsed_s, 2),
+            "final_train_s": round(final_train_s, 2),
+            "finetune_epochs": config.finetune_epochs if finetune else 0,
+            "finetune_s": round(finetune_s, 2),
+            "deliverable_training": deliverable_training(config.train_resolution, table_space.resolution, finetune),
             "within_window": WINDOW[0] * config.target_ms <= predicted <= WINDOW[1] * config.target_ms,
             "arch": arch.to_string(),
             "derived_arch": search.get("derived_arch"),
@@ -270,11 +306,14 @@ def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTabl
             "data": splits.name,
             "train_resolution": config.train_resolution,
             "deploy_resolution": table_space.resolution,
-            "resolution_note": (f"trained at {config.train_resolution}x{config.train_resolution}; latency predicted "
-                                f"from the table at {table_space.resolution}x{table_space.resolution}; exported files "
-                                f"take {table_space.resolution}x{table_space.resolution}"),
-            "accuracy_is_proxy": config.train_resolution != table_space.resolution,
-            "accuracy_note": (None if config.train_resolution == table_space.resolution else
+            "resolution_note": (f"trained at {config.train_resolution}x{config.train_resolution}"
+                                + (f", fine-tuned {config.finetune_epochs} epoch(s) at {table_space.resolution}x"
+                                   f"{table_space.resolution}" if finetune else "")
+                                + f"; latency predicted from the table at {table_space.resolution}x"
+                                f"{table_space.resolution}; exported files take {table_space.resolution}x"
+                                f"{table_space.resolution}"),
+            "accuracy_is_proxy": splits.resolution != table_space.resolution,
+            "accuracy_note": (None if splits.resolution == table_space.resolution else
                               f"proxy: val/test accuracy of the network at {config.train_resolution}x"
                               f"{config.train_resolution}, not of the exported {table_space.resolution}x"
                               f"{table_space.resolution} files"),
@@ -310,6 +349,50 @@ def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTabl
     finally:
         if board is not None:
             board.close()
+
+
+def finetune_plan(config: SearchConfig, deploy_resolution: int) -> bool:
+    """Whether the run fine-tunes at ``deploy_resolution`` (pixels) after its final training: ``finetune_epochs``
+    > 0 and the network trained at another resolution (at the deployed one there is nothing to fine-tune)."""
+    return config.finetune_epochs > 0 and config.train_resolution != deploy_resolution
+
+
+def deliverable_training(train_resolution: int, deploy_resolution: int, finetuned: bool) -> str:
+    """How the exported network was trained, as ``summary.json`` says it: ``"deployed-resolution"`` (trained at
+    the resolution it is exported at), ``"finetuned"`` (trained smaller, then fine-tuned at the deployed
+    resolution) or ``"proxy"`` (trained smaller only: its PyTorch accuracy is a proxy for the files')."""
+    if train_resolution == deploy_resolution:
+        return "deployed-resolution"
+    return "finetuned" if finetuned else "proxy"
+
+
+def _finetune(model: MobileNet, arch: Architecture, deploy_space, hyperparameters: TrainingHyperparameters,
+              ctx: SearchContext, checkpoint, search: dict[str, Any], final_train_s: float,
+              say: Log) -> tuple[MobileNet, Any, float]:
+    """Fine-tune the trained ``model`` ``config.finetune_epochs`` epochs at the deployed resolution (the same
+    images, loaded at ``deploy_space.resolution`` with that resolution's normalisation; the final training's
+    hyper-parameters at ``FINETUNE_LR_FACTOR`` times its learning rate), checkpointed as phase ``finetune``.
+    Returns (the network at the deployed resolution, the data splits at that resolution, seconds spent)."""
+    from mobilekit.data import load_dataset
+
+    config = ctx.config
+    size = deploy_space.resolution
+    splits = load_dataset(config.data, size, seed=config.seed, train_subset=config.train_subset)
+    deployed = MobileNet(arch.with_space(deploy_space))
+    deployed.load_state_dict(model.cpu().to(memory_format=torch.contiguous_format).state_dict())
+    hp = dataclasses.replace(hyperparameters, lr=hyperparameters.lr * FINETUNE_LR_FACTOR,
+                             lr_stages=tuple(v * FINETUNE_LR_FACTOR for v in hyperparameters.lr_stages))
+    say(f"fine-tuning {config.finetune_epochs} epoch(s) at the deployed resolution {size}x{size} "
+        f"(trained at {config.train_resolution}x{config.train_resolution}): {hp.describe()}")
+    kwargs = ctx.phase_kwargs("finetune", dataset=splits.train, epochs=config.finetune_epochs)
+    kwargs["val_dataset"] = splits.val
+    phase = TrainPhase(model=deployed, hyperparameters=hp, **kwargs)
+    meta = {"search": search, "final_train_s": final_train_s}
+    start = phase.restore(checkpoint)
+    if start == 0:
+        phase.save(0, meta)
+    phase.run_loop(start, meta)
+    return deployed, splits, phase.elapsed_s
 
 
 def _progress_bar():
@@ -443,7 +526,8 @@ def resolution_warning(summary: dict[str, Any]) -> str | None:
     size = summary["deploy_resolution"]
     return (f"the exported files score {summary['accuracy']:.3f} at {size}x{size}, {drop:.3f} below the "
             f"{summary['test_accuracy']:.3f} of the network at the training resolution {summary['train_resolution']}; "
-            f"train at the deployed resolution (--train-resolution {size}) for a deliverable")
+            f"train at the deployed resolution (leave --train-resolution out, or --train-resolution {size}) or "
+            "fine-tune there (--finetune-epochs N) for a deliverable")
 
 
 LATENCY_GAP_WARN = 0.15     # relative |measured - predicted| / predicted above which the run warns

@@ -4,7 +4,7 @@ Layout (``runs/NAME/``)::
 
     config.json        the resolved SearchConfig (recipe + flags)
     metrics.jsonl      one JSON object per step: phase, step, epoch, ce, runtime_ms, lambda, accuracy, arch ...;
-                       an epoch's last step also val_accuracy (when the phase validates)
+                       an epoch's last step also val_accuracy and val_loss (when the phase validates)
     checkpoint.npz     the latest resumable state (written atomically: temp file + rename)
     arch.json          the derived architecture (Architecture.save)
     weights.pt         the trained network's state_dict (torch.save; ``mobilekit export --run`` reads it)

@@ -133,6 +133,10 @@ class CandidatePaths(nn.ModuleList):
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return sum(weights[c] * path(x) for c, path in enumerate(self))
 
+    def forward_candidate(self, x: torch.Tensor, c: int) -> torch.Tensor:
+        """Candidate ``c`` alone (what one-hot weights compute, without the other paths)."""
+        return self[c](x)
+
 
 class _CategoricalNet(Skeleton):
     """A skeleton whose searchable blocks choose among ``candidates[l]``, with architecture logits ``alpha``
@@ -214,6 +218,10 @@ class SampledPaths(nn.ModuleList):
         out = self[self.active](x)
         return out if gate is None else gate * out
 
+    def forward_candidate(self, x: torch.Tensor, c: int) -> torch.Tensor:
+        """Candidate ``c`` whatever is active (``active`` untouched)."""
+        return self[c](x)
+
 
 def entangleable(types: tuple[LayerType, ...]) -> bool:
     """Whether the candidates of a position can be nested weight subsets of one block: every non-skip type has
@@ -261,9 +269,13 @@ class EntangledPaths(nn.Module):
         return list(self.se.parameters()) if self.se is not None and not spec.se_channels else []
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        spec = self.specs[self.active]
-        out = x if spec.op.is_skip else self._block(x, spec)
+        out = self.forward_candidate(x, self.active)
         return out if gate is None else gate * out
+
+    def forward_candidate(self, x: torch.Tensor, c: int) -> torch.Tensor:
+        """Candidate ``c`` whatever is active (``active`` untouched)."""
+        spec = self.specs[c]
+        return x if spec.op.is_skip else self._block(x, spec)
 
     def _block(self, x: torch.Tensor, spec: LayerSpec) -> torch.Tensor:
         mid, k = spec.mid_channels, spec.op.kernel
@@ -357,6 +369,44 @@ class SampledPathNet(_CategoricalNet):
     def forward(self, x: torch.Tensor, gated: bool = False) -> torch.Tensor:  # type: ignore[override]
         gates = self._gates if gated and self._gates is not None else None
         return Skeleton.forward(self, x, [(None if gates is None else gates[l],) for l in range(len(self.candidates))])
+
+
+# ---- one path of a categorical supernet, as a network ---------------------------------------------------------------
+class PathView(nn.Module):
+    """A categorical supernet (:class:`MultiPathNet` or :class:`SampledPathNet`) seen as the one network of
+    ``indices`` (candidate column per searchable layer): forward(x (N, 3, R, R)) -> logits (N, classes) computes
+    only the chosen candidates, with the supernet's own weights and BN statistics, and changes nothing in it (no
+    active path set, no gates). What :func:`extract_network` would copy out, without copying; a per-epoch
+    validation pass uses it. ``train()`` / ``eval()`` reach the supernet's modules."""
+
+    def __init__(self, net: _CategoricalNet, indices: list[int]) -> None:
+        super().__init__()
+        if len(indices) != len(net.candidates):
+            raise ValueError(f"a path of {len(net.candidates)} searchable layers, got {len(indices)} indices")
+        self.net = net
+        self.indices = [int(c) for c in indices]
+        self.training = net.training
+
+    @classmethod
+    def most_likely(cls, net: _CategoricalNet) -> "PathView":
+        """The path of the argmax of alpha at every searchable layer (the architecture the search would derive)."""
+        return cls(net, net.logits().argmax(-1).tolist())
+
+    @classmethod
+    def of(cls, net: _CategoricalNet, arch: Architecture) -> "PathView":
+        """The path of ``arch`` (an architecture of the supernet's space whose choices are among its candidates)."""
+        return cls(net, [row.index(arch.choices[p.index]) for row, p in zip(net.candidates, net.space.searchable_positions)])
+
+    def architecture(self) -> Architecture:
+        return _architecture(self.net.space, [row[c] for row, c in zip(self.net.candidates, self.indices)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net.stem(x)
+        chosen = iter(self.indices)
+        for position, layer in zip(net.space.positions, net.layers):
+            x = layer.forward_candidate(x, next(chosen)) if position.searchable else layer(x)
+        return net.head(x)
 
 
 # ---- one extraction for every supernet --------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ the same order and skips straight to its step.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-
+import dataclasses
 import math
 import random
 import time
@@ -48,17 +49,24 @@ def split_for_architecture(dataset: Dataset, seed: int, share: float = 0.2) -> t
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors
         return TensorDataset(x[order[cut:]], y[order[cut:]]), TensorDataset(x[order[:cut]], y[order[:cut]])
+    if hasattr(dataset, "subset"):          # resized per batch (mobilekit.data.datasets.ResizedArraySplit)
+        return dataset.subset(order[cut:]), dataset.subset(order[:cut])
     return Subset(dataset, order[cut:].tolist()), Subset(dataset, order[:cut].tolist())
 
 
 def load_batches(dataset: Dataset, index_batches: Sequence[torch.Tensor], workers: int = 0
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(images (B, 3, R, R), labels (B,)) of each index batch: sliced from a TensorDataset, or read through a
+    """(images (B, 3, R, R), labels (B,)) of each index batch: sliced from a TensorDataset, resized together by a
+    data set with a ``batch(index)`` method (in-memory images too large at R to hold resized), or read through a
     DataLoader with ``workers`` processes from any other map-style data set."""
     if isinstance(dataset, TensorDataset):
         images, labels = dataset.tensors
         for index in index_batches:
             yield images[index], labels[index]
+        return
+    if hasattr(dataset, "batch"):
+        for index in index_batches:
+            yield dataset.batch(index)
         return
     if not index_batches:
         return
@@ -135,24 +143,34 @@ def make_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int,
 
 # ---- evaluation ------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, engine: Engine | None = None,
-             workers: int = 0) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on a data set of (image (3, R, R), label) pairs."""
+def evaluate_metrics(model: nn.Module, dataset: Dataset, batch_size: int = 256, engine: Engine | None = None,
+                     workers: int = 0) -> tuple[float, float]:
+    """(top-1 accuracy 0..1, mean cross-entropy in nats per image) of ``model`` (eval mode) on a data set of
+    (image (3, R, R), label) pairs; (nan, nan) for an empty one."""
     if len(dataset) == 0:
-        return float("nan")
+        return float("nan"), float("nan")
     engine = engine or Engine()
     was_training = model.training
     model.eval()
     order = torch.arange(len(dataset))
-    correct = 0
+    correct, loss = 0, 0.0
     for x, y in load_batches(dataset, list(order.split(batch_size)), workers):
         x = x.to(engine.device)
         if engine.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with engine.autocast():
-            correct += int((model(x).argmax(1).cpu() == y).sum())
+            logits = model(x)
+        logits = logits.float().cpu()
+        correct += int((logits.argmax(1) == y).sum())
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
     model.train(was_training)
-    return correct / len(dataset)
+    return correct / len(dataset), loss / len(dataset)
+
+
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, engine: Engine | None = None,
+             workers: int = 0) -> float:
+    """Top-1 accuracy (0..1) of ``model`` (eval mode) on a data set of (image (3, R, R), label) pairs."""
+    return evaluate_metrics(model, dataset, batch_size, engine, workers)[0]
 
 
 @torch.no_grad()
@@ -176,6 +194,71 @@ def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, batch_size: int = 
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     model.train(was_training)
+
+
+# ---- monitoring without side effects ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def preserved_randomness(device: torch.device | None = None) -> Iterator[None]:
+    """Run a block and put Python's, NumPy's and torch's generators (CPU, and ``device``'s when it is a CUDA
+    device) back where they were: a monitoring pass (dropout in a BN recalibration, a sampled path) draws nothing
+    from the training stream."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    cuda = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+@contextlib.contextmanager
+def preserved_batchnorm(model: nn.Module) -> Iterator[None]:
+    """Run a block (e.g. :func:`recalibrate_batchnorm`) and restore every BatchNorm's running statistics,
+    batch count and momentum afterwards."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, {k: b.detach().clone() for k, b in m.named_buffers(recurse=False) if b is not None})
+             for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (momentum, buffers) in zip(norms, saved):
+                m.momentum = momentum
+                for name, value in buffers.items():
+                    getattr(m, name).copy_(value)
+
+
+@contextlib.contextmanager
+def preserved_modes(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Run a block and give every submodule of ``modules`` its training flag back (train / eval per module)."""
+    saved = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training
+
+
+@contextlib.contextmanager
+def single_process(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Run a block with the shard-aware layers of ``modules`` (:func:`~mobilekit.search.engine.shard_aware`) acting
+    as in one process: a pass that only the writing rank makes (per-epoch monitoring) must not wait on the others'
+    all-reduce."""
+    saved = [(m, m.world_size) for module in modules for m in module.modules() if hasattr(m, "world_size")
+             and isinstance(m, (nn.BatchNorm2d, nn.Dropout))]
+    for m, _ in saved:
+        m.world_size = 1
+    try:
+        yield
+    finally:
+        for m, world_size in saved:
+            m.world_size = world_size
+
+
+def local_engine(engine: Engine) -> Engine:
+    """The engine's device and precision for one process alone (rank 0 of 1): batches are not split."""
+    return dataclasses.replace(engine, rank=0, world_size=1, notes=[], scaler=None, owns_group=False)
 
 
 # ---- what a searcher gets --------------------------------------------------------------------------------------------
@@ -253,18 +336,34 @@ class Phase:
         return decision_scalars(self.modules.get("net"))
 
     def validation_model(self) -> nn.Module | None:
-        """The network whose top-1 accuracy on ``val_dataset`` is recorded at each epoch's end (``None``: none).
-        A plain training phase validates its ``model``; a search phase may override this."""
+        """The network whose top-1 accuracy and CE on ``val_dataset`` are recorded at each epoch's end (``None``:
+        none). A plain training phase validates its ``model``; a search phase may override this, or
+        :meth:`validation_network` when the network needs preparing."""
         return self.modules.get("model")
 
-    def validate(self) -> float | None:
-        """Top-1 accuracy (0..1) of :meth:`validation_model` on ``val_dataset``, or ``None`` without either."""
-        model = self.validation_model()
-        if self.val_dataset is None or model is None or len(self.val_dataset) == 0:
+    @contextlib.contextmanager
+    def validation_network(self) -> Iterator[nn.Module | None]:
+        """The network to validate now, prepared, and undone afterwards (default: :meth:`validation_model` as it
+        is). Runs inside :meth:`validate`'s guards: generators, training flags and shard-aware layers are put
+        back whatever it does; what else it changes (BN statistics, an active path) it restores itself."""
+        yield self.validation_model()
+
+    def validate(self) -> dict[str, float] | None:
+        """``{"val_accuracy": top-1 (0..1), "val_loss": mean CE (nats)}`` of :meth:`validation_network` on
+        ``val_dataset``, or ``None`` without either. Monitoring only: no generator draw reaches the training
+        stream, every module gets its training flag back, and the pass runs on this process alone."""
+        if self.val_dataset is None or len(self.val_dataset) == 0:
             return None
+        modules = list(self.modules.values())
         token = MONITORING.set(True)          # monitoring only: no decision of the method reads it
         try:
-            return evaluate(model, self.val_dataset, engine=self.engine, workers=self.workers)
+            with preserved_randomness(self.engine.device), preserved_modes(modules), single_process(modules), \
+                    self.validation_network() as model:
+                if model is None:
+                    return None
+                accuracy, loss = evaluate_metrics(model, self.val_dataset, engine=local_engine(self.engine),
+                                                  workers=self.workers)
+            return {"val_accuracy": accuracy, "val_loss": loss}
         finally:
             MONITORING.reset(token)
 
@@ -324,11 +423,13 @@ class Phase:
                 step += 1
                 record = {"phase": self.name, "step": step - 1, "epoch": epoch, **record}
                 if step % per_epoch == 0 and self.engine.is_writer:
-                    val_accuracy = self.validate()     # the epoch's last record carries its validation accuracy
-                    if val_accuracy is not None:
-                        record["val_accuracy"] = val_accuracy
+                    validation = self.validate()       # the epoch's last record carries its validation figures
+                    if validation is not None:
+                        record.update(validation)
                         if self.progress is not None:
-                            self.progress.set_postfix_str(f"{_postfix(self.progress)} val acc {val_accuracy:.3f}")
+                            self.progress.set_postfix_str(f"{_postfix(self.progress)} val acc "
+                                                          f"{validation['val_accuracy']:.3f} "
+                                                          f"loss {validation['val_loss']:.3f}")
                 if self.engine.is_writer:
                     self.run.log(record)
                     if self.board is not None:

@@ -5,7 +5,8 @@ here, with typed, range-checked fields (pydantic models for the JSON/TOML format
   file where a folder belongs, not under a file, writable).
 * :mod:`.options`: argparse ``type=`` converters (``positive_int``, ``finite_float``...) and a parser whose
   errors are one line.
-* :mod:`.table`, :mod:`.device`, :mod:`.predictor`: the latency table, device descriptor and predictor files.
+* :mod:`.table`, :mod:`.device`, :mod:`.predictor`, :mod:`.cell`: the latency table, device descriptor,
+  predictor and compare cell files.
 
 Everything raises a :class:`~mobilekit.errors.MobilekitError` subclass whose message is one line naming the file
 or option, the field and the fix. This package imports nothing from the pipeline stages.

@@ -49,7 +49,7 @@ from mobilekit.search.methods.hyperencoding import (
 from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
-from mobilekit.search.supernets import SampledPathNet, extract_network, weight_sharing_option
+from mobilekit.search.supernets import PathView, SampledPathNet, extract_network, weight_sharing_option
 from mobilekit.search.temporary_weights import (affine_direction, affine_mixed_step, affine_step, mixed_lr_step,
                                                 optimizer_direction, optimizer_step)
 from mobilekit.search.training import (
@@ -227,6 +227,11 @@ class AutoHASPhase(Phase):
         self._module_buffers = [({id(p) for p in m.parameters(recurse=False)},
                                  [(f"net.{name}.{b}" if name else f"net.{b}", t) for b, t in m.named_buffers(recurse=False)])
                                 for name, m in net.named_modules() if next(m.buffers(recurse=False), None) is not None]
+
+    def validation_model(self) -> PathView:
+        """The most likely path (argmax of alpha at every layer, eval mode): the network the search would derive
+        now (before the latency-window repair)."""
+        return PathView.most_likely(self.net)
 
     def _arch_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         per_pass = len(batches(self.arch_data, self.batch_size, self.seed + 1, 0))

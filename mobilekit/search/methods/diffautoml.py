@@ -60,7 +60,7 @@ from mobilekit.search.methods.hypergradient import (
 from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
-from mobilekit.search.supernets import SampledPathNet, extract_network, weight_sharing_option
+from mobilekit.search.supernets import PathView, SampledPathNet, extract_network, weight_sharing_option
 from mobilekit.search.training import (
     Phase,
     SearchContext,
@@ -225,6 +225,13 @@ class DiffAutoMLPhase(Phase):
         if self._fixed is None or self._fixed.to_string() != self.state["arch"]:
             self._fixed = Architecture.from_string(self.net.space, self.state["arch"])
         return self._fixed
+
+    def validation_model(self) -> PathView:
+        """The network the search would deliver now, as a path of the supernet (eval mode): the most likely path
+        (argmax of alpha) in the search stage, the fixed architecture in the tuning stage."""
+        if self.state["arch"] is not None:
+            return PathView.of(self.net, self.fix_architecture())
+        return PathView.most_likely(self.net)
 
     def repairs(self) -> list[Repair]:
         return [Repair(*r) for r in self.state["repairs"]]

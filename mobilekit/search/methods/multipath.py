@@ -24,7 +24,7 @@ from mobilekit.latency.differentiable import ExpectedLatency
 from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
-from mobilekit.search.supernets import MultiPathNet, extract_network
+from mobilekit.search.supernets import MultiPathNet, PathView, extract_network
 from mobilekit.search.training import (Phase, SearchContext, batches, load_batches, make_optimizer,
                                        split_for_architecture)
 
@@ -69,6 +69,11 @@ class MultiPathPhase(Phase):
         self.weights_opt, self.arch_opt = weights_opt, arch_opt
         self.penalty = LatencyPenalty(target_ms, self.state, config.target_aim, config.lambda_init, config.lambda_lr,
                                       config.lambda_p)
+
+    def validation_model(self) -> PathView:
+        """The most likely path (argmax of alpha at every layer, only its candidates computed, eval mode): the
+        network the search would derive now."""
+        return PathView.most_likely(self.net)
 
     def _arch_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         per_pass = len(batches(self.arch_data, self.batch_size, self.seed + 1, 0))

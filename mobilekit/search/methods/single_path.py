@@ -18,7 +18,9 @@ thresholds fixed (the reference lets the cross-entropy move them too; with our n
 that would drag every threshold down before the runtime term starts), and each subset dropped with probability
 ``subset_dropout`` (the reference keeps 0.6 of them). Subset dropout therefore only runs while the runtime term is
 off, so R and the forward pass never disagree on a dropped indicator. Then the PI-steered runtime term starts,
-the temperature anneals over the remaining steps, and the threshold learning rate stays constant (the reference's
+ramped in linearly over ``lambda_ramp_share`` (0.1) of the steps, with lambda projected to >= 0 and an integral
+that does not wind up while lambda is clipped at 0 (a network below the aim is never rewarded for being slower;
+the cross-entropy alone brings subsets back), the temperature anneals over the remaining steps, and the threshold learning rate stays constant (the reference's
 decays only mildly), so decisions can still move at the end. ``threshold_normalization = "per-decision"`` divides each kind of decision (keep, kernel,
 expansion, SE) by its own running RMS instead, so that a kind whose latency saving per layer is small (the
 kernel ring: about 1 ms on the Pixel 1 table, against 2-3 ms for expansion and skip) still moves at the speed of
@@ -64,6 +66,8 @@ class Options:
     tau_end: float = option(0.1, "... to this", gt=0)
     warmup_share: float = option(0.6, "share of the search steps that train the weights only (runtime term off, "
                                  "thresholds fixed) before the decisions start", ge=0, lt=1)
+    lambda_ramp_share: float = option(0.1, "after the warm-up, lambda rises linearly to its steered value over this "
+                                      "share of the search steps (0: full strength at once)", ge=0, lt=1)
     subset_dropout: float = option(0.1, "drop weight subsets with this probability ...", ge=0, lt=1)
     subset_dropout_epochs: int | None = option(None, "... during the first epochs (default: during the warm-up)",
                                                ge=0)
@@ -74,6 +78,11 @@ class Options:
 def warmup_steps(config: Any, total_steps: int) -> int:
     """Steps of the warm-up (weights only), ``round(warmup_share * total_steps)``."""
     return int(round(getattr(config, "warmup_share", 0.0) * total_steps))
+
+
+def ramp_steps(config: Any, total_steps: int) -> int:
+    """Steps over which lambda ramps up after the warm-up, ``round(lambda_ramp_share * total_steps)``."""
+    return int(round(getattr(config, "lambda_ramp_share", 0.0) * total_steps))
 
 
 def dropout_active(config: Any, epoch: int, step: int, total_steps: int) -> bool:
@@ -113,8 +122,10 @@ class SinglePathPhase(Phase):
         self.schedule("thresholds", threshold_opt, "constant")   # decisions stay movable to the end
         self.net, self.latency_model, self.optimizer, self.threshold_opt, self.config = \
             net, latency_model, optimizer, threshold_opt, config
+        # lambda >= 0 (a slower network is never rewarded) with anti-windup, ramped in after the warm-up
         self.penalty = LatencyPenalty(target_ms, self.state, config.target_aim, config.lambda_init, config.lambda_lr,
-                                      config.lambda_p)
+                                      config.lambda_p, nonnegative=True,
+                                      ramp_steps=ramp_steps(config, self.total_steps))
 
     def _normalize_threshold_grads(self) -> bool:
         """Divide the threshold gradients by their running RMS; False (and no threshold step) when any of them is

@@ -16,11 +16,12 @@ Architectures inside the evolution are index lists: ``indices[l]`` is the column
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +31,9 @@ from mobilekit.errors import SearchError
 from mobilekit.search.budget import WINDOW, sample_in_window
 from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary
-from mobilekit.search.supernets import SampledPathNet, extract_network, weight_sharing_option
-from mobilekit.search.training import Phase, SearchContext, evaluate, make_optimizer, recalibrate_batchnorm
+from mobilekit.search.supernets import PathView, SampledPathNet, extract_network, weight_sharing_option
+from mobilekit.search.training import (Phase, SearchContext, evaluate, local_engine, make_optimizer,
+                                       preserved_batchnorm, recalibrate_batchnorm)
 from mobilekit.space import Architecture
 
 LATENCY_MODEL = "expected"      # for its ``candidates`` rows (the searched types per layer) and table lookups
@@ -89,6 +91,10 @@ class PathSpace:
     def indices(self, arch: Architecture) -> list[int]:
         return [row.index(arch.choices[p.index]) for row, p in zip(self.candidates, self.positions)]
 
+    def largest(self) -> list[int]:
+        """Every layer's slowest candidate by table latency (the largest block: every shared weight in use)."""
+        return [max(range(len(row)), key=lambda c: (row[c], c)) for row in self.layer_ms]
+
     def uniform(self, generator: torch.Generator) -> list[int]:
         return [int(torch.randint(n, (1,), generator=generator)) for n in self.sizes]
 
@@ -102,7 +108,8 @@ def uniform_draw(paths: PathSpace) -> PathDraw:
 class OneShotPhase(Phase):
     """Supernet training: each step draws one path (``draw``), fixes it and takes a CE step on its weights.
     ``after_step(phase, step)`` (optional) runs after each step (TNAS-OS tells its sampler there). Records: ce,
-    accuracy, runtime_hard_ms (the path's table latency), path (its source), decisions."""
+    accuracy, runtime_hard_ms (the path's table latency), path (its source), decisions; an epoch's last record
+    also val_accuracy / val_loss of the reference path (:meth:`validation_network`)."""
 
     def __init__(self, *, net: SampledPathNet, paths: PathSpace, draw: PathDraw, config: Any,
                  after_step: Callable[["OneShotPhase", int], dict] | None = None, extra_modules: dict | None = None,
@@ -116,6 +123,18 @@ class OneShotPhase(Phase):
         self.schedule("weights", weights_opt, config.lr_schedule)
         self.net, self.paths, self.draw, self.config, self.weights_opt = net, paths, draw, config, weights_opt
         self.after_step = after_step
+        self.reference = paths.largest()
+
+    @contextlib.contextmanager
+    def validation_network(self) -> Iterator[PathView]:
+        """The reference path (:meth:`PathSpace.largest`: one fixed path, so the epochs compare) after a BN
+        recalibration on ``bn_steps`` seeded batches of the training split, as the evolution scores candidates;
+        the supernet's BN statistics are put back afterwards and its active path is never touched."""
+        view = PathView(self.net, self.reference)
+        with preserved_batchnorm(self.net):
+            recalibrate_batchnorm(view, self.dataset, self.batch_size, steps=self.config.bn_steps, seed=self.seed,
+                                  engine=local_engine(self.engine), workers=self.workers)
+            yield view
 
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
