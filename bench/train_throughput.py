@@ -130,15 +130,6 @@ def run_pipeline(args: argparse.Namespace, out: Path) -> tuple[dict, dict[str, l
     return summary, dict(finished), by_phase
 
 
-def largest_architecture(space: Any) -> Any:
-    """Every searchable position at its largest candidate (largest kernel, expansion, SE ratio): the network a
-    single-path superkernel computes while every subset is on (its warm-up)."""
-    from mobilekit.space import Architecture
-
-    return Architecture(space, tuple(max(p.candidates, key=lambda t: (t.kernel, t.expansion, t.se_ratio))
-                                     for p in space.positions))
-
-
 def plain_loop(summary: dict, args: argparse.Namespace, channels_last: bool, network: str = "derived",
                max_steps: int | None = None) -> float:
     """Images/s of plain PyTorch training of the derived (or ``network="largest"``) network with the final
@@ -152,7 +143,7 @@ def plain_loop(summary: dict, args: argparse.Namespace, channels_last: bool, net
     from mobilekit.models.torch_builder import MobileNet
     from mobilekit.search.depthwise import use_fast_depthwise
     from mobilekit.search.training import augment
-    from mobilekit.space import Architecture, get_space
+    from mobilekit.space import Architecture, get_space, largest_architecture
 
     splits = load_dataset(args.data, 32, seed=0, train_subset=args.train_subset)
     x_all, y_all = splits.train.tensors

@@ -20,13 +20,15 @@ from mobilekit.space import get_space, reference_architecture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# (channels, map size, kernel, stride, padding): the space's maps at 32 px (16x16 .. 1x1), padding k // 2 and
-# others, kernels 3 / 5 / 7, odd sizes; "fast" says whether the weight gradient is computed by this module
+# (channels, map size, kernel, stride, padding, path): the space's maps at 32 px (16x16 .. 1x1), padding k // 2 and
+# others, kernels 3 / 5 / 7, odd sizes; the path that computes it: "function" (this module's weight gradient),
+# "scale" (one tap left after cropping: a per-channel product) or "conv2d" (torch's as it is)
 CASES = [
-    (6, 8, 5, 1, 2, True), (6, 8, 5, 2, 2, True), (5, 4, 5, 1, 2, True), (5, 4, 5, 2, 2, True),
-    (4, 3, 5, 1, 2, True), (4, 5, 7, 2, 3, True), (7, 2, 5, 1, 2, True), (7, 2, 5, 2, 2, True),
-    (8, 1, 5, 1, 2, True), (3, 2, 3, 1, 1, True), (3, 2, 3, 2, 1, True), (6, 6, 5, 1, 0, True),
-    (6, 6, 5, 1, 1, True), (6, 8, 3, 1, 1, False), (4, 16, 5, 1, 2, False), (4, 16, 5, 2, 2, True),
+    (6, 8, 5, 1, 2, "function"), (6, 8, 5, 2, 2, "function"), (5, 4, 5, 1, 2, "function"),
+    (5, 4, 5, 2, 2, "function"), (4, 3, 5, 1, 2, "function"), (4, 5, 7, 2, 3, "function"),
+    (7, 2, 5, 1, 2, "function"), (7, 2, 5, 2, 2, "function"), (8, 1, 5, 1, 2, "scale"), (8, 1, 3, 1, 1, "scale"),
+    (5, 1, 5, 2, 2, "scale"), (3, 2, 3, 1, 1, "function"), (3, 2, 3, 2, 1, "function"), (6, 6, 5, 1, 0, "function"),
+    (6, 6, 5, 1, 1, "function"), (6, 8, 3, 1, 1, "conv2d"), (4, 16, 5, 1, 2, "conv2d"), (4, 16, 5, 2, 2, "function"),
 ]
 
 
@@ -42,10 +44,10 @@ def _grads(fn, x, w, b, go):
     return (out, *torch.autograd.grad(out, inputs, go)), out.grad_fn
 
 
-@pytest.mark.parametrize("channels, size, kernel, stride, padding, fast", CASES)
+@pytest.mark.parametrize("channels, size, kernel, stride, padding, path", CASES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels-last"])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_outputs_and_gradients_match_torch(channels, size, kernel, stride, padding, fast, layout, with_bias):
+def test_outputs_and_gradients_match_torch(channels, size, kernel, stride, padding, path, layout, with_bias):
     torch.manual_seed(channels * 100 + size * 10 + kernel)
     x = _layouts(torch.randn(3, channels, size, size))[layout]
     w = torch.randn(channels, 1, kernel, kernel)
@@ -54,7 +56,8 @@ def test_outputs_and_gradients_match_torch(channels, size, kernel, stride, paddi
     go = _layouts(torch.randn_like(native_out))[layout]
     native, _ = _grads(lambda x, w, b: F.conv2d(x, w, b, stride, padding, 1, channels), x, w, b, go)
     mine, grad_fn = _grads(lambda x, w, b: depthwise_conv2d(x, w, b, stride, padding), x, w, b, go)
-    assert ("_DepthwiseFunction" in type(grad_fn).__name__) == fast
+    assert ("_DepthwiseFunction" in type(grad_fn).__name__) == (path == "function")
+    assert ("Convolution" in type(grad_fn).__name__) == (path == "conv2d")
     assert mine[0].shape == native[0].shape
     assert mine[0].is_contiguous(memory_format=torch.channels_last) == native[0].is_contiguous(
         memory_format=torch.channels_last)
