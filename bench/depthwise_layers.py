@@ -52,21 +52,21 @@ def depthwise_inputs(arch: "Architecture", resolution: int, batch: int, channels
     from mobilekit.search.depthwise import is_depthwise
 
     torch.manual_seed(0)
-    model = MobileNet(arch).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = MobileNet(arch).train().to(memory_format=fmt)            # as Engine.place: weights in that layout too
     seen: list[Layer] = []
     hooks = []
     for name, layer in model.named_modules():
         if is_depthwise(layer):
             def record(module, inputs, output, name=name):  # type: ignore[no-untyped-def]
-                fmt = torch.channels_last if channels_last else torch.contiguous_format
-                x = inputs[0].detach().contiguous(memory_format=fmt).requires_grad_(True)
+                x = inputs[0].detach().clone().requires_grad_(True)       # clone keeps the strides
                 w = module.weight.detach().clone().requires_grad_(True)
-                g = torch.randn_like(output).contiguous(memory_format=fmt)
+                g = torch.randn_like(output)
                 seen.append((f"{name} {tuple(x.shape[1:])} k{w.shape[-1]} s{module.stride[0]}", x, w,
                              tuple(module.stride), tuple(module.padding), g))
             hooks.append(layer.register_forward_hook(record))
     with torch.no_grad():
-        model(torch.randn(batch, 3, resolution, resolution))
+        model(torch.randn(batch, 3, resolution, resolution).contiguous(memory_format=fmt))
     for hook in hooks:
         hook.remove()
     return seen

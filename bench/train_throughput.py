@@ -41,6 +41,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse
 import contextlib
 import os
+import statistics
 import tempfile
 import time
 from collections import defaultdict
@@ -243,9 +244,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="plain-loop steps of the largest network (the first is not timed)")
     parser.add_argument("--depthwise", choices=("both", "fast", "native"), default="both",
                         help="run with the fast depthwise weight gradient, with torch's, or both (default)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the comparison, alternating which mode runs first (fast, native, native, ...)")
     parser.add_argument("--out", help="run folder (default: a temporary one, removed)")
     parser.add_argument("--smoke", action="store_true", help="seconds: digits, 64 images, batch 16, 1 epoch each")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give 1 or more")
     if args.smoke:
         args.data, args.train_subset, args.batch_size, args.epochs, args.final_epochs = "digits", 64, 16, 1, 1
         args.largest_steps = 3
@@ -255,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     modes = [m for m in ("fast", "native") if args.depthwise in (m, "both")]
-    results: dict[str, dict[str, Any]] = {}
+    # round r runs the modes in order when r is even, reversed when odd: fast, native, native, fast, ...
+    plan = [(r, mode) for r in range(args.rounds) for mode in (modes if r % 2 == 0 else modes[::-1])]
+    results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp:
         from mobilekit.search.config import make_config
         from mobilekit.search.engine import Engine
@@ -264,25 +271,32 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine.from_config(make_config(table=str(TABLE), target_ms=args.target_ms, out=str(base)))
         print(f"settings: single-path on {args.data} ({args.train_subset} training images), Pixel 1 table at "
               f"{args.target_ms:g} ms, batch {args.batch_size}, {args.epochs} search / {args.final_epochs} final "
-              f"epoch(s), {args.threads} torch thread(s), {engine.describe()}; depthwise weight gradient: "
-              f"{' then '.join(modes)}")
-        for mode in modes:
-            out = base if len(modes) == 1 else base.with_name(f"{base.name}-{mode}")
-            with contextlib.nullcontext() if mode == "fast" else depthwise.disabled():
-                results[mode] = measure(args, out, engine.channels_last)
-    native_plain = results.get("native", results[modes[0]])["plain"]
+              f"epoch(s), {args.threads} torch thread(s), {engine.describe()}; depthwise convolutions: "
+              f"{', '.join(mode for _, mode in plan)}")
+        for r, mode in plan:
+            out = base if len(plan) == 1 else base.with_name(f"{base.name}-{mode}-{r}")
+            with depthwise.using(mode == "fast"):
+                results[mode].append(measure(args, out, engine.channels_last))
+    native_plain = {net: statistics.median(run["plain"][net] for run in results.get("native", results[modes[0]]))
+                    for net in ("derived", "largest")}
     labels = {"fast": "fast depthwise gradient", "native": "torch's depthwise gradient"}
-    for mode in modes:
-        report(labels[mode], results[mode], args, native_plain)
+    for r, mode in plan:
+        report(labels[mode] + (f", round {r + 1}" if args.rounds > 1 else ""), results[mode][r], args, native_plain)
     if len(modes) == 2:
-        def search_rate(mode: str) -> float:
-            return rate(results[mode]["finished"].get("search", []), args.batch_size)
+        def rates(mode: str, what: str) -> list[float]:
+            if what in ("derived", "largest"):
+                return [run["plain"][what] for run in results[mode]]
+            return [rate(run["finished"].get(what, []), args.batch_size) for run in results[mode]]
 
-        fast_plain = results["fast"]["plain"]
-        print(f"images/s with the fast gradient / with torch's: search "
-              f"{search_rate('fast') / search_rate('native'):.2f}, plain loop of the derived network "
-              f"{fast_plain['derived'] / native_plain['derived']:.2f}, of the largest "
-              f"{fast_plain['largest'] / native_plain['largest']:.2f}")
+        ratios = {what: [f / n for f, n in zip(rates("fast", what), rates("native", what))]
+                  for what in ("search", "final", "derived", "largest")}
+        print("images/s with the fast depthwise path / with torch's (" + ("per round, then the median; " if
+              args.rounds > 1 else "") + "the host is shared: compare within a round): " + ", ".join(
+              f"{name} {' '.join(f'{v:.2f}' for v in ratios[what])}"
+              + (f" (median {statistics.median(ratios[what]):.2f})" if args.rounds > 1 else "")
+              for what, name in (("search", "search"), ("final", "final training"),
+                                 ("derived", "plain loop of the derived network"),
+                                 ("largest", "of the largest"))))
     return 0
 
 

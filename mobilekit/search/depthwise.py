@@ -52,24 +52,32 @@ from torch.autograd.function import once_differentiable
 MAX_FAST_OUTPUT = 64            # output positions (Ho x Wo) up to which the weight gradient is computed here
 MAX_NATIVE_KERNEL = 3           # kernels up to 3x3: torch's own weight gradient is fast (oneDNN's depthwise kernel)
 TINY_MAP = 4                    # ... except on input maps of <= 4 positions (2x2): 1-7 ms for a 3x3, 0.1-0.4 here
-_switch = {"on": True}
+_switch: dict[str, bool | None] = {"on": None}     # set by :func:`using`; None: the environment decides
 
 
 def enabled() -> bool:
-    """Whether :func:`use_fast_depthwise` swaps layers: on unless ``MOBILEKIT_FAST_DEPTHWISE=0`` or inside
-    :func:`disabled`."""
-    return _switch["on"] and os.environ.get("MOBILEKIT_FAST_DEPTHWISE", "1") != "0"
+    """Whether :func:`use_fast_depthwise` swaps layers: inside :func:`using`, what it says; otherwise on unless
+    ``MOBILEKIT_FAST_DEPTHWISE=0`` is in the environment."""
+    if _switch["on"] is not None:
+        return bool(_switch["on"])
+    return os.environ.get("MOBILEKIT_FAST_DEPTHWISE", "1") != "0"
 
 
 @contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Within this context :func:`use_fast_depthwise` (hence ``Engine.place``) leaves layers native (benchmarks)."""
+def using(on: bool) -> Iterator[None]:
+    """Within this context :func:`use_fast_depthwise` (hence ``Engine.place``) swaps layers if ``on``, whatever the
+    environment says (benchmarks, tests)."""
     before = _switch["on"]
-    _switch["on"] = False
+    _switch["on"] = on
     try:
         yield
     finally:
         _switch["on"] = before
+
+
+def disabled() -> contextlib.AbstractContextManager[None]:
+    """``using(False)``: layers stay native within this context."""
+    return using(False)
 
 
 # ---- geometry ------------------------------------------------------------------------------------------------------
