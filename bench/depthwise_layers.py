@@ -32,9 +32,7 @@ import argparse
 import os
 import statistics
 import time
-from typing import Callable
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +78,53 @@ def time_layers(layers: list[Layer], conv: Callable[..., torch.Tensor]) -> list[
         started = time.perf_counter()
         conv(x, w, None, stride, padding).backward(g)
         spent.append(time.perf_counter() - started)
+    return spent
+
+
+def supernet_steps(resolution: int, batch: int, repeats: int, channels_last: bool,
+                   mixed: bool) -> dict[str, list[float]]:
+    """Seconds of single-path supernet training steps (decide, forward, cross-entropy, backward; no update, so every
+    step computes the same thing) with the fast depthwise path and with torch's, alternated. Two supernets with the
+    same initial weights, placed by :meth:`Engine.place` with the fast path on and off; ``mixed``: thresholds drawn
+    so that kernel / expansion / SE / keep decisions are a mix of on, off and in play (mid-search), else their
+    initial values (every subset on: the warm-up)."""
+    from mobilekit.latency.differentiable import superkernel_grid
+    from mobilekit.search import depthwise
+    from mobilekit.search.engine import Engine
+    from mobilekit.search.superkernel import SuperNet
+    from mobilekit.space import get_space
+
+    space = get_space(resolution=resolution, num_classes=10)
+    grid = superkernel_grid(space, True)
+    nets = {}
+    for mode in ("fast", "native"):
+        torch.manual_seed(0)
+        net = SuperNet(space, grid, relax="sigmoid")
+        if mixed:
+            with torch.no_grad():
+                for t in net.threshold_parameters():
+                    t.uniform_(0.6, 1.4)
+        with depthwise.using(mode == "fast"):
+            Engine(channels_last=channels_last).place(net)
+        nets[mode] = net.train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, resolution, resolution).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,))
+
+    def step(net: SuperNet) -> float:
+        started = time.perf_counter()
+        torch.manual_seed(1)                        # the same dropout masks and in-play draws in both
+        results, _, _ = net.decide()
+        net.zero_grad(set_to_none=True)
+        F.cross_entropy(net.forward_decided(x, results), y).backward()
+        return time.perf_counter() - started
+
+    spent: dict[str, list[float]] = {"fast": [], "native": []}
+    for mode in nets:                                                # warm-up
+        step(nets[mode])
+    for rep in range(repeats):
+        for mode in (("fast", "native") if rep % 2 == 0 else ("native", "fast")):
+            spent[mode].append(step(nets[mode]))
     return spent
 
 
@@ -147,6 +192,17 @@ def main(argv: list[str] | None = None) -> int:
         for i in dict.fromkeys(gain[:3] + gain[-3:]):              # where fast gains most, then loses most
             print(f"  {layers[i][0]}: fast {1e3 * layer_med['fast'][i]:.3f} ms, native "
                   f"{1e3 * layer_med['native'][i]:.3f} ms")
+    for mixed in (False, True):
+        load = [os.getloadavg()[0]]
+        spent = supernet_steps(args.resolution, args.batch_size, max(3, args.repeats // 2), not args.nchw, mixed)
+        load.append(os.getloadavg()[0])
+        med = {mode: statistics.median(t) for mode, t in spent.items()}
+        ratios = [n / f for n, f in zip(spent["native"], spent["fast"])]
+        state = "mixed decisions (mid-search)" if mixed else "every subset on (warm-up)"
+        print(f"single-path supernet step, {state}: fast {1e3 * med['fast']:.1f} ms, native "
+              f"{1e3 * med['native']:.1f} ms (medians of {len(ratios)}); native / fast "
+              f"{med['native'] / med['fast']:.2f} (median of per-repetition ratios {statistics.median(ratios):.2f}, "
+              f"range {min(ratios):.2f}-{max(ratios):.2f}); load average {load[0]:.2f} -> {load[1]:.2f}")
     return 0
 
 

@@ -2,7 +2,6 @@
 gradients as torch's across shapes, strides, paddings and layouts, fp32 and bf16 autocast; the layer swap of
 Engine.place keeps weights, state_dict and export; the superkernel's masks still apply; small searches run."""
 
-import contextlib
 import json
 
 import pytest
@@ -153,7 +152,8 @@ def test_engine_place_swaps_depthwise_convs_on_the_cpu_keeping_state_dict_and_ex
     before = {k: v.clone() for k, v in net.state_dict().items()}
     depthwise_layers = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert depthwise_layers
-    Engine(channels_last=True).place(net)
+    with depthwise.using(True):
+        Engine(channels_last=True).place(net)
     assert all(type(m) is DepthwiseConv2d for m in depthwise_layers)
     assert all(type(m) is nn.Conv2d for m in net.modules() if isinstance(m, nn.Conv2d) and m.groups == 1)
     state = net.state_dict()
@@ -171,13 +171,28 @@ def test_engine_place_swaps_depthwise_convs_on_the_cpu_keeping_state_dict_and_ex
     assert path.stat().st_size > 0
 
 
-def test_the_switch_leaves_layers_native():
+def test_the_switch_leaves_layers_native(monkeypatch):
+    monkeypatch.delenv("MOBILEKIT_FAST_DEPTHWISE", raising=False)
     net = _network()
+    assert not depthwise.enabled()                                   # the default: torch's
+    Engine().place(net)
+    with depthwise.using(True), depthwise.disabled():
+        assert use_fast_depthwise(net) == 0
+    assert not any(isinstance(m, DepthwiseConv2d) for m in net.modules())
+    monkeypatch.setenv("MOBILEKIT_FAST_DEPTHWISE", "0")
+    assert use_fast_depthwise(net) == 0
+    monkeypatch.setenv("MOBILEKIT_FAST_DEPTHWISE", "1")
     with depthwise.disabled():
         assert use_fast_depthwise(net) == 0
-        Engine().place(net)
-    assert not any(isinstance(m, DepthwiseConv2d) for m in net.modules())
     assert use_fast_depthwise(net) == sum(1 for m in net.modules() if isinstance(m, nn.Conv2d) and m.groups > 1)
+
+
+def test_a_bad_switch_value_is_one_clear_error(monkeypatch):
+    from mobilekit.errors import ConfigError
+
+    monkeypatch.setenv("MOBILEKIT_FAST_DEPTHWISE", "yes")
+    with pytest.raises(ConfigError, match="MOBILEKIT_FAST_DEPTHWISE='yes': set it to 1"):
+        Engine().place(_network())
 
 
 def _assert_near(got, expected, name, relative=1e-9):
@@ -191,7 +206,8 @@ def test_placed_network_trains_like_the_native_one():
     nets = [_network().double(), _network().double()]          # float64: only the formulas may differ, not rounding
     with depthwise.disabled():
         Engine(channels_last=True).place(nets[0])
-    Engine(channels_last=True).place(nets[1])
+    with depthwise.using(True):
+        Engine(channels_last=True).place(nets[1])
     x = torch.randn(8, 3, 32, 32, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (8,))
     grads = []
@@ -209,7 +225,8 @@ def test_conv_like_follows_the_layer_class():
     x = torch.randn(2, 4, 4, 4)
     w = layer.weight * torch.rand(5, 5)                               # a masked copy, as the superkernel's
     assert "_DepthwiseFunction" not in type(conv_like(layer, x, w, 2, 2).grad_fn).__name__
-    use_fast_depthwise(layer)
+    with depthwise.using(True):
+        use_fast_depthwise(layer)
     out = conv_like(layer, x, w, 2, 2)
     assert "_DepthwiseFunction" in type(out.grad_fn).__name__
     torch.testing.assert_close(out, F.conv2d(x, w, None, 2, 2, 1, 4))
@@ -229,7 +246,7 @@ def test_superkernel_masks_still_apply_with_the_fast_gradient():
         with torch.no_grad():
             for t in net.threshold_parameters():
                 t.uniform_(0.6, 1.4)                   # a mix of on and off kernel / expansion / SE decisions
-        with depthwise.disabled() if not fast else contextlib.nullcontext():
+        with depthwise.using(fast):
             Engine(channels_last=True).place(net)
         nets.append(net)
     assert any(isinstance(m, DepthwiseConv2d) for m in nets[1].modules())
@@ -259,6 +276,7 @@ QUICK = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16", "--exp
     ("single-path", []),
     ("spos", ["--population", "4", "--generations", "1", "--bn-steps", "1", "--eval-samples", "64"])])
 def test_a_tiny_search_runs_with_the_fast_gradient(tmp_path, table_path, target, method, extra, monkeypatch):
+    monkeypatch.setenv("MOBILEKIT_FAST_DEPTHWISE", "1")
     swapped = []
     original = depthwise.use_fast_depthwise
     monkeypatch.setattr("mobilekit.search.engine.use_fast_depthwise", lambda m: swapped.append(original(m)))

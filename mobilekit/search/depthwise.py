@@ -23,7 +23,7 @@ search step these were most of the time.
   gradient with torch's own kernel (``aten.convolution_backward``), the bias gradient as a sum, and the
   weight gradient ``dW[c, p, q] = sum_{n, i, j} dY[n, c, i, j] X[n, c, s i + p - P, s j + q - P]`` in one of two
   ways (:func:`_weight_grad_gemm`, :func:`_weight_grad_taps`), chosen by the memory layout and map size from
-  measurements (``bench/train_throughput.py`` and tests/test_search_depthwise.py's comparison).
+  measurements (``bench/depthwise_layers.py`` and tests/test_search_depthwise.py's comparison).
 * everything else (3x3 kernels on maps from 3x3 up, larger output maps, dilation, CUDA, no gradient needed):
   ``F.conv2d`` as it is. (On 16x16 and larger maps neither formulation here beat torch's consistently.)
 
@@ -32,9 +32,12 @@ Under CPU autocast the input, weight and bias are cast to the autocast dtype fir
 
 :class:`DepthwiseConv2d` is an ``nn.Conv2d`` (same parameters, ``state_dict`` keys and ``repr``) whose forward is
 :func:`depthwise_conv2d`; :func:`use_fast_depthwise` turns a network's depthwise convolutions into it in place,
-which :meth:`mobilekit.search.engine.Engine.place` does on the CPU. The supernets that slice a depthwise weight
-themselves call :func:`conv_like` with their layer, so they follow the layer's class. ``MOBILEKIT_FAST_DEPTHWISE=0``
-in the environment (or :func:`disabled`) keeps every convolution native.
+which :meth:`mobilekit.search.engine.Engine.place` does on the CPU when :func:`enabled`: only with
+``MOBILEKIT_FAST_DEPTHWISE=1`` in the environment (or inside :func:`using`), since measured interleaved on the
+shared test host it made the depthwise layers' forward + backward 1.9x faster and plain training of a network
+1.3-1.8x faster, but the single-path search step only 1.0-1.2x (``bench/depthwise_layers.py``,
+``bench/train_throughput.py --rounds 2``; numbers in docs/search.md). The supernets that slice a depthwise weight
+themselves call :func:`conv_like` with their layer, so they follow the layer's class.
 """
 
 from __future__ import annotations
@@ -49,18 +52,29 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from mobilekit.errors import ConfigError
+
 MAX_FAST_OUTPUT = 64            # output positions (Ho x Wo) up to which the weight gradient is computed here
 MAX_NATIVE_KERNEL = 3           # kernels up to 3x3: torch's own weight gradient is fast (oneDNN's depthwise kernel)
 TINY_MAP = 4                    # ... except on input maps of <= 4 positions (2x2): 1-7 ms for a 3x3, 0.1-0.4 here
 _switch: dict[str, bool | None] = {"on": None}     # set by :func:`using`; None: the environment decides
 
 
+ENV = "MOBILEKIT_FAST_DEPTHWISE"
+
+
 def enabled() -> bool:
-    """Whether :func:`use_fast_depthwise` swaps layers: inside :func:`using`, what it says; otherwise on unless
-    ``MOBILEKIT_FAST_DEPTHWISE=0`` is in the environment."""
+    """Whether :func:`use_fast_depthwise` swaps layers: inside :func:`using`, what it says; otherwise only with
+    ``MOBILEKIT_FAST_DEPTHWISE=1`` in the environment (off by default: measured on the shared 2-core host, it did
+    not make the single-path search step clearly faster -- see docs/search.md). Raises ConfigError for a value
+    other than 0 or 1."""
     if _switch["on"] is not None:
         return bool(_switch["on"])
-    return os.environ.get("MOBILEKIT_FAST_DEPTHWISE", "1") != "0"
+    value = os.environ.get(ENV, "0").strip()
+    if value not in ("", "0", "1"):
+        raise ConfigError(f"environment variable {ENV}={value!r}: set it to 1 (mobilekit's CPU depthwise "
+                          f"convolution) or 0 / unset (torch's)")
+    return value == "1"
 
 
 @contextlib.contextmanager

@@ -103,8 +103,9 @@ class Engine:
     def place(self, module: nn.Module) -> nn.Module:
         """Move a network to the device (channels-last when enabled) and make its batch-dependent layers draw and
         normalise over the global batch (:func:`shard_aware`), so N processes compute what one would. On the CPU
-        its depthwise convolutions become :class:`~mobilekit.search.depthwise.DepthwiseConv2d` (same weights and
-        ``state_dict``; a fast weight gradient on small maps); on CUDA they stay torch's."""
+        with ``MOBILEKIT_FAST_DEPTHWISE=1`` its depthwise convolutions become
+        :class:`~mobilekit.search.depthwise.DepthwiseConv2d` (same weights and ``state_dict``; a fast weight
+        gradient on small maps); by default, and on CUDA, they stay torch's."""
         shard_aware(module, self.rank, self.world_size)
         if self.device.type == "cpu":
             use_fast_depthwise(module)
