@@ -18,15 +18,17 @@ What is measured, all in one process at the same torch thread count:
   network (every searchable layer k5, e6, SE 0.5: what the superkernel computes during its warm-up). The first
   step of a plain loop is not timed. (The host is shared: the load average before, between and after is
   printed, to judge whether both saw the same load.)
-* all of it twice (``--depthwise both``): with the fast CPU depthwise weight gradient of
-  :mod:`mobilekit.search.depthwise` (the pipeline's default on the CPU; the plain loops then use the same layers)
-  and with torch's own (the plain loops are then plain PyTorch, the reference of the goals). Printed per phase:
-  images/s, the step-time ratio phase / plain loop of the derived and of the largest network, and the goal's
-  ratio against plain PyTorch.
+* all of it twice (``--depthwise both``): with the CPU depthwise convolution of :mod:`mobilekit.search.depthwise`
+  (opt-in with ``MOBILEKIT_FAST_DEPTHWISE=1``; forced on here whatever the environment says; the plain loops then
+  use the same layers) and with torch's own (the default; the plain loops are then plain PyTorch, the reference
+  of the goals). Printed per phase: images/s, the step-time ratio phase / plain loop of the derived and of the
+  largest network, and the goal's ratio against plain PyTorch (the median over torch's runs).
+* ``--rounds N`` repeats that, alternating which runs first (fast, native, native, fast, ...), and prints the
+  ratio fast / torch's per round and their median: on a shared host compare within a round.
 
     python bench/train_throughput.py [--data fashion-mnist] [--train-subset 2000] [--epochs 1] \\
         [--final-epochs 1] [--batch-size 64] [--threads 1] [--largest-steps 11] [--depthwise both|fast|native] \\
-        [--out DIR]
+        [--rounds 1] [--out DIR]
     python bench/train_throughput.py --smoke       # seconds: digits, 64 images, batch 16, a temp folder
 """
 

@@ -34,10 +34,11 @@ Under CPU autocast the input, weight and bias are cast to the autocast dtype fir
 :func:`depthwise_conv2d`; :func:`use_fast_depthwise` turns a network's depthwise convolutions into it in place,
 which :meth:`mobilekit.search.engine.Engine.place` does on the CPU when :func:`enabled`: only with
 ``MOBILEKIT_FAST_DEPTHWISE=1`` in the environment (or inside :func:`using`), since measured interleaved on the
-shared test host it made the depthwise layers' forward + backward 1.9x faster and plain training of a network
-1.3-1.8x faster, but the single-path search step only 1.0-1.2x (``bench/depthwise_layers.py``,
-``bench/train_throughput.py --rounds 2``; numbers in docs/search.md). The supernets that slice a depthwise weight
-themselves call :func:`conv_like` with their layer, so they follow the layer's class.
+shared test host it made the depthwise layers' forward + backward 1.9-2.1x faster and the single-path supernet
+step 1.06-1.3x, but whole search and training loops were not clearly faster (median ratios 0.91-1.05 over 9
+alternating rounds; ``bench/depthwise_layers.py``, ``bench/train_throughput.py --rounds 4``; numbers in
+docs/results.md). The supernets that slice a depthwise weight themselves call :func:`conv_like` with their layer,
+so they follow the layer's class.
 """
 
 from __future__ import annotations
