@@ -11,6 +11,7 @@ The engine, one concept per module:
 - :mod:`.training`: seeded batches (in memory or streamed), the resumable phase loop with ``torch.optim``
   optimisers and schedules, augmentation, evaluation, BN re-calibration.
 - :mod:`.engine`: accelerator, mixed precision, channels-last, data parallelism under torchrun.
+- :mod:`.depthwise`: the CPU depthwise convolution with a fast weight gradient that ``Engine.place`` swaps in.
 - :mod:`.supernets`: superkernel, multi-path and sampled-path supernets (block factories of the one skeleton)
   and :func:`~.supernets.extract_network`.
 - :mod:`.budget`: target check, sampling inside a latency window, repair of a result outside [0.9 T, T].

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mobilekit.errors import ConfigError
+from mobilekit.search.depthwise import use_fast_depthwise
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -101,8 +102,13 @@ class Engine:
 
     def place(self, module: nn.Module) -> nn.Module:
         """Move a network to the device (channels-last when enabled) and make its batch-dependent layers draw and
-        normalise over the global batch (:func:`shard_aware`), so N processes compute what one would."""
+        normalise over the global batch (:func:`shard_aware`), so N processes compute what one would. On the CPU
+        with ``MOBILEKIT_FAST_DEPTHWISE=1`` its depthwise convolutions become
+        :class:`~mobilekit.search.depthwise.DepthwiseConv2d` (same weights and ``state_dict``; a fast weight
+        gradient on small maps); by default, and on CUDA, they stay torch's."""
         shard_aware(module, self.rank, self.world_size)
+        if self.device.type == "cpu":
+            use_fast_depthwise(module)
         module.to(self.device)
         if self.channels_last:
             module.to(memory_format=torch.channels_last)

@@ -51,6 +51,7 @@ from torch import nn
 from mobilekit.errors import SearchError
 from mobilekit.latency.differentiable import Decisions, SuperkernelGrid, indicator
 from mobilekit.models.torch_builder import MBConv, MobileNet, Head, SqueezeExcite, Stem, conv_bn, sliced_batch_norm
+from mobilekit.search.depthwise import conv_like
 from mobilekit.space import SKIP, Architecture, LayerPosition, LayerSpec, LayerType, SearchSpace
 
 HARD = "sigmoid"  # the relaxation whose forward pass is the hard decision
@@ -301,13 +302,13 @@ class SuperMBConv(nn.Module):
         k_max, k = self.grid.kernels[-1], self.grid.kernels[kernel_on]
         lo = (k_max - k) // 2
         stride = self.depthwise[0].stride
-        d = F.conv2d(h, w_eff[channels, :, lo:lo + k, lo:lo + k], None, stride, k // 2, 1, h.shape[1])
+        d = conv_like(self.depthwise[0], h, w_eff[channels, :, lo:lo + k, lo:lo + k], stride, k // 2)
         for j, gate in rings:
             with torch.no_grad():                                      # ring j's weights get no gradient while off
                 k = self.grid.kernels[j + 1]
                 lo = (k_max - k) // 2
                 ring = (self.depthwise[0].weight[channels] * self.rings[j])[:, :, lo:lo + k, lo:lo + k]
-                ring_out = F.conv2d(h, ring, None, stride, k // 2, 1, h.shape[1])
+                ring_out = conv_like(self.depthwise[0], h, ring, stride, k // 2)
             d = d + gate * ring_out
         return F.relu6(self._bn(self.depthwise[1], d, channels))
 
@@ -372,7 +373,7 @@ class SuperMBConv(nn.Module):
         keep, expand, se = inds["keep"], inds["expand"], inds["se"]
         h = self.expand(x)
         conv = self.depthwise[0]
-        h = F.conv2d(h, w_eff, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        h = conv_like(conv, h, w_eff, conv.stride, conv.padding)
         h = self.depthwise[2](self.depthwise[1](h))
         if len(self.mids) > 1:
             gates = torch.cumprod(expand, 0)

@@ -31,6 +31,7 @@ from mobilekit.latency.differentiable import Decisions, SuperkernelGrid
 from mobilekit.models.torch_builder import (MBConv, MobileNet, Skeleton, SqueezeExcite, conv_bn, fixed_block,
                                            sliced_batch_norm)
 from mobilekit.search.options import option
+from mobilekit.search.depthwise import conv_like
 from mobilekit.search.superkernel import HARD, SuperMBConv
 from mobilekit.space import Architecture, LayerSpec, LayerType, SearchSpace
 
@@ -282,7 +283,7 @@ class EntangledPaths(nn.Module):
         h = F.relu6(sliced_batch_norm(self.expand[1], F.conv2d(x, self.expand[0].weight[channels]), channels))
         lo = (self.k_max - k) // 2
         kernel = self.depthwise[0].weight[channels, :, lo:lo + k, lo:lo + k]
-        h = F.conv2d(h, kernel, None, self.depthwise[0].stride, k // 2, 1, mid)
+        h = conv_like(self.depthwise[0], h, kernel, self.depthwise[0].stride, k // 2)
         h = F.relu6(sliced_batch_norm(self.depthwise[1], h, channels))
         if self.se is not None and spec.se_channels:
             s = spec.se_channels

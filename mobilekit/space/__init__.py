@@ -3,6 +3,7 @@
 from mobilekit.space.architecture import (
     Architecture,
     LayerSpec,
+    largest_architecture,
     read_architecture,
     reference_architecture,
     sample_architecture,
@@ -12,6 +13,6 @@ from mobilekit.space.search_space import LayerPosition, SearchSpace, StageSpec, 
 
 __all__ = [
     "Architecture", "LayerSpec", "LayerType", "LayerPosition", "SearchSpace", "StageSpec", "SKIP",
-    "build_space", "get_space", "parse_layer_type", "read_architecture", "reference_architecture",
-    "sample_architecture", "spnas_mnasnet",
+    "build_space", "get_space", "largest_architecture", "parse_layer_type", "read_architecture",
+    "reference_architecture", "sample_architecture", "spnas_mnasnet",
 ]

@@ -219,6 +219,13 @@ def sample_architecture(space: SearchSpace, rng: random.Random, allow: set[Layer
     return Architecture(space, tuple(choices))
 
 
+def largest_architecture(space: SearchSpace) -> Architecture:
+    """Every position at its largest candidate (largest kernel, then expansion, then SE ratio): the network a
+    single-path superkernel computes while every subset is on (its warm-up)."""
+    return Architecture(space, tuple(max(p.candidates, key=lambda t: (t.kernel, t.expansion, t.se_ratio))
+                                     for p in space.positions))
+
+
 def reference_architecture(space: SearchSpace) -> Architecture:
     """The demo network: every searchable position ``ir_k3_e6`` except the last of each stage, which is
     ``ir_k5_e3_se0.25`` (so both kernels, both expansions and SE appear in one model)."""
