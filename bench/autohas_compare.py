@@ -11,15 +11,11 @@ test accuracy per method.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import statistics
 import tempfile
+from pathlib import Path
+
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("autohas", "single-path", "random-has", "tpe")

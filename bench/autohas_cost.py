@@ -27,18 +27,15 @@ after.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import copy
 import os
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
+
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("per-basis", "flat-cat", "foreach")

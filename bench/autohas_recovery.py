@@ -23,13 +23,10 @@ single-path references, ``--encoding-lr`` sets AutoHAS's encoding step size.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,15 +13,11 @@ beside the counted ones.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import tempfile
 import time
+from pathlib import Path
+
 
 REPO = Path(__file__).resolve().parents[1]
 

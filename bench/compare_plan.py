@@ -17,14 +17,12 @@ host's load changes the rates; the timed rates are printed so the arithmetic can
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import importlib.util
+import sys
 import time
+from pathlib import Path
+
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "latency_tables" / "pixel1-spnas.json"

@@ -17,14 +17,10 @@ same trajectory line.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import json
+import sys
 from collections import Counter
+from pathlib import Path
 
 
 def main(folder: str) -> None:

@@ -15,20 +15,17 @@ with the tests' smaller synthetic table (trials of ~1 s, SIGINT within 2 s); aft
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import collections
 import os
 import random
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = {"epochs": 3, "steps_per_epoch": 1, "final_epochs": 0, "batch_size": 16, "export": "none",

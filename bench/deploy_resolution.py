@@ -26,17 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-# bench/profile.py would shadow the standard library's profile module (torch imports it): drop this folder
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from mobilekit.data import load_dataset  # noqa: E402
-from mobilekit.export.scoring import predictions, stratified_subset  # noqa: E402
-from mobilekit.jsonio import write_json_atomic  # noqa: E402
-from mobilekit.models import build_torch_model  # noqa: E402
-from mobilekit.space import get_space, reference_architecture  # noqa: E402
+from mobilekit.data import load_dataset
+from mobilekit.export.scoring import predictions, stratified_subset
+from mobilekit.jsonio import write_json_atomic
+from mobilekit.models import build_torch_model
+from mobilekit.space import get_space, reference_architecture
 
 
 def main() -> int:

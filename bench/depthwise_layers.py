@@ -22,20 +22,16 @@ load average before and after are printed, and the layers with the largest diffe
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import os
 import statistics
+import sys
 import time
 from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
+
 
 if TYPE_CHECKING:
     from mobilekit.space import Architecture

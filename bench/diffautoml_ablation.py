@@ -13,17 +13,13 @@ Runs are resumable (rerun the same line); finished ones are read back from their
 
 from __future__ import annotations
 
-import sys
+import argparse
+import statistics
 from pathlib import Path
 
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from mobilekit.compare.budget import method_settings
+from mobilekit.search import make_config, run_search
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-
-from mobilekit.compare.budget import method_settings  # noqa: E402
-from mobilekit.search import make_config, run_search  # noqa: E402
 
 WD_INIT = 1e-4          # where the hyper-gradient starts; the variants without it keep this weight decay
 VARIANTS = {

@@ -12,15 +12,13 @@ supernet runs ``--multipath-steps`` steps only (its memory, not its accuracy, is
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
+import sys
 import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
+
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "latency_tables" / "pixel1-spnas.json"

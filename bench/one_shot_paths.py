@@ -10,21 +10,16 @@ fixed reference path on the same batch (train-mode BN, no update).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-# bench/profile.py would shadow the standard library's profile module (torch imports it): drop this folder
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from mobilekit.data import load_dataset  # noqa: E402
-from mobilekit.search import make_config  # noqa: E402
-from mobilekit.search.run import build_latency_model_for  # noqa: E402
-from mobilekit.search.methods.spos import PathSpace  # noqa: E402
-from mobilekit.search.supernets import SHARING, SampledPathNet  # noqa: E402
-from mobilekit.space import get_space  # noqa: E402
+from mobilekit.data import load_dataset
+from mobilekit.search import make_config
+from mobilekit.search.run import build_latency_model_for
+from mobilekit.search.methods.spos import PathSpace
+from mobilekit.search.supernets import SHARING, SampledPathNet
+from mobilekit.space import get_space
 
 
 def main() -> int:

@@ -34,6 +34,7 @@ from mobilekit.profile.runners import open_runner
 from mobilekit.latency_table import LatencyTable
 from mobilekit.space import get_space
 
+
 GOAL = 1.5
 
 

@@ -11,20 +11,16 @@ of a point or two are within the seed spread.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import concurrent.futures
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 from mobilekit.search import make_config, run_search
 from mobilekit.search.registry import METHODS as REGISTERED
+
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = tuple(REGISTERED)          # every registered searcher

@@ -17,19 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
-# bench/profile.py would shadow the standard library's profile module (torch imports it): drop this folder
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
 
-import torch  # noqa: E402
+from mobilekit.compare.retrain import Recipe, retrain
+from mobilekit.data import load_dataset
+from mobilekit.jsonio import write_json_atomic
+from mobilekit.latency_table import LatencyTable
+from mobilekit.space import Architecture, get_space
 
-from mobilekit.compare.retrain import Recipe, retrain  # noqa: E402
-from mobilekit.data import load_dataset  # noqa: E402
-from mobilekit.jsonio import write_json_atomic  # noqa: E402
-from mobilekit.latency_table import LatencyTable  # noqa: E402
-from mobilekit.space import Architecture, get_space  # noqa: E402
 
 PROTOCOL = "random-protocol"
 

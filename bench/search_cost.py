@@ -19,17 +19,14 @@ ratio alternating step by step in one process, so that both see the same load on
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import json
 import resource
 import subprocess
+import sys
 import time
+from pathlib import Path
+
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "latency_tables" / "pixel1-spnas.json"

@@ -11,19 +11,15 @@ minutes on 2 cores; pass --epochs / --steps-per-epoch / --workers for other sett
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import concurrent.futures
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 from mobilekit.search import make_config, run_search
+
 
 REPO = Path(__file__).resolve().parents[1]
 

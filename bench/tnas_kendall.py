@@ -23,19 +23,17 @@ import time
 import types
 from pathlib import Path
 
-# bench/profile.py would shadow the standard library's profile module (torch imports it): drop this folder
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
+from scipy.stats import kendalltau
 
-import torch  # noqa: E402
-from scipy.stats import kendalltau  # noqa: E402
+from mobilekit.latency_table import LatencyTable
+from mobilekit.models.torch_builder import MobileNet
+from mobilekit.search import make_config, run_search
+from mobilekit.search.methods import spos, tnas_os
+from mobilekit.search.outcome import TrainingHyperparameters
+from mobilekit.search.registry import register
+from mobilekit.search.training import TrainPhase, evaluate
 
-from mobilekit.latency_table import LatencyTable  # noqa: E402
-from mobilekit.models.torch_builder import MobileNet  # noqa: E402
-from mobilekit.search import make_config, run_search  # noqa: E402
-from mobilekit.search.methods import spos, tnas_os  # noqa: E402
-from mobilekit.search.outcome import TrainingHyperparameters  # noqa: E402
-from mobilekit.search.registry import register  # noqa: E402
-from mobilekit.search.training import TrainPhase, evaluate  # noqa: E402
 
 STANDALONE: dict[str, float] = {}      # arch string -> stand-alone validation accuracy (shared by both methods)
 RESULTS: dict[str, dict] = {}

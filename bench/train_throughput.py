@@ -34,20 +34,17 @@ What is measured, all in one process at the same torch thread count:
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import contextlib
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable, Iterator
+
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "latency_tables" / "pixel1-spnas.json"

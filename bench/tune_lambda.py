@@ -20,18 +20,14 @@ Each study is one command:
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 
 from mobilekit.tune import TuneConfig, parse_param, run_tune
+
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = {"epochs": 2, "steps_per_epoch": 3, "final_epochs": 0, "batch_size": 16, "threshold_lr": 0.05,

@@ -14,20 +14,16 @@ Equivalent commands (one per worker count):
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds a profile.py, which would shadow the standard library's profile module (torch imports cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import csv
 import json
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 from mobilekit.tune import TuneConfig, parse_param, run_tune
+
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = {"epochs": 1, "steps_per_epoch": 2, "final_epochs": 0, "batch_size": 16, "export": (),

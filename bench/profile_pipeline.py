@@ -13,7 +13,7 @@ their ratio (1.0: the device never waited and nothing else cost time):
    the pool does not overlap the measurements unless the device is pinned (conversions would disturb them),
    so the gain is the parallel conversion.
 
-    python bench/profile.py [--resolution 64] [--positions 0-5] [--runs 20] [--repeats 2] [--run-cost 0.5] [--smoke]
+    python bench/profile_pipeline.py [--resolution 64] [--positions 0-5] [--runs 20] [--repeats 2] [--run-cost 0.5] [--smoke]
 
 ``--smoke`` (seconds; the test suite runs it): 32 px, position 0, 2 runs, no phone run cost, no serial run.
 """
