@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli_helpers import PIXEL1_TABLE, assert_one_line_failure, run_cli, valid_long_architecture
+from cli_helpers import (PIXEL1_TABLE, assert_one_line_failure, run_cli, unwritable_folder,
+                         valid_long_architecture)
 from mobilekit import safewrite
 
 FUZZ = settings(max_examples=12, deadline=None, derandomize=True, database=None,
@@ -186,6 +187,51 @@ def test_a_cache_folder_that_is_a_file_is_one_line_naming_the_variable(tmp_path,
     code, _, err = run_cli([*PROFILE, "--out", str(tmp_path / "t.json")])
     assert_one_line_failure(code, err, variable, "MOBILEKIT_CACHE", str(blocker))
     assert blocker.read_text() == "mine" and not (tmp_path / "t.json").exists()
+
+
+def _cache_from(monkeypatch, variable: str, folder: Path) -> None:
+    for name in ("MOBILEKIT_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, str(folder))
+
+
+@pytest.mark.parametrize("command", ["profile", "latency adapt"])
+@pytest.mark.parametrize("variable", ["MOBILEKIT_CACHE", "XDG_CACHE_HOME", "HOME"])
+def test_a_read_only_cache_folder_is_one_line_naming_the_variable(tmp_path, monkeypatch, variable, command):
+    """A real failure for root too: the cache would be created in a folder that refuses new files."""
+    readonly = unwritable_folder(tmp_path)
+    _cache_from(monkeypatch, variable, readonly)
+    out = ["--out", str(tmp_path / "t.json")]
+    argv = [*PROFILE, *out] if command == "profile" else \
+        ["latency", "adapt", "--reference", TABLE, "--device", "host", "--budget", "2", "--runs", "1", *out]
+    code, _, err = run_cli(argv)
+    assert_one_line_failure(code, err, f"(from {variable})", str(readonly), "permission denied",
+                            "set MOBILEKIT_CACHE to a writable folder, or pass --work-dir")
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_an_existing_cache_folder_that_refuses_writes_is_one_line(tmp_path, monkeypatch):
+    """``model-files`` exists (here a link to a kernel folder) and ``os.access`` says yes to root, but creating a
+    file in it fails: the check writes for real instead of trusting the permission bits."""
+    readonly = unwritable_folder(tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "model-files").symlink_to(readonly, target_is_directory=True)
+    _cache_from(monkeypatch, "MOBILEKIT_CACHE", cache)
+    code, _, err = run_cli([*PROFILE, "--out", str(tmp_path / "t.json")])
+    assert_one_line_failure(code, err, "(from MOBILEKIT_CACHE)", str(cache / "model-files"), "not writable",
+                            "set MOBILEKIT_CACHE to a writable folder")
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_the_write_probe_leaves_nothing_behind(tmp_path):
+    from mobilekit.validation.paths import write_probe
+
+    (tmp_path / "mine.txt").write_text("mine")
+    before = tree(tmp_path)
+    assert write_probe(tmp_path) is None
+    assert tree(tmp_path) == before
+    assert isinstance(write_probe(unwritable_folder(tmp_path)), PermissionError)
 
 
 @pytest.mark.parametrize("command", ["search", "tune", "export"])

@@ -243,6 +243,15 @@ def run_adapt(args: argparse.Namespace) -> int:
     from mobilekit.profile.devices import load_device
     from mobilekit.profile.runners import open_runner
 
+    from mobilekit.validation import check_output_dir, check_output_file
+
+    check_output_file(args.out, "--out")
+    if args.work_dir is not None:
+        check_output_dir(args.work_dir, "--work-dir")
+    else:
+        from mobilekit.profile.model_files import default_work_dir
+
+        default_work_dir()  # a cache folder that is a file or read-only: one line before any device is touched
     reference = LatencyTable.load(args.reference)
     descriptor = load_device(args.device)
     with open_runner(descriptor) as runner:

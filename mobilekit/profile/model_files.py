@@ -37,6 +37,7 @@ from mobilekit import safewrite
 from mobilekit.jsonio import json_field_is, write_json_atomic
 from mobilekit.export.torch_threads import one_torch_thread
 from mobilekit.space import Architecture, LayerSpec, SearchSpace
+from mobilekit.validation.paths import os_error_reason, write_probe
 
 RUNTIME_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 #: Bumped when the way files are built changes, so cached files of an older build are not reused.
@@ -381,10 +382,12 @@ def default_work_dir() -> Path:
     except (FileExistsError, NotADirectoryError):
         raise ConfigError(f"model cache {folder} (from {source}): a file is in the way of the folder; {fix}") from None
     except OSError as exc:
-        raise ConfigError(f"model cache {folder} (from {source}): cannot create it ({exc.strerror or exc}); "
+        raise ConfigError(f"model cache {folder} (from {source}): cannot create it ({os_error_reason(exc)}); "
                           f"{fix}") from None
     if not folder.is_dir():
         raise ConfigError(f"model cache {folder} (from {source}): is not a folder; {fix}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"model cache {folder} (from {source}): not writable (permission denied); {fix}")
+    failure = write_probe(folder)  # a real write: os.access says yes to root on a read-only mount
+    if failure is not None:
+        raise ConfigError(f"model cache {folder} (from {source}): not writable ({os_error_reason(failure)}); "
+                          f"{fix}")
     return folder
