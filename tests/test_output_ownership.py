@@ -176,6 +176,36 @@ def test_the_resume_error_for_a_file_that_is_not_a_table_does_not_recommend_no_r
     assert out.read_text() == '{"mine": true}\n'
 
 
+# ---- latency fit / adapt / validate outputs ----------------------------------------------------------------------
+def _latency_case(ws: "Planted", case: str) -> tuple[list[str], str]:
+    """(argv writing the planted name in ``ws.out``, the option that names it)."""
+    out = ws.out
+    if case == "fit --out":
+        return ["latency", "fit", "--table", TABLE, "--out", str(out / "p.json")], "--out"
+    if case == "fit --filled-table":
+        return ["latency", "fit", "--table", TABLE, "--out", str(out / "q.json"), "--filled-table",
+                str(out / "p.json")], "--filled-table"
+    if case == "adapt --out":
+        return ["latency", "adapt", "--reference", TABLE, "--device", "host", "--budget", "2", "--runs", "1",
+                "--no-progress", "--out", str(out / "p.json")], "--out"
+    from cli_helpers import fitted_predictor_path
+
+    return ["latency", "validate", "--device", "host", "--table", TABLE, "--samples", "2", "--runs", "1",
+            "--no-progress", "--predictor", str(fitted_predictor_path()), "--out", str(out)], "--out"
+
+
+@FUZZ
+@given(case=st.sampled_from(["fit --out", "fit --filled-table", "adapt --out", "validate --out"]),
+       report=st.sampled_from(["validation.csv", "validation.png", "validation.json", "predictor.json"]),
+       kind=st.sampled_from(KINDS))
+def test_latency_commands_never_replace_what_they_did_not_write(case, report, kind):
+    """Nothing is fitted or measured: each refusal comes first, names the option, and leaves no new file (a
+    refused --filled-table does not leave a fresh --out behind)."""
+    with Planted("out", report if case.startswith("validate") else "p.json", kind) as ws:
+        argv, option = _latency_case(ws, case)
+        ws.check(argv, option if kind != "folder" or case.startswith("validate") else "is a folder")
+
+
 # ---- OS errors: one line naming the path, the variable or flag, and the fix (item 7) ----------------------------
 @pytest.mark.parametrize("variable", ["MOBILEKIT_CACHE", "XDG_CACHE_HOME", "HOME"])
 def test_a_cache_folder_that_is_a_file_is_one_line_naming_the_variable(tmp_path, monkeypatch, variable):
