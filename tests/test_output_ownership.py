@@ -354,3 +354,78 @@ def test_a_damaged_metrics_log_met_on_resume_is_one_line(line):
         code, _, err = run_cli(["search", *TINY_SEARCH, "--out", str(root), "--resume"])
         assert_one_line_failure(code, err, "metrics.jsonl")
         assert tree(Path(tmp)) == before
+
+
+# ---- a checkpoint met on resume, mutated (item 5) ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory) -> Path:
+    """A run folder as a killed search leaves it: config, metrics and ``checkpoint.npz`` after epoch 1 of 2."""
+    import mobilekit.search
+
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    real = mobilekit.search.run_search
+
+    def interrupted(config, **kwargs):
+        def stop(record):
+            if record["step"] == 1:
+                raise KeyboardInterrupt
+        return real(config, **kwargs, on_step=stop)
+
+    mobilekit.search.run_search = interrupted
+    try:
+        code, _, err = run_cli(["search", *TINY_SEARCH, "--epochs", "2", "--out", str(out)])
+    finally:
+        mobilekit.search.run_search = real
+    assert code == 130 and (out / "checkpoint.npz").is_file(), err
+    return out
+
+
+def _mutated_checkpoint(source: Path, target: Path, mutation: tuple) -> None:
+    """Write ``source`` (an npz checkpoint) to ``target`` with one ``mutation``."""
+    import io
+    import json
+
+    import numpy as np
+
+    kind, value = mutation
+    raw = source.read_bytes()
+    if kind == "truncate":
+        target.write_bytes(raw[:int(value * (len(raw) - 1))])
+        return
+    with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+        arrays = {name: data[name].copy() for name in data.files}
+    tensor_names = sorted(n for n in arrays if n.startswith("m/") and arrays[n].dtype.kind == "f" and arrays[n].size)
+    name = tensor_names[int(value * (len(tensor_names) - 1))]
+    meta_key = next(n for n in arrays if not n.startswith(("m/", "o/", "rng/")))
+    meta = json.loads(arrays[meta_key].tobytes().decode())
+    if kind == "drop tensor":
+        del arrays[name]
+    elif kind == "reshape tensor":
+        arrays[name] = np.zeros(arrays[name].size + 1, dtype=arrays[name].dtype)
+    elif kind == "non-finite tensor":
+        arrays[name] = arrays[name].copy()
+        arrays[name].flat[0] = np.nan if value < 0.5 else np.inf
+    elif kind == "meta":
+        field = sorted(meta)[int(value * (len(meta) - 1))]
+        meta[field] = [None, "x", -1, [1]][int(value * 3)]
+        arrays[meta_key] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(target, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(mutation=st.tuples(st.sampled_from(["truncate", "drop tensor", "reshape tensor", "non-finite tensor", "meta"]),
+                          st.floats(0, 1)))
+def test_a_mutated_checkpoint_met_on_resume_is_one_line_and_changes_no_file(interrupted_run, mutation):
+    import shutil
+
+    out = Path(tempfile.mkdtemp(prefix="mobilekit-ckpt-", dir=interrupted_run.parent)) / "run"
+    shutil.copytree(interrupted_run, out, symlinks=True)  # config.json names its run folder: moved with it
+    (out / "config.json").write_text((out / "config.json").read_text().replace(str(interrupted_run), str(out)))
+    _mutated_checkpoint(interrupted_run / "checkpoint.npz", out / "checkpoint.npz", mutation)
+    before = {k: v for k, v in tree(out).items() if not k.startswith("tensorboard")}  # new event files may appear
+    code, _, err = run_cli(["search", *TINY_SEARCH, "--epochs", "2", "--out", str(out), "--resume"])
+    assert_one_line_failure(code, err, "checkpoint.npz")
+    after = tree(out)
+    assert {k: after.get(k) for k in before} == before, "a file of the run changed"
