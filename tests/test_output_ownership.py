@@ -421,7 +421,9 @@ def test_a_mutated_checkpoint_met_on_resume_is_one_line_and_changes_no_file(inte
     import shutil
 
     out = Path(tempfile.mkdtemp(prefix="mobilekit-ckpt-", dir=interrupted_run.parent)) / "run"
-    shutil.copytree(interrupted_run, out, symlinks=True)  # config.json names its run folder: moved with it
+    shutil.copytree(interrupted_run, out, symlinks=True)
+    config = out / "config.json"  # it names its run folder: moved with it, as a user moving a run would see it kept
+    config.write_text(config.read_text().replace(f'"out": "{interrupted_run}"', f'"out": "{out}"'))
     (out / "config.json").write_text((out / "config.json").read_text().replace(str(interrupted_run), str(out)))
     _mutated_checkpoint(interrupted_run / "checkpoint.npz", out / "checkpoint.npz", mutation)
     before = {k: v for k, v in tree(out).items() if not k.startswith("tensorboard")}  # new event files may appear
