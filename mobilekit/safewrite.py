@@ -35,8 +35,9 @@ class OutputError(MobilekitError):
     """An output file cannot be written safely (symlink, not a regular file, OS error)."""
 
 
-def check_target(path: str | Path) -> Path:
-    """Raise :class:`OutputError` unless ``path`` is absent or a regular file that is not a symlink."""
+def check_target(path: str | Path, option: str = "--out") -> Path:
+    """Raise :class:`OutputError` unless ``path`` is absent or a regular file that is not a symlink; the message
+    names ``option`` (the flag that gave the path) as the one to change."""
     target = Path(path)
     try:
         st = os.lstat(target)
@@ -45,14 +46,14 @@ def check_target(path: str | Path) -> Path:
     except NotADirectoryError:
         blocker = next((p for p in reversed(target.parents) if p.exists() and not p.is_dir()), target.parent)
         raise OutputError(f"{blocker}: is a file, not a folder, so {target} cannot be written; use another "
-                          "--out") from None
+                          f"{option}") from None
     except OSError as exc:
         raise OutputError(f"{target}: cannot check it ({exc.strerror or type(exc).__name__})") from None
     if stat.S_ISLNK(st.st_mode):
         raise OutputError(f"{target}: is a symlink; mobilekit never writes through one: remove it or use "
-                          "another --out")
+                          f"another {option}")
     if not stat.S_ISREG(st.st_mode):
-        raise OutputError(f"{target}: exists and is not a regular file; remove it or use another --out")
+        raise OutputError(f"{target}: exists and is not a regular file; remove it or use another {option}")
     return target
 
 
@@ -123,14 +124,14 @@ def _update_manifest(folder: Path, add: tuple[str, ...] = (), drop: tuple[str, .
         _replace_bytes(manifest_path(folder), text.encode("utf-8"))
 
 
-def claim(path: str | Path, recognise: Recognise | None = None) -> Path:
+def claim(path: str | Path, recognise: Recognise | None = None, option: str = "--out") -> Path:
     """Check that mobilekit may write ``path``: absent, or a regular file listed in its folder's manifest, or
-    one that ``recognise(path)`` accepts as mobilekit's own format. Returns ``path``.
+    one that ``recognise(path)`` accepts as mobilekit's own format. Returns ``path``. Messages name ``option``.
 
     Raises:
         OutputError: a symlink, not a regular file, or a file mobilekit did not write (one line, with the fix).
     """
-    target = check_target(path)
+    target = check_target(path, option)
     if target.name == MANIFEST_NAME:
         raise OutputError(f"{target}: this name is mobilekit's manifest; use another file name")
     if not os.path.lexists(target):
@@ -145,7 +146,7 @@ def claim(path: str | Path, recognise: Recognise | None = None) -> Path:
         if accepted:
             return target
     raise OutputError(f"{target}: exists and mobilekit did not write it (it is not listed in "
-                      f"{MANIFEST_NAME}); mobilekit never replaces such a file: move it away or use another --out")
+                      f"{MANIFEST_NAME}); mobilekit never replaces such a file: move it away or use another {option}")
 
 
 def adopt(path: str | Path, recognise: Recognise | None = None) -> Path:

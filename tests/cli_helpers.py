@@ -65,3 +65,35 @@ def fitted_predictor_path() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="mobilekit-predictor-"))
     predictor = LayerLatencyRegressor(model="ridge", cv=1).fit_table(LatencyTable.load(PIXEL1_TABLE))
     return predictor.save(folder / "predictor.json")
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """An existing folder in which creating a file really fails for the user running the tests, root included.
+
+    A non-root user gets a ``chmod 0o555`` folder under ``tmp_path``. Root writes through permission bits, and
+    ``os.access`` says yes to root everywhere, so root gets a kernel folder that refuses every new file with
+    "permission denied" (sysfs' ``/sys/kernel``); the test is skipped where no such folder exists.
+    """
+    import errno
+
+    import pytest
+
+    candidates = []
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        candidates.append(folder)
+    candidates += [Path("/sys/kernel"), Path("/sys")]
+    for folder in candidates:
+        if not folder.is_dir():
+            continue
+        try:
+            fd, name = tempfile.mkstemp(dir=folder)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return folder
+            continue
+        os.close(fd)
+        os.unlink(name)
+    pytest.skip("no folder here refuses new files to this user")

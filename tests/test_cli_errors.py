@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import (PIXEL1_TABLE, assert_one_line_failure, fitted_predictor_path, run_cli, snapshot,
-                         valid_long_architecture)
+                         unwritable_folder, valid_long_architecture)
 from mobilekit.errors import ArchitectureError, ConfigError, TableError
 from mobilekit.jsonio import write_json_atomic
 from mobilekit.latency_table import LatencyTable
@@ -108,14 +108,24 @@ def test_out_under_a_file_is_one_line(tmp_path):
 
 
 def test_out_in_a_folder_that_is_not_writable_is_one_line(tmp_path):
-    if os.geteuid() == 0:  # root may write anywhere except where the kernel says no
-        readonly = Path("/proc/sys")
-    else:
-        readonly = tmp_path / "ro"
-        readonly.mkdir()
-        readonly.chmod(0o555)
+    readonly = unwritable_folder(tmp_path)  # a real failure, for root too
     code, _, err = run_cli(["latency", "fit", "--table", TABLE, "--out", str(readonly / "p.json")])
-    assert_one_line_failure(code, err, "--out", "permission denied")
+    assert_one_line_failure(code, err, "--out", str(readonly), "permission denied", "choose another path")
+
+
+@pytest.mark.parametrize("command", ["export", "profile --work-dir", "farm"])
+def test_an_existing_out_folder_that_refuses_writes_is_one_line_before_anything_runs(tmp_path, command):
+    """The folder exists and ``os.access`` says yes to root, but creating a file fails: probed by a real write."""
+    readonly = str(unwritable_folder(tmp_path))
+    argv = {"export": ["export", "--arch", valid_long_architecture(), "--resolution", "32", "--out", readonly],
+            "profile --work-dir": ["profile", "--resolution", "32", "--positions", "0", "--runs", "1", "--out",
+                                   str(tmp_path / "t.json"), "--work-dir", readonly],
+            "farm": ["profile", "--resolution", "32", "--positions", "0", "--runs", "1", "--device", "host",
+                     "--device", "host", "--out", readonly]}[command]
+    option = "--work-dir" if "work-dir" in command else "--out"
+    code, _, err = run_cli(argv)
+    assert_one_line_failure(code, err, option, readonly, "not writable", "choose another folder")
+    assert not (tmp_path / "t.json").exists()
 
 
 # ---- latency tables -------------------------------------------------------------------------------------

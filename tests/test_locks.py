@@ -6,14 +6,18 @@ exactly one wins."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cli_helpers import PIXEL1_TABLE, assert_one_line_failure, run_cli
 from mobilekit import locks
@@ -111,3 +115,71 @@ def test_a_second_tune_on_one_folder_is_refused(tmp_path, live_pid):
                             "--no-progress", "--set", f"table={PIXEL1_TABLE}", "--set", "target_ms=80"])
     assert_one_line_failure(code, err, "in use by")
     assert tree(tmp_path) == before
+
+
+# ---- two writers at once (Hypothesis family) -------------------------------------------------------------------
+def _hold(lock: str, ready, stop) -> None:
+    """The first writer: takes the lock through mobilekit's own code and holds it until told to stop."""
+    with locks.exclusive(lock, "first writer"):
+        ready.set()
+        stop.wait(60)
+
+
+@contextlib.contextmanager
+def _first_writer(lock: Path):
+    context = multiprocessing.get_context("fork")
+    ready, stop = context.Event(), context.Event()
+    process = context.Process(target=_hold, args=(str(lock), ready, stop))
+    process.start()
+    try:
+        assert ready.wait(30), "the first writer did not take its lock"
+        yield process.pid
+    finally:
+        stop.set()
+        process.join(30)
+    assert process.exitcode == 0 and not lock.exists()  # the first writer finished and released its lock
+
+
+TUNE = ["--param", "lambda:log:1e-3:1", "--trials", "1", "--no-progress", "--set", f"table={PIXEL1_TABLE}",
+        "--set", "target_ms=80"]
+
+
+def _second_writer(command: str, root: Path) -> tuple[Path, list[str]]:
+    """(the lock the first writer holds, the second writer's argv) for ``command`` writing under ``root``."""
+    if command.startswith("search"):
+        out = root / "run"
+        return out / ".mobilekit-run.lock", ["search", *TINY_SEARCH, "--out", str(out),
+                                             *(["--resume"] if "resume" in command else [])]
+    if command.startswith("profile"):
+        out = root / "tables" / "host.json"
+        return out.with_name(".host.json.lock"), [*PROFILE, "--out", str(out),
+                                                  *(["--no-resume"] if "no-resume" in command else [])]
+    out = root / "tune"
+    return out / ".mobilekit-tune.lock", ["tune", "--out", str(out), *TUNE]
+
+
+@settings(max_examples=10, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(command=st.sampled_from(["search", "search --resume", "profile", "profile --no-resume", "tune"]),
+       planted=st.sampled_from(["nothing", "a table", "a user's file", "a symlink out"]))
+def test_a_second_writer_while_the_first_runs_is_one_line_and_changes_nothing(command, planted):
+    """A real first writer (a process inside ``locks.exclusive``) holds the run folder, table or study; the
+    second, whatever else the folder holds, exits 2 with one line and every file stays byte-identical."""
+    with tempfile.TemporaryDirectory(prefix="mobilekit-two-writers-") as name:
+        root = Path(name)
+        victim = root / "victim.bin"
+        victim.write_bytes(b"outside the output folder\n")
+        lock, argv = _second_writer(command, root)
+        lock.parent.mkdir(parents=True)
+        if planted == "a table":
+            (lock.parent / ("host.json" if command.startswith("profile") else "old-table.json")).write_text(
+                PIXEL1_TABLE.read_text())
+        elif planted == "a user's file":
+            (lock.parent / "notes.txt").write_text("mine")
+        elif planted == "a symlink out":
+            (lock.parent / "summary.json").symlink_to(victim)
+        with _first_writer(lock) as pid:
+            before = tree(root)
+            code, _, err = run_cli(argv)
+            assert_one_line_failure(code, err, "in use by", str(pid))
+            assert tree(root) == before

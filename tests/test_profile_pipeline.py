@@ -132,3 +132,59 @@ def test_progress_bars_stay_out_of_redirected_output(tmp_path, capsys):
     assert LatencyTable.load(tmp_path / "host.json").entries        # it did profile
     err = capsys.readouterr().err
     assert "\r" not in err and "\x1b[" not in err and "measure on" not in err, err
+
+
+def _narrow_se_layer() -> LayerSpec:
+    """Position 1 of the reference space at width 0.25, 32 px as ``ir_k3_e3_se0.25``: 8 -> 24 channels, an SE
+    squeeze of 2 channels (the int8 file XNNPACK refused before the squeeze was kept alive)."""
+    from mobilekit.space import Architecture, parse_layer_type
+
+    space = get_space("spnas-mnasnet", width=0.25, resolution=32)
+    op = parse_layer_type("ir_k3_e3_se0.25")
+    arch = Architecture(space, tuple(op if p.index == 1 else p.candidates[0] for p in space.positions))
+    spec = arch.layers()[1]
+    assert (spec.in_channels, spec.mid_channels, spec.se_channels) == (8, 24, 2)
+    return spec
+
+
+def test_the_seeded_squeeze_of_a_narrow_se_layer_was_dead_and_is_now_alive():
+    """The cause: noise inputs pool to nearly one vector, so both squeeze channels of the seeded random layer are
+    0 after the ReLU for every calibration sample (int8 range [0, 0]); :func:`live_squeeze` keeps them > 0."""
+    import numpy as np
+    import torch
+
+    from mobilekit.models.torch_builder import MBConv, SqueezeExcite, randomize_batchnorm
+    from mobilekit.profile.model_files import INT8_CALIBRATION_SAMPLES, _seed, layer_key, live_squeeze
+
+    spec = _narrow_se_layer()
+    key = layer_key(spec)  # the int8 file shares the float key (the tag is in the file name only)
+    samples = torch.from_numpy(np.random.default_rng(_seed(key) + 2).standard_normal(
+        (INT8_CALIBRATION_SAMPLES, spec.in_channels, *spec.in_hw)).astype(np.float32))
+
+    def squeezed(module: MBConv) -> torch.Tensor:
+        pooled = []
+        se = next(m for m in module.modules() if isinstance(m, SqueezeExcite))
+        hook = se.register_forward_pre_hook(lambda _m, args: pooled.append(args[0].mean((2, 3), keepdim=True)))
+        with torch.no_grad():
+            module(samples)
+            hook.remove()
+            return torch.relu(se.reduce(pooled[0]))
+
+    torch.manual_seed(_seed(key))
+    dead = randomize_batchnorm(MBConv(spec), _seed(key)).eval()
+    assert float(squeezed(dead).abs().max()) == 0.0
+    assert float(squeezed(live_squeeze(dead)).min()) > 0.0
+
+
+def test_an_int8_narrow_se_layer_file_loads_in_xnnpack_and_is_measured(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = ModelFileCache(tmp_path, "tflite", "int8").layer(_narrow_se_layer()).path
+    interpreter = Interpreter(model_path=str(path))  # the default resolver applies XNNPACK
+    interpreter.allocate_tensors()
+    squeeze = [t for t in interpreter.get_tensor_details() if "se_reduce" in t["name"] and len(t["shape"]) == 4
+               and t["shape"][-1] == 2]
+    assert squeeze and min(float(t["quantization_parameters"]["scales"][0]) for t in squeeze) > 1e-6
+    with HostRunner(parse_device({"name": "host"})) as runner:
+        (measurement,) = runner.measure([path], runs=3, warmup=0)
+    assert measurement.runs == 3 and measurement.median_ms > 0

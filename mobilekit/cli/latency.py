@@ -176,10 +176,18 @@ def run_fit(args: argparse.Namespace) -> int:
     from mobilekit.latency_table import LatencyTable
     from mobilekit.validation import check_output_file
 
+    from mobilekit import safewrite
+    from mobilekit.jsonio import json_field_is
+    from mobilekit.latency.regression import FORMAT
+    from mobilekit.latency_table import is_table_file
+
     _input(args.table, "--table", "no such latency table")
     check_output_file(args.out, "--out")
+    # both outputs claimed before fitting: a refused --filled-table must not leave a new --out behind
+    safewrite.claim(args.out, recognise=lambda p: json_field_is(p, "format", FORMAT), option="--out")
     if args.filled_table:
         check_output_file(args.filled_table, "--filled-table")
+        safewrite.claim(args.filled_table, recognise=is_table_file, option="--filled-table")
     table = LatencyTable.load(args.table)
     predictor = LayerLatencyRegressor(model=args.model, cv=args.cv, random_state=args.seed).fit_table(table)
     print(f"fitted on {predictor.n_train_} measured layer entries of {table.path} "
@@ -212,7 +220,10 @@ def run_validate(args: argparse.Namespace) -> int:
     _input(args.table, "--table", "no such latency table")
     _input(args.predictor, "--predictor", "no such predictor file; make one with 'mobilekit latency fit'")
     if args.out:
+        from mobilekit.latency.validate import claim_report_files
+
         check_output_dir(args.out, "--out")
+        claim_report_files(args.out)  # a user's file or a symlink: refused before an hour of measuring
     table = LatencyTable.load(args.table)
     descriptor = load_device(args.device)
     table_runtime = table.device.get("runtime")
@@ -243,6 +254,19 @@ def run_adapt(args: argparse.Namespace) -> int:
     from mobilekit.profile.devices import load_device
     from mobilekit.profile.runners import open_runner
 
+    from mobilekit.validation import check_output_dir, check_output_file
+
+    from mobilekit import safewrite
+    from mobilekit.latency_table import is_table_file
+
+    check_output_file(args.out, "--out")
+    safewrite.claim(args.out, recognise=is_table_file)  # a user's file or a symlink: refused before the device
+    if args.work_dir is not None:
+        check_output_dir(args.work_dir, "--work-dir")
+    else:
+        from mobilekit.profile.model_files import default_work_dir
+
+        default_work_dir()  # a cache folder that is a file or read-only: one line before any device is touched
     reference = LatencyTable.load(args.reference)
     descriptor = load_device(args.device)
     with open_runner(descriptor) as runner:

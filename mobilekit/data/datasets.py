@@ -67,6 +67,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Ankle boot")
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3     # float32 pixels of one split above this: resized per batch instead
 STATS_IMAGES = 4096                     # training images sampled for mean / std when the split is resized per batch
+STATS_CHUNK_BYTES = 256 * 1024**2       # float64 pixels resized at once for those statistics
 FASHION_MNIST_INSTALL = ("install Debian's Fashion-MNIST with `sudo apt-get install dataset-fashion-mnist` "
                          "(`make test` installs it)")
 
@@ -413,10 +414,60 @@ def fits_in_memory(images: int, resolution: int) -> bool:
     return images * 3 * resolution * resolution * 4 <= IN_MEMORY_LIMIT_BYTES
 
 
+def split_sizes(spec: str, train_subset: int | None = None) -> tuple[int, int, int] | None:
+    """(train, val, test) image counts that :func:`load_dataset` would produce, read from headers only (no pixels
+    decoded; approximate to a few images where the split rounds); ``None`` for ``folder:`` (streamed, nothing held
+    at the training resolution) and for a spec or file it cannot read (``load_dataset`` then names the problem)."""
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    try:
+        if kind == "digits" and not arg:
+            total = 1797
+            train = train_subset or round(total * 0.70)
+            return train, round(total * 0.15), round(total * 0.15)
+        if kind in ("fashion-mnist", "idx") and (bool(arg) == (kind == "idx")):
+            from mobilekit.data.idx import find_idx_set
+
+            files = find_idx_set(FASHION_MNIST_DIR if kind == "fashion-mnist" else arg)
+            train_total = _idx_count(files["train-images-idx3-ubyte"])
+            test = _idx_count(files["t10k-images-idx3-ubyte"])
+        elif kind == "cifar10" and arg:
+            train_total, test = 50_000, 10_000   # the format's fixed 5 x 10 000 + 10 000 images
+        else:
+            return None
+    except (DataError, OSError, EOFError, ValueError):
+        return None
+    if train_subset is not None:
+        return train_subset, max(1, round(train_subset / 9)), test
+    return round(train_total * 0.9), round(train_total * 0.1), test
+
+
+def _idx_count(path: Path) -> int:
+    """The first dimension (image count) of an IDX file's header, gzip or plain."""
+    import gzip
+
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+        header = f.read(8)
+    if len(header) < 8:
+        raise ValueError(f"{path}: truncated IDX header")
+    return int.from_bytes(header[4:8], "big")
+
+
+def held_bytes(images: int, resolution: int) -> int:
+    """Bytes one split of ``images`` holds at ``resolution`` (pixels): the normalized float32 tensor when it fits
+    in ``IN_MEMORY_LIMIT_BYTES``, else nothing at that resolution (the source images are resized per batch)."""
+    size = images * 3 * resolution * resolution * 4
+    return size if size <= IN_MEMORY_LIMIT_BYTES else 0
+
+
 def _sampled_statistics(images: np.ndarray, resolution: int, seed: int, chunk: int = 256
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std ([0, 1] scale) of up to ``STATS_IMAGES`` seeded ``images`` at ``resolution``,
-    resized ``chunk`` at a time (so the sample never sits in memory at that resolution)."""
+    resized ``chunk`` at a time, fewer when a chunk would pass ``STATS_CHUNK_BYTES`` (so the sample never sits in
+    memory at that resolution: 256 images at 2048 px would be 13 GB of float32)."""
+    chunk = max(1, min(chunk, STATS_CHUNK_BYTES // (3 * resolution * resolution * 8)))
     pick = np.sort(np.random.default_rng(seed).permutation(len(images))[:STATS_IMAGES])
     total = torch.zeros(3, dtype=torch.float64)
     squares = torch.zeros(3, dtype=torch.float64)

@@ -284,6 +284,20 @@ def validate_predictor(runner: Runner, table: LatencyTable, samples: int = 100, 
     return report
 
 
+REPORT_FILES = ("validation.csv", "validation.png", "validation.json", "predictor.json")
+
+
+def claim_report_files(out_dir: str | Path) -> None:
+    """Refuse, before anything is measured, an ``out_dir`` where a report file (:data:`REPORT_FILES`) is a
+    symlink, not a regular file, or a file mobilekit did not write (one line, :func:`mobilekit.safewrite.claim`)."""
+    from mobilekit.jsonio import json_field_is
+    from mobilekit.latency.regression import FORMAT
+
+    for name in REPORT_FILES:
+        recognise = (lambda p: json_field_is(p, "format", FORMAT)) if name == "predictor.json" else None
+        safewrite.claim(Path(out_dir) / name, recognise=recognise)
+
+
 def write_report(report: ValidationReport, out_dir: Path, regressor: LayerLatencyRegressor | None = None
                  ) -> dict[str, str]:
     """Write ``validation.csv`` (one row per network), ``validation.png`` (scatter), ``validation.json`` and,

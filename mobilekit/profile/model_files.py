@@ -37,10 +37,11 @@ from mobilekit import safewrite
 from mobilekit.jsonio import json_field_is, write_json_atomic
 from mobilekit.export.torch_threads import one_torch_thread
 from mobilekit.space import Architecture, LayerSpec, SearchSpace
+from mobilekit.validation.paths import os_error_reason, write_probe
 
 RUNTIME_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 #: Bumped when the way files are built changes, so cached files of an older build are not reused.
-FILE_FORMAT = 1
+FILE_FORMAT = 2
 #: A file passes its check when max |file - PyTorch| <= CHECK_TOLERANCE * (1 + max |PyTorch|).
 CHECK_TOLERANCE = 1e-4
 #: An int8 file passes when rms(file - PyTorch) <= INT8_TOLERANCE * rms(PyTorch) (quantization noise, not a bug).
@@ -103,7 +104,7 @@ def _parts(seed: int, make_module: Callable, make_keras: Callable, prefix: str, 
     from mobilekit.models.torch_builder import randomize_batchnorm
 
     torch.manual_seed(seed)
-    module = randomize_batchnorm(make_module(), seed).eval()
+    module = live_squeeze(randomize_batchnorm(make_module(), seed)).eval()
 
     def keras_model():
         from mobilekit.models.keras_builder import transfer_weights
@@ -113,6 +114,30 @@ def _parts(seed: int, make_module: Callable, make_keras: Callable, prefix: str, 
         return model
 
     return module, keras_model, input_nchw
+
+
+def live_squeeze(module):
+    """``module`` with every squeeze-and-excitation reduce convolution made non-negative (weights and biases, the
+    biases at least 0.05), so its ReLU is never dead: its input is the mean of ReLU6 outputs (>= 0), so every
+    squeeze channel is > 0 for every input.
+
+    Why: a layer file's weights are random and its calibration inputs noise, whose spatial mean is nearly the same
+    vector for every sample, so each squeeze channel is either always positive or always 0 after the ReLU. With
+    few squeeze channels (2 for ``se0.25`` of 8 input channels at width 0.25) all can be dead; the int8
+    converter then calibrates that tensor to the range [0, 0] (scale 7.8e-9) and XNNPACK refuses the file
+    ("failed to prepare": the reduce convolution's requantization scale, input x weight / output scale, is
+    above its limit of 256). Values do not change the time of an int8 or float kernel, so the latency measured
+    is the layer's; only the file becomes one every runtime can load.
+    """
+    import torch
+
+    from mobilekit.models.torch_builder import SqueezeExcite
+
+    with torch.no_grad():
+        for se in (m for m in module.modules() if isinstance(m, SqueezeExcite)):
+            se.reduce.weight.abs_()
+            se.reduce.bias.abs_().clamp_(min=0.05)
+    return module
 
 
 def _keras_builder():
@@ -381,10 +406,12 @@ def default_work_dir() -> Path:
     except (FileExistsError, NotADirectoryError):
         raise ConfigError(f"model cache {folder} (from {source}): a file is in the way of the folder; {fix}") from None
     except OSError as exc:
-        raise ConfigError(f"model cache {folder} (from {source}): cannot create it ({exc.strerror or exc}); "
+        raise ConfigError(f"model cache {folder} (from {source}): cannot create it ({os_error_reason(exc)}); "
                           f"{fix}") from None
     if not folder.is_dir():
         raise ConfigError(f"model cache {folder} (from {source}): is not a folder; {fix}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"model cache {folder} (from {source}): not writable (permission denied); {fix}")
+    failure = write_probe(folder)  # a real write: os.access says yes to root on a read-only mount
+    if failure is not None:
+        raise ConfigError(f"model cache {folder} (from {source}): not writable ({os_error_reason(failure)}); "
+                          f"{fix}")
     return folder

@@ -176,6 +176,8 @@ def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTabl
         say = lambda message: None  # noqa: E731 - only rank 0 talks
     run = RunFolder(config.out)
     config = resolve_train_resolution(config, latency_model.space.resolution, run)
+    if not (config.resume and run.path("summary.json").exists()):
+        check_memory(config, latency_model.space)  # before the run folder is written: a rerun can fix the option
     prepare_run_folder(run, config, write=engine.is_writer)
     engine.barrier()
     if config.resume and run.path("summary.json").exists():
@@ -354,6 +356,19 @@ def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTabl
     finally:
         if board is not None:
             board.close()
+
+
+def check_memory(config: SearchConfig, table_space) -> None:
+    """Refuse, in one line, a search whose data and training step (at the training resolution, or at the
+    table's when it fine-tunes there) could not fit in the available memory (see :mod:`mobilekit.search.memory`)."""
+    from mobilekit.data.datasets import split_sizes
+    from mobilekit.search.memory import check_search_memory
+
+    resolution = max(config.train_resolution, table_space.resolution if finetune_plan(config, table_space.resolution)
+                     else 0)
+    space = get_space(table_space.name, width=table_space.width, resolution=resolution,
+                      num_classes=table_space.num_classes)
+    check_search_memory(space, config.batch_size, split_sizes(config.data, config.train_subset))
 
 
 def finetune_plan(config: SearchConfig, deploy_resolution: int) -> bool:

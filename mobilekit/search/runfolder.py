@@ -23,7 +23,9 @@ never unpickles anything.
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,52 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
         raise SearchError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); it was cut short or "
                           "damaged: move it away and re-run with --resume to restart the run from scratch, or use "
                           "another --out") from None
+    problem = checkpoint_problem(tensors, meta)
+    if problem:
+        raise damaged_checkpoint(path, problem)
     return tensors, meta
+
+
+def damaged_checkpoint(path: str | Path, problem: str) -> SearchError:
+    """The one-line error for a checkpoint that loads but cannot be what this run saved."""
+    return SearchError(f"{path}: damaged checkpoint ({problem}); move it away and re-run with --resume to restart "
+                       "the run from scratch, or use another --out")
+
+
+_PHASE = re.compile(r"(search|final|finetune|proxy-\d+)")
+
+
+def checkpoint_problem(tensors: dict[str, torch.Tensor], meta: Any) -> str | None:
+    """What is wrong with a loaded checkpoint's structure (types, ranges, finiteness of the float tensors), or
+    None. Whether the tensors fit the run's modules is checked when they are loaded into them."""
+    if not isinstance(meta, dict):
+        return "its metadata is not a JSON object"
+    if not (isinstance(meta.get("phase"), str) and _PHASE.fullmatch(meta["phase"])):
+        return f"phase {meta.get('phase')!r} is not one a run saves"
+    for key in ("next_step", "records"):
+        value = meta.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{key} {value!r} is not a count"
+    elapsed = meta.get("elapsed_s", 0.0)
+    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not math.isfinite(elapsed) or elapsed < 0:
+        return f"elapsed_s {elapsed!r} is not a time in seconds"
+    for key in ("optimizers", "schedulers", "state"):
+        if not isinstance(meta.get(key, {}), dict):
+            return f"{key} is not a JSON object"
+    if not all(isinstance(v, dict) and isinstance(v.get("param_groups"), list) and isinstance(v.get("scalars"), dict)
+               for v in meta.get("optimizers", {}).values()):
+        return "an optimiser's state lacks param_groups or scalars"
+    rng = meta.get("rng_numpy")
+    if "rng/numpy" in tensors and not (isinstance(rng, list) and len(rng) == 4 and isinstance(rng[0], str)
+                                       and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                               for x in rng[1:])):
+        return "rng_numpy is not [kind, pos, has_gauss, cached]"
+    if not (isinstance(meta.get("rng_python"), list) and len(meta["rng_python"]) == 3):
+        return "rng_python is not Python's random state"
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"tensor {name} holds NaN or inf"
+    return None
 
 
 def save_weights(model: nn.Module, path: str | Path) -> Path:

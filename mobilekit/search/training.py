@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from mobilekit.interrupts import raise_if_stop_requested, stop_requested
 from mobilekit.search.engine import Engine
-from mobilekit.search.runfolder import RunFolder, pack, unpack
+from mobilekit.search.runfolder import RunFolder, damaged_checkpoint, pack, unpack
 from mobilekit.space import SearchSpace
 
 # True while a phase runs its per-epoch monitoring validation (metrics.jsonl's val_accuracy): the comparison's
@@ -386,14 +386,22 @@ class Phase:
         if checkpoint is None or checkpoint[1].get("phase") != self.name:
             return 0
         tensors, meta = checkpoint
-        unpack(tensors, meta, self.modules, self.optimizers)
-        for name, scheduler in self.schedulers.items():
-            scheduler.load_state_dict(meta["schedulers"][name])
+        try:  # what a damaged file breaks here is one line, before the metrics log is touched
+            unpack(tensors, meta, self.modules, self.optimizers)
+            for name, scheduler in self.schedulers.items():
+                scheduler.load_state_dict(meta["schedulers"][name])
+            next_step = int(meta["next_step"])
+            if next_step > self.total_steps:
+                raise ValueError(f"next_step {next_step} is past this phase's {self.total_steps} steps")
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise damaged_checkpoint(self.run.checkpoint, f"it does not fit this run: {type(exc).__name__}: "
+                                                          f"{reason}") from None
         self.state.update(meta.get("state", {}))
         self.elapsed_s = float(meta.get("elapsed_s", 0.0))
         if self.engine.is_writer:
             self.run.truncate_metrics(int(meta.get("records", 0)))
-        return int(meta["next_step"])
+        return next_step
 
     def save(self, next_step: int, extra_meta: dict[str, Any] | None = None) -> None:
         if not self.engine.is_writer:

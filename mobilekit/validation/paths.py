@@ -7,7 +7,9 @@ where a folder belongs (or the reverse), must not sit under a file, and their fo
 
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 from pathlib import Path
 
 from mobilekit.errors import MobilekitError, OptionError
@@ -67,6 +69,32 @@ def check_input_dir(path: str | Path, option: str = "", error: type[MobilekitErr
     return p
 
 
+def write_probe(folder: str | Path) -> OSError | None:
+    """Whether a file can really be created in the existing ``folder``: ``None``, or the ``OSError`` that says why not.
+
+    Creates and removes one uniquely named empty file (``tempfile.mkstemp``, never an existing name), because
+    ``os.access`` answers for the permission bits only: as root it says yes for a read-only mount, ``/sys`` or a
+    full disk, where the first real write then fails mid-run.
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=".mobilekit-write-probe-", dir=folder)
+    except OSError as exc:
+        return exc
+    os.close(fd)
+    try:
+        os.unlink(name)
+    except OSError as exc:  # created but cannot be removed: a folder mobilekit could not clean up after itself
+        return exc
+    return None
+
+
+def os_error_reason(exc: OSError) -> str:
+    """A short lower-case reason for a failed write: EACCES and EPERM both read "permission denied"."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror.lower() if exc.strerror else exc.__class__.__name__
+
+
 def _check_creatable(p: Path, where: str, error: type[MobilekitError]) -> None:
     """Every existing ancestor of ``p`` must be a folder; the nearest one must be writable."""
     ancestor = p.parent
@@ -81,8 +109,9 @@ def _check_creatable(p: Path, where: str, error: type[MobilekitError]) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise error(f"{where}: {ancestor} is a file, so nothing can be written under it; choose another path")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise error(f"{where}: cannot write in {ancestor} (permission denied); choose another path")
+    failure = write_probe(ancestor)
+    if failure is not None:
+        raise error(f"{where}: cannot write in {ancestor} ({os_error_reason(failure)}); choose another path")
 
 
 def check_output_file(path: str | Path, option: str = "", error: type[MobilekitError] = OptionError) -> Path:
@@ -108,10 +137,12 @@ def check_output_dir(path: str | Path, option: str = "", error: type[MobilekitEr
         if p.exists():
             if not p.is_dir():
                 raise error(f"{where}: is an existing file; give a folder (it is created if missing)")
-            if not os.access(p, os.W_OK | os.X_OK):
-                raise error(f"{where}: not writable (permission denied); choose another folder")
-            return p
     except OSError as exc:
         raise _stat_error(exc, where, error, "an output folder") from None
+    if p.is_dir():
+        failure = write_probe(p)
+        if failure is not None:
+            raise error(f"{where}: not writable ({os_error_reason(failure)}); choose another folder")
+        return p
     _check_creatable(p, where, error)
     return p

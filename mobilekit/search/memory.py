@@ -1,0 +1,131 @@
+"""Memory bound of a search, checked before anything starts: a run whose data and training step could never fit
+stops with one line naming the option to change instead of swapping or being killed hours in.
+
+The estimate (bytes) is the sum of
+
+* the data held at the training resolution: per split, images x 3 x R x R x 4 when that fits in
+  :data:`~mobilekit.data.datasets.IN_MEMORY_LIMIT_BYTES`, else nothing at R (the source images, already in memory
+  as uint8, are resized per batch: see :class:`~mobilekit.data.datasets.ResizedArraySplit`);
+* one training step: batch x (input image + the outputs of every layer of the widest single path, measured by a
+  forward pass on PyTorch's ``meta`` device, so no memory is used to measure it). Against the peak resident
+  memory of a real forward + backward pass of that network on CPU this was 0.85-1.15x (64 px x 16, 128 px x 8,
+  224 px x 4 images).
+
+It is a lower bound for the supernets that compute several candidates per layer (multi-path methods hold every
+candidate's activations), so a run it refuses could never fit; the available memory is Linux's ``MemAvailable``
+(or ``sysconf``), capped by a cgroup memory limit when one is set.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mobilekit.errors import ConfigError
+from mobilekit.space import Architecture, SearchSpace
+
+GIB = 1024**3
+#: A run is refused when its estimate passes this share of the available memory (the rest: Python, torch,
+#: optimiser state, the evaluation passes).
+USABLE_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a search needs: ``data`` held at the training resolution, ``step`` for one training step."""
+
+    data: int
+    step: int
+
+    @property
+    def total(self) -> int:
+        return self.data + self.step
+
+
+def widest_architecture(space: SearchSpace) -> Architecture:
+    """The architecture with, at every position, the candidate of the largest expansion (then kernel, then SE)."""
+    choose = lambda p: max(p.candidates, key=lambda c: (c.expansion, c.kernel, c.se_ratio))  # noqa: E731
+    return Architecture(space, tuple(choose(p) for p in space.positions))
+
+
+def activation_bytes_per_image(space: SearchSpace) -> int:
+    """float32 bytes of the input and of every layer output of :func:`widest_architecture` for one image at the
+    space's resolution, from a forward pass on the ``meta`` device (shapes only, no memory, milliseconds)."""
+    from mobilekit.models.torch_builder import build_torch_model
+
+    with torch.device("meta"):
+        model = build_torch_model(widest_architecture(space))
+        x = torch.empty(2, 3, space.resolution, space.resolution)  # 2: batch norm refuses one value per channel
+    total = [x.numel() * 4]
+
+    def count(_module: nn.Module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel() * 4
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    try:
+        model.train()
+        model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total[0] // 2
+
+
+def estimate_search_memory(space: SearchSpace, batch_size: int, sizes: tuple[int, ...] | None) -> MemoryEstimate:
+    """The :class:`MemoryEstimate` of training on ``space`` (at the training resolution) with ``batch_size``
+    images per step and splits of ``sizes`` images (None: streamed, nothing held)."""
+    from mobilekit.data.datasets import held_bytes
+
+    data = sum(held_bytes(n, space.resolution) for n in sizes) if sizes else 0
+    return MemoryEstimate(data=data, step=batch_size * activation_bytes_per_image(space))
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate without swapping: ``MemAvailable`` (else free pages from ``sysconf``),
+    capped by the cgroup (v2 or v1) limit minus its usage; ``None`` where neither can be read."""
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:  # "max" or a page-rounded 2**63: no limit
+            found.append(max(0, int(limit) - usage))
+        break
+    return min(found) if found else None
+
+
+def check_search_memory(space: SearchSpace, batch_size: int, sizes: tuple[int, ...] | None,
+                        available: int | None = None) -> MemoryEstimate:
+    """The estimate, or :class:`ConfigError` (one line naming what to lower) when it passes
+    :data:`USABLE_SHARE` of ``available`` bytes (default :func:`available_memory`; unknown: no check)."""
+    estimate = estimate_search_memory(space, batch_size, sizes)
+    available = available_memory() if available is None else available
+    if available is None or estimate.total <= USABLE_SHARE * available:
+        return estimate
+    r = space.resolution
+    data = (f" + {estimate.data / GIB:.1f} GiB of images held at {r}x{r} (lower it with --train-subset)"
+            if estimate.data else "")
+    raise ConfigError(f"this search needs about {estimate.total / GIB:.1f} GiB of memory "
+                      f"({estimate.step / GIB:.1f} GiB per step for --batch-size {batch_size} at --train-resolution "
+                      f"{r}{data}) but {available / GIB:.1f} GiB are available; lower --train-resolution or "
+                      f"--batch-size")
