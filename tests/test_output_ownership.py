@@ -390,8 +390,7 @@ def _mutated_checkpoint(source: Path, target: Path, mutation: tuple) -> None:
     kind, value = mutation
     raw = source.read_bytes()
     if kind == "truncate":
-        # not drawn by the family below: a cut checkpoint makes resume rewrite config.json (its "out") before
-        # the one-line refusal (a known gap, issue 23; the refusal is tested in test_search_methods.py)
+        # a cut checkpoint once made resume rewrite config.json before its one-line refusal: now read first
         target.write_bytes(raw[:1 + int(value * (len(raw) - 2))])
         return
     with np.load(io.BytesIO(raw), allow_pickle=False) as data:
@@ -417,7 +416,7 @@ def _mutated_checkpoint(source: Path, target: Path, mutation: tuple) -> None:
 
 @settings(max_examples=10, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(mutation=st.tuples(st.sampled_from(["drop tensor", "reshape tensor", "non-finite tensor", "meta"]),
+@given(mutation=st.tuples(st.sampled_from(["truncate", "drop tensor", "reshape tensor", "non-finite tensor", "meta"]),
                           st.floats(0, 1)))
 def test_a_mutated_checkpoint_met_on_resume_is_one_line_and_changes_no_file(interrupted_run, mutation):
     import shutil

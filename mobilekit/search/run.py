@@ -34,7 +34,7 @@ from mobilekit.search.engine import Engine
 from mobilekit.search.options import options_dict
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters
 from mobilekit.search.registry import get_method
-from mobilekit.search.runfolder import RunFolder, save_weights
+from mobilekit.search.runfolder import RunFolder, load_state, save_weights
 from mobilekit.search.training import SearchContext, TrainPhase, evaluate, recalibrate_batchnorm, seed_everything
 from mobilekit.space import Architecture, get_space
 
@@ -112,6 +112,11 @@ def prepare_run_folder(run: RunFolder, config: SearchConfig, write: bool = True)
             detail = ", ".join(f"{k}: {stored.get(k, defaults.get(k))!r} -> {current[k]!r}" for k in changed)
             raise SearchError(f"{run.root} was started with other settings ({detail}); resume with the same "
                               "settings or choose another --out")
+        if run.checkpoint.exists() and not run.path("summary.json").exists():
+            load_state(run.checkpoint)  # a damaged checkpoint is one line, before anything is written
+        if all(k in stored for k in current):
+            return  # resumed: config.json keeps the run's settings (only resume-free ones such as --threads differ)
+        # an older folder lacking settings added since: recorded with the values it resumes with
     if write:
         run.root.mkdir(parents=True, exist_ok=True)
         run.write_json("config.json", config.to_dict())
