@@ -11,7 +11,7 @@ from mobilekit.models.torch_builder import MobileNet
 from mobilekit.search.config import SearchConfig
 from mobilekit.search.engine import Engine
 from mobilekit.search.outcome import TrainingHyperparameters
-from mobilekit.search.runfolder import RunFolder
+from mobilekit.search.runfolder import RunFolder, pack
 from mobilekit.search.training import TrainPhase, augment
 from mobilekit.space import Architecture, get_space
 
@@ -190,7 +190,8 @@ def test_the_checkpoint_record_count_follows_the_log_without_rereading_it(tmp_pa
         run.log({"step": i})
     monkeypatch.setattr(RunFolder, "records", lambda self: pytest.fail("a checkpoint re-read the whole log"))
     assert run.record_count() == 5
-    run.save_checkpoint({"w": torch.zeros(2)}, {"phase": "x"})
+    tensors, meta = pack({"net": nn.Linear(2, 1)}, {})          # what a phase saves
+    run.save_checkpoint(tensors, {**meta, "phase": "search", "next_step": 5})
     monkeypatch.undo()
     assert run.load_checkpoint()[1]["records"] == 5
     run.truncate_metrics(3)

@@ -31,7 +31,7 @@ class ImageCounter:
         self._in_search = False
 
     def __call__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        if isinstance(module, Stem):
+        if isinstance(module, Stem) and args[0].device.type != "meta":   # shape-only passes read no image
             if torch.is_grad_enabled():
                 self.gradient += int(args[0].shape[0])
             elif self._in_search and not MONITORING.get():   # per-epoch monitoring is not the method's
