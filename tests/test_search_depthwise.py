@@ -269,7 +269,7 @@ def test_superkernel_masks_still_apply_with_the_fast_gradient():
 
 # ---- small searches --------------------------------------------------------------------------------------------------
 QUICK = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16", "--export", "none", "--no-progress",
-         "--final-epochs", "1", "--channels-last", "on"]
+         "--final-epochs", "1", "--channels-last", "on", "--train-resolution", "32"]
 
 
 @pytest.mark.parametrize("method, extra", [
