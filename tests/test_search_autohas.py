@@ -515,13 +515,23 @@ def test_adam_with_coupled_l2_and_dampened_sgd_in_a_mixed_state_are_not_affine_i
     assert affine_direction(opt, params, [p.grad for p in params]) is None
 
 
+def run_tiny_autohas(tmp_path, table_path, target, **overrides) -> dict:
+    """A 2-step AutoHAS search on digits at 32 px (the conftest table, its mid target), no final training or export."""
+    from mobilekit.search import make_config
+    from mobilekit.search.run import run_search
+
+    return run_search(make_config(None, method="autohas", table=str(table_path), target_ms=target,
+                                  out=str(tmp_path / "run"), data="digits", epochs=1, steps_per_epoch=2,
+                                  batch_size=16, final_epochs=0, export=(), threads=1, train_resolution=32,
+                                  **overrides))
+
+
 @pytest.mark.parametrize("sharing", ["entangled", "separate"])
 def test_the_validation_pass_of_the_temporary_weights_leaves_every_batchnorm_statistic_alone(tmp_path, monkeypatch,
-                                                                                              sharing):
+                                                                                              sharing, table_path,
+                                                                                              target):
     # only the active path's buffers go into functional_call (as copies); an inactive module's BN must not run
-    from mobilekit.search import make_config
     from mobilekit.search.methods import autohas
-    from mobilekit.search.run import run_search
 
     real, calls = autohas.AutoHASPhase._val_loss, []
 
@@ -533,12 +543,7 @@ def test_the_validation_pass_of_the_temporary_weights_leaves_every_batchnorm_sta
         return out
 
     monkeypatch.setattr(autohas.AutoHASPhase, "_val_loss", checked)
-    table = synthetic_table(width=0.35)
-    fastest, slowest = SuperkernelLatency(table).bounds_ms()
-    run_search(make_config(None, method="autohas", table=str(table.save(tmp_path / "t.json")),
-                           target_ms=round(fastest + 0.5 * (slowest - fastest), 1), out=str(tmp_path / "run"),
-                           data="digits", epochs=1, steps_per_epoch=2, batch_size=16, final_epochs=0, export=(),
-                           threads=1, weight_sharing=sharing, train_resolution=32))
+    run_tiny_autohas(tmp_path, table_path, target, weight_sharing=sharing)
     assert len(calls) == 2
 
 
@@ -616,10 +621,9 @@ def test_at_the_papers_unscaled_encoding_step_a_short_search_cannot_move_the_lr_
 
 
 def test_the_phase_gives_alpha_the_encoding_lr_and_the_hyperparameter_encodings_the_scaled_one(tmp_path,
-                                                                                              monkeypatch):
-    from mobilekit.search import make_config
+                                                                                              monkeypatch, table_path,
+                                                                                              target):
     from mobilekit.search.methods import autohas
-    from mobilekit.search.run import run_search
 
     real, seen = autohas.AutoHASPhase.step, []
 
@@ -629,12 +633,7 @@ def test_the_phase_gives_alpha_the_encoding_lr_and_the_hyperparameter_encodings_
         return real(self, *args)
 
     monkeypatch.setattr(autohas.AutoHASPhase, "step", spy)
-    table = synthetic_table(width=0.35)
-    fastest, slowest = SuperkernelLatency(table).bounds_ms()
-    run_search(make_config(None, method="autohas", table=str(table.save(tmp_path / "t.json")),
-                           target_ms=round(fastest + 0.5 * (slowest - fastest), 1), out=str(tmp_path / "run"),
-                           data="digits", epochs=1, steps_per_epoch=2, batch_size=16, final_epochs=0, export=(),
-                           threads=1, train_resolution=32, hp_encoding_steps=4))
+    run_tiny_autohas(tmp_path, table_path, target, hp_encoding_steps=4)
     total, lrs, sizes = seen[0]
     assert total == 2 and sizes == [1, 5]               # alpha; 4 lr stages + the weight decay
     assert lrs == [0.002, pytest.approx(0.002 * 4 / 2)]
