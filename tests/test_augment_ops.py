@@ -22,7 +22,6 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from mobilekit.data import augment_ops as ops
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 SLACK = 1e-3        # levels: float32 rounding of k / 255 and of the arithmetic on it
 
 

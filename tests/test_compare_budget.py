@@ -12,7 +12,6 @@ from mobilekit.errors import ConfigError
 from mobilekit.search import run_search
 from mobilekit.search.registry import METHODS, get_method
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 NEW_RULES = ("autohas", "random-has", "tpe", "spos", "tnas-os")
 

@@ -16,7 +16,6 @@ from mobilekit.compare.variants import Variant
 from mobilekit.data import load_dataset
 from mobilekit.errors import ConfigError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 NARROW = "rh-narrow=random-has:multipliers=0.5,1,2"          # lr and weight decay drawn from default x [0.5, 2]
 TINY = dict(data="digits", seeds=1, budget_epochs=4, retrain_epochs=0, protocol_samples=0, train_subset=64,

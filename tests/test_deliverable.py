@@ -13,7 +13,6 @@ from mobilekit.data import load_dataset
 from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.search import make_config, run_search
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASSES = ("circle", "cross", "stripes")
 

@@ -17,7 +17,6 @@ from mobilekit.search.depthwise import (DepthwiseConv2d, conv_like, depthwise_co
 from mobilekit.search.engine import Engine
 from mobilekit.space import get_space, reference_architecture
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # (channels, map size, kernel, stride, padding, path): the space's maps at 32 px (16x16 .. 1x1), padding k // 2 and
 # others, kernels 3 / 5 / 7, odd sizes; the path that computes it: "function" (this module's weight gradient),

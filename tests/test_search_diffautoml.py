@@ -23,8 +23,6 @@ from mobilekit.search.temporary_weights import lookahead_step
 from mobilekit.search.training import make_optimizer
 from mobilekit.space import get_space
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 # ---- eq. 2: the augmentation policy -----------------------------------------------------------------------------------
 def test_eq_2_gradients_of_both_estimators_and_the_entropy_term():

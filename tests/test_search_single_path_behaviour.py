@@ -18,7 +18,6 @@ from mobilekit.space import get_space
 
 from _synthetic_tables import SEARCH_WIDTH
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 SAVING_MS = 1.0
 

@@ -14,9 +14,6 @@ from mobilekit.space import SKIP, LayerType, get_space
 WIDTH = 0.35
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
 def latency_model():
     return SuperkernelLatency(synthetic_table(width=WIDTH))

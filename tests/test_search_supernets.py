@@ -14,9 +14,6 @@ from mobilekit.space import get_space
 WIDTH = 0.35
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
 def expected():
     return ExpectedLatency(synthetic_table(width=WIDTH))

@@ -19,9 +19,6 @@ SPACE = get_space(width=0.35, resolution=32, num_classes=4)
 HP = TrainingHyperparameters(lr=0.05, lr_schedule="linear", weight_decay=1e-3, optimizer="sgd", augment="crop-flip")
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def data() -> TensorDataset:
     gen = torch.Generator().manual_seed(0)
     return TensorDataset(torch.randn(24, 3, 32, 32, generator=gen), torch.randint(0, 4, (24,), generator=gen))

@@ -137,7 +137,7 @@ def test_ramp_steps_is_a_share_of_the_search_steps():
     assert ramp_steps(Options(lambda_ramp_share=0.0), 248) == 0
 
 
-def test_search_on_a_synthetic_table_meets_its_target_with_a_nonnegative_ramped_lambda(tmp_path, one_thread):
+def test_search_on_a_synthetic_table_meets_its_target_with_a_nonnegative_ramped_lambda(tmp_path):
     """60 steps of 16 digits (12 of them warm-up): lambda negative only once R went below the floor (0.92 T) and never above the aim, rises
     over the ramp, R reaches the target during the search and the delivered network lies inside [0.9 T, T]."""
     table = synthetic_table(width=SEARCH_WIDTH)

@@ -18,9 +18,6 @@ WIDTH = 0.35
 RESIDUAL, STRIDED = 6, 5            # a skippable stride-1 position (16 -> 16), a stride-2 one (8 -> 16)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
 def grid():
     return SuperkernelLatency(synthetic_table(width=WIDTH)).grid

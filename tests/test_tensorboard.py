@@ -13,7 +13,6 @@ from mobilekit.search.board import decision_scalars, epoch_scalars
 from mobilekit.search.supernets import MultiPathNet, SuperNet
 from mobilekit.space import get_space
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUICK = dict(data="digits", epochs=2, steps_per_epoch=3, batch_size=16, final_epochs=1, export=(),
              train_resolution=32)
