@@ -37,6 +37,7 @@ from mobilekit.search.registry import get_method
 from mobilekit.search.runfolder import RunFolder, load_state, save_weights
 from mobilekit.search.training import SearchContext, TrainPhase, evaluate, recalibrate_batchnorm, seed_everything
 from mobilekit.space import Architecture, get_space
+from mobilekit.validation.run_files import load_summary
 
 Log = Callable[[str], None]
 
@@ -114,6 +115,8 @@ def prepare_run_folder(run: RunFolder, config: SearchConfig, write: bool = True)
                               "settings or choose another --out")
         if run.checkpoint.exists() and not run.path("summary.json").exists():
             load_state(run.checkpoint)  # a damaged checkpoint is one line, before anything is written
+        if run.path("summary.json").exists():
+            load_summary(run.path("summary.json"))  # a finished run's summary is read back: checked before writing
         if all(k in stored for k in current):
             return  # resumed: config.json keeps the run's settings (only resume-free ones such as --threads differ)
         # an older folder lacking settings added since: recorded with the values it resumes with
@@ -187,7 +190,7 @@ def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTabl
     engine.barrier()
     if config.resume and run.path("summary.json").exists():
         say(f"{run.root}: the run is complete; nothing to resume")
-        return run.read_json("summary.json")
+        return load_summary(run.path("summary.json"))
 
     from mobilekit.data import load_dataset
 
