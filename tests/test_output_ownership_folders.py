@@ -131,8 +131,11 @@ def test_compare_never_writes_through_or_over_what_it_did_not_write(finished_com
         ws.check_refused(compare_argv(ws.out, 2), Path(relative).name)
 
 
-@pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"method": "random"}', b'{"method": "random", "seed": 0, '
-                                     b'"arch": "x", "predicted_ms": NaN}'], ids=["empty", "cut", "list", "partial", "nan"])
+DAMAGED_CELLS = [b"", b"{", b"[]", b'{"method": "random"}',
+                 b'{"method": "random", "seed": 0, "arch": "x", "predicted_ms": NaN}']
+
+
+@pytest.mark.parametrize("content", DAMAGED_CELLS, ids=["empty", "cut", "list", "partial", "nan"])
 def test_a_damaged_finished_cell_stops_the_rerun_before_it_computes_anything(finished_comparison, content):
     with Workspace(finished_comparison) as ws:
         (ws.out / "cells" / "random-s0.json").write_bytes(content)

@@ -4,11 +4,12 @@ a finished run, and through it by ``compare``). Checked completely at load, as t
 damaged file is one line naming the file, the field and the fix, before anything is written.
 
 ``bundle.json`` (written by :func:`mobilekit.search.run.run_bundle`): ``mean`` and ``std`` (3 finite values per
-RGB channel on the [0, 1] scale, std > 0), ``class_names`` (strings, one per class), ``num_classes`` (>= 1, the
-length of ``class_names``), ``train_resolution`` and ``deploy_resolution`` (pixels, 16..2048), ``data`` (the data
-set name) are required; ``seed`` (0..2**32-1), ``arch`` / ``weights`` (file names), ``architecture`` (an object),
-``preprocessing``, ``table`` and ``table_device`` (strings) are typed when present. Unknown keys are refused: a
-bundle holds only what the deliverable needs.
+RGB channel on the [0, 1] scale, std > 0) are required; typed when present (a search writes them all; a bundle
+made by hand may hold only what it needs): ``class_names`` (strings, one per class: as many as ``num_classes``),
+``num_classes`` (>= 1), ``train_resolution`` and ``deploy_resolution`` (pixels, 16..2048), ``data`` (the data set
+name), ``seed`` (0..2**32-1), ``arch`` / ``weights`` (file names), ``architecture`` (an object), ``preprocessing``,
+``table`` and ``table_device`` (strings). Unknown keys are refused: a bundle holds only what the deliverable
+needs; ``null`` counts as absent.
 
 ``summary.json``: the fields ``search`` prints and ``compare`` reads are typed and range-checked (latencies in ms
 finite and >= 0, accuracies in [0, 1], durations in s finite and >= 0, counts integers >= 0, the searched
@@ -48,11 +49,11 @@ class RunBundle(BaseModel):
 
     mean: Annotated[list[Channel], Field(min_length=3, max_length=3)]
     std: Annotated[list[Spread], Field(min_length=3, max_length=3)]
-    class_names: list[Text]
-    num_classes: Annotated[int, Field(strict=True, ge=1)]
-    train_resolution: Resolution
-    deploy_resolution: Resolution
-    data: Name
+    class_names: list[Text] | None = None
+    num_classes: Annotated[int, Field(strict=True, ge=1)] | None = None
+    train_resolution: Resolution | None = None
+    deploy_resolution: Resolution | None = None
+    data: Name | None = None
     seed: Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)] | None = None
     arch: Name | None = None
     weights: Name | None = None
@@ -63,9 +64,9 @@ class RunBundle(BaseModel):
 
     @model_validator(mode="after")
     def _names_per_class(self) -> "RunBundle":
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(f"class_names lists {len(self.class_names)} names for num_classes "
-                             f"{self.num_classes}; one name per class")
+        names, count = self.class_names, self.num_classes
+        if names is not None and count is not None and len(names) != count:
+            raise ValueError(f"class_names lists {len(names)} names for num_classes {count}; one name per class")
         return self
 
 
