@@ -89,7 +89,9 @@ def search_stage(out: Path, table_path: Path, epochs: int) -> dict:
     finished = run / "summary.json"
     if finished.exists() and json.loads((run / "config.json").read_text()) == config.to_dict():
         print(f"  reusing the finished run in {run}/ (delete it to search again)")
-        return json.loads(finished.read_text())
+        from mobilekit.validation.run_files import load_summary
+
+        return load_summary(finished)
     return run_search(config, progress=True, log=lambda message: print(f"  {message}", flush=True))
 
 

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -53,6 +54,36 @@ def read_holder(lock: str | Path) -> tuple[int, str | None] | None:
             return _parse(handle.read(256).decode("utf-8", errors="replace"))
         except OSError:
             return None
+
+
+def check_lock(lock: str | Path) -> None:
+    """Raise :class:`LockedError` (one line) when a file at ``lock``'s name is not a lock mobilekit could hold or
+    take over: a symlink, a folder or other non-regular file, or a regular file whose content is not ``PID@HOST``
+    (or a bare ``PID``). Absent passes, and so does an empty file (a lock another process is creating). A command
+    calls it before it starts, so such a file is refused at once, not found mid-run (where :func:`try_lock`
+    treats it as held and the work it guards is skipped)."""
+    lock = Path(lock)
+    fix = "it is not a mobilekit lock: move it away (or use another --out)"
+    try:
+        st = os.lstat(lock)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LockedError(f"{lock}: cannot check it ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise LockedError(f"{lock}: is a symlink; {fix}")
+    if not stat.S_ISREG(st.st_mode):
+        raise LockedError(f"{lock}: is not a regular file; {fix}")
+    try:
+        fd = os.open(lock, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            text = handle.read(257).decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return  # released meanwhile
+    except OSError as exc:
+        raise LockedError(f"{lock}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    if text.strip() and (len(text) > 256 or _parse(text) is None):
+        raise LockedError(f"{lock}: holds no process id; {fix}")
 
 
 def _is_stale(holder: tuple[int, str | None] | None) -> bool:

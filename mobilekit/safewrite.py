@@ -57,6 +57,29 @@ def check_target(path: str | Path, option: str = "--out") -> Path:
     return target
 
 
+def check_folder(path: str | Path, option: str = "--out") -> Path:
+    """Raise :class:`OutputError` unless ``path`` is absent or a real folder (not a symlink to one): a subfolder
+    mobilekit makes inside an output folder (``cells/``, ``runs/NAME/``) must not lead anywhere else. Messages
+    name ``option``."""
+    folder = Path(path)
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return folder
+    except NotADirectoryError:
+        blocker = next((p for p in reversed(folder.parents) if p.exists() and not p.is_dir()), folder.parent)
+        raise OutputError(f"{blocker}: is a file, not a folder, so {folder} cannot be written; use another "
+                          f"{option}") from None
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot check it ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise OutputError(f"{folder}: is a symlink; mobilekit never writes through one: remove it or use another "
+                          f"{option}")
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{folder}: exists and is not a folder; move it away or use another {option}")
+    return folder
+
+
 MANIFEST_NAME = ".mobilekit-manifest"
 MANIFEST_FORMAT = "mobilekit-manifest"
 Recognise = Callable[[Path], bool]

@@ -132,7 +132,6 @@ def run_export(args: argparse.Namespace) -> int:
 def _bundle(args: argparse.Namespace) -> dict | None:
     """The run bundle (``bundle.json``) of ``--run``, or the one beside ``--weights``; fills --arch / --weights
     from the run folder when they are not given."""
-    import json
     from pathlib import Path
 
     if args.run is not None:
@@ -147,13 +146,9 @@ def _bundle(args: argparse.Namespace) -> dict | None:
         path = Path(args.weights).parent / "bundle.json"
     else:
         return None
-    try:
-        bundle = json.loads(path.read_text())
-        if not isinstance(bundle, dict) or len(bundle["mean"]) != 3 or len(bundle["std"]) != 3:
-            raise ValueError("mean and std need 3 values")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: not a run bundle ({exc}); re-run the search or pass --arch, --weights and "
-                          "--data") from None
+    from mobilekit.validation.run_files import load_bundle
+
+    bundle = load_bundle(path)  # every field typed and range-checked: a damaged bundle is one line
     bundle["_folder"] = path.parent
     return bundle
 

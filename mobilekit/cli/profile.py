@@ -92,12 +92,19 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def _claim_tables(outs: list) -> None:
     """Refuse, before any device is touched, an output that is a symlink, not a regular file, or a file that is
-    neither listed in its folder's manifest nor a mobilekit latency table (with or without --no-resume)."""
-    from mobilekit import safewrite
+    neither listed in its folder's manifest nor a mobilekit latency table (with or without --no-resume); a
+    damaged or planted manifest in a table's folder; and a file at a table's lock name (``.TABLE.json.lock``)
+    that is not a lock (in a farm, met mid-run, it failed that device while the others measured)."""
+    from pathlib import Path
+
+    from mobilekit import locks, safewrite
     from mobilekit.latency_table import is_table_file
+    from mobilekit.profile.profiler import table_lock
 
     for out in outs:
+        safewrite.written_by_mobilekit(Path(out).parent)
         safewrite.claim(out, recognise=is_table_file)
+        locks.check_lock(table_lock(out))
 
 
 def _table_name(device_name: str, precision: str) -> str:

@@ -67,6 +67,9 @@ def _prepare(settings: CompareSettings) -> None:
     out = Path(settings.out)
     stored_path = out / "compare.json"
     current = settings.to_dict()
+    from mobilekit import safewrite
+
+    safewrite.check_target(stored_path)  # a planted symlink is refused before it is read, dangling or not
     if stored_path.exists():
         stored = {**ADDED_DEFAULTS, **read_json(stored_path, ConfigError, "missing")}
         changed = sorted(k for k in current if k not in RESUME_FREE | {"variants"} and stored.get(k) != current[k])
@@ -85,9 +88,53 @@ def _prepare(settings: CompareSettings) -> None:
         current["variants"] = {**stored_variants, **current["variants"]}
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and holds no comparison; choose an empty or new --out")
+    claim_outputs(settings)  # every name the comparison writes, before compare.json or anything else is written
     # the stored settings just matched this comparison's: that is the format check for a compare.json from
     # before run manifests (safewrite refuses any other file it did not list)
     write_json_atomic(stored_path, current, recognise=lambda path: stored_path.exists())
+
+
+#: The report files :func:`~mobilekit.compare.report.write_report` rewrites at the top of the folder.
+REPORT_NAMES = ("results.json", "results.csv", "results.md", "accuracy_latency.png")
+
+
+def claim_outputs(settings: CompareSettings) -> None:
+    """Refuse, in one line and before anything runs or is written, a comparison folder where a name the comparison
+    writes is taken by something mobilekit did not make: ``compare.json`` and the report files (a symlink, a folder,
+    a file not in the folder's manifest), ``cells/`` and ``runs/`` and each search's run folder (a symlink or a
+    file), an unfinished cell's ``.json`` (a symlink or anything not mobilekit's) or ``.lock`` (anything that is not
+    a lock), and the files each unfinished search writes in its run folder
+    (:meth:`~mobilekit.search.runfolder.RunFolder.claim_outputs`). A finished cell is read and validated here too,
+    so a damaged one stops the rerun before it computes anything; it is never rewritten.
+
+    Raises:
+        OutputError, LockedError, ConfigError: one line naming the path and the fix.
+    """
+    from mobilekit import safewrite
+    from mobilekit.search.runfolder import RunFolder
+
+    out = Path(settings.out)
+    cells, runs = out / "cells", out / "runs"
+    for folder in (cells, runs):
+        safewrite.check_folder(folder)
+    for folder in (out, cells):
+        safewrite.written_by_mobilekit(folder)  # a damaged or planted manifest: refused before the first write
+    stored = out / "compare.json"
+    # a compare.json whose settings matched (checked by the caller) is this comparison's, manifest or not
+    safewrite.claim(stored, recognise=lambda path: True)
+    for name in REPORT_NAMES:
+        safewrite.claim(out / name)
+    for method, index in comparison_plan(settings):
+        name = cell_name(method, index)
+        cell = safewrite.check_target(cells / f"{name}.json")
+        if cell.exists():
+            _read_cell(cell)  # finished: read back for the report, never rewritten
+            continue
+        locks.check_lock(cells / f"{name}.lock")
+        if method == PROTOCOL or method == settings.reference or method.startswith(DEPTH_MATCHED + ":"):
+            continue
+        run = safewrite.check_folder(runs / name)
+        RunFolder(run).claim_outputs()
 
 
 def run_comparison(settings: CompareSettings, *, log: Log | None = None, progress: bool = False) -> dict[str, Any]:

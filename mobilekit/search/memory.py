@@ -11,9 +11,12 @@ The estimate (bytes) is the sum of
   memory of a real forward + backward pass of that network on CPU this was 0.85-1.15x (64 px x 16, 128 px x 8,
   224 px x 4 images).
 
-It is a lower bound for the supernets that compute several candidates per layer (multi-path methods hold every
-candidate's activations), so a run it refuses could never fit; the available memory is Linux's ``MemAvailable``
-(or ``sysconf``), capped by a cgroup memory limit when one is set.
+A method whose search step trains more than one path (multipath computes every candidate of every layer)
+declares that network (``search_network`` in its module, see :mod:`mobilekit.search.registry`); its step is then
+the larger of that network's activations at the training resolution (measured the same way; 1.03-1.11x the real
+peak of a multipath forward + backward at 64 px x 16, 96 px x 12, 128 px x 8, where the widest single path gave
+0.37-0.40x) and the widest single path's (the final training, and a fine-tuning at the deployed resolution). The
+available memory is Linux's ``MemAvailable`` (or ``sysconf``), capped by a cgroup memory limit when one is set.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -52,13 +56,17 @@ def widest_architecture(space: SearchSpace) -> Architecture:
     return Architecture(space, tuple(choose(p) for p in space.positions))
 
 
-def activation_bytes_per_image(space: SearchSpace) -> int:
-    """float32 bytes of the input and of every layer output of :func:`widest_architecture` for one image at the
-    space's resolution, from a forward pass on the ``meta`` device (shapes only, no memory, milliseconds)."""
+NetworkBuilder = Callable[[SearchSpace], nn.Module]
+
+
+def activation_bytes_per_image(space: SearchSpace, network: NetworkBuilder | None = None) -> int:
+    """float32 bytes of the input and of every layer output of ``network(space)`` (default: the
+    :func:`widest_architecture`) for one image at the space's resolution, from a forward pass on the ``meta``
+    device (shapes only, no memory, milliseconds)."""
     from mobilekit.models.torch_builder import build_torch_model
 
     with torch.device("meta"):
-        model = build_torch_model(widest_architecture(space))
+        model = network(space) if network is not None else build_torch_model(widest_architecture(space))
         x = torch.empty(2, 3, space.resolution, space.resolution)  # 2: batch norm refuses one value per channel
     total = [x.numel() * 4]
 
@@ -76,13 +84,20 @@ def activation_bytes_per_image(space: SearchSpace) -> int:
     return total[0] // 2
 
 
-def estimate_search_memory(space: SearchSpace, batch_size: int, sizes: tuple[int, ...] | None) -> MemoryEstimate:
+def estimate_search_memory(space: SearchSpace, batch_size: int, sizes: tuple[int, ...] | None,
+                           search_network: NetworkBuilder | None = None,
+                           search_space: SearchSpace | None = None) -> MemoryEstimate:
     """The :class:`MemoryEstimate` of training on ``space`` (at the training resolution) with ``batch_size``
-    images per step and splits of ``sizes`` images (None: streamed, nothing held)."""
+    images per step and splits of ``sizes`` images (None: streamed, nothing held). ``search_network``: the
+    network a method's search step trains when it is more than one path, measured at ``search_space`` (default
+    ``space``); the step is then the larger of it and the widest single path at ``space``."""
     from mobilekit.data.datasets import held_bytes
 
     data = sum(held_bytes(n, space.resolution) for n in sizes) if sizes else 0
-    return MemoryEstimate(data=data, step=batch_size * activation_bytes_per_image(space))
+    per_image = activation_bytes_per_image(space)
+    if search_network is not None:
+        per_image = max(per_image, activation_bytes_per_image(search_space or space, search_network))
+    return MemoryEstimate(data=data, step=batch_size * per_image)
 
 
 def available_memory() -> int | None:
@@ -115,10 +130,11 @@ def available_memory() -> int | None:
 
 
 def check_search_memory(space: SearchSpace, batch_size: int, sizes: tuple[int, ...] | None,
-                        available: int | None = None) -> MemoryEstimate:
-    """The estimate, or :class:`ConfigError` (one line naming what to lower) when it passes
-    :data:`USABLE_SHARE` of ``available`` bytes (default :func:`available_memory`; unknown: no check)."""
-    estimate = estimate_search_memory(space, batch_size, sizes)
+                        available: int | None = None, search_network: NetworkBuilder | None = None,
+                        search_space: SearchSpace | None = None) -> MemoryEstimate:
+    """The estimate (:func:`estimate_search_memory`), or :class:`ConfigError` (one line naming what to lower) when
+    it passes :data:`USABLE_SHARE` of ``available`` bytes (default :func:`available_memory`; unknown: no check)."""
+    estimate = estimate_search_memory(space, batch_size, sizes, search_network, search_space)
     available = available_memory() if available is None else available
     if available is None or estimate.total <= USABLE_SHARE * available:
         return estimate

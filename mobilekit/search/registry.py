@@ -12,7 +12,10 @@ A method module defines (see docs/adding-a-searcher.md):
 and optionally ``FINAL_EPOCHS``: the method's default for ``--final-epochs`` (e.g. 0 for an end-to-end method
 whose search network is the deliverable); without it the default is ``--epochs``; and optionally
 ``common_defaults(given)``: the method's own defaults for common options the user did not give (``given``: the
-common options they did give, e.g. to scale a learning rate with ``batch_size``).
+common options they did give, e.g. to scale a learning rate with ``batch_size``); and optionally
+``search_network(space, latency_model)``: the network its search step trains when that holds more activations
+than one path (multipath: every candidate path), built for the memory estimate (:mod:`mobilekit.search.memory`)
+on PyTorch's ``meta`` device; without it a step is estimated as the widest single path.
 
 Modules are imported when a search runs or its flags are parsed, so ``mobilekit --version`` stays light.
 """
@@ -62,6 +65,10 @@ class Method:
         """The method's own default for ``final_epochs`` (None: the common default, ``epochs``)."""
         return getattr(self.load(), "FINAL_EPOCHS", None)
 
+    @property
+    def search_network(self) -> Callable | None:
+        """The method's optional ``search_network(space, latency_model)`` builder (None: one path per step)."""
+        return getattr(self.load(), "search_network", None)
 
     def common_defaults(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The method's own defaults for common options the user did not give (``given``: those they did), from

@@ -37,6 +37,7 @@ from mobilekit.search.registry import get_method
 from mobilekit.search.runfolder import RunFolder, load_state, save_weights
 from mobilekit.search.training import SearchContext, TrainPhase, evaluate, recalibrate_batchnorm, seed_everything
 from mobilekit.space import Architecture, get_space
+from mobilekit.validation.run_files import load_summary
 
 Log = Callable[[str], None]
 
@@ -114,6 +115,8 @@ def prepare_run_folder(run: RunFolder, config: SearchConfig, write: bool = True)
                               "settings or choose another --out")
         if run.checkpoint.exists() and not run.path("summary.json").exists():
             load_state(run.checkpoint)  # a damaged checkpoint is one line, before anything is written
+        if run.path("summary.json").exists():
+            load_summary(run.path("summary.json"))  # a finished run's summary is read back: checked before writing
         if all(k in stored for k in current):
             return  # resumed: config.json keeps the run's settings (only resume-free ones such as --threads differ)
         # an older folder lacking settings added since: recorded with the values it resumes with
@@ -182,12 +185,12 @@ def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTabl
     run = RunFolder(config.out)
     config = resolve_train_resolution(config, latency_model.space.resolution, run)
     if not (config.resume and run.path("summary.json").exists()):
-        check_memory(config, latency_model.space)  # before the run folder is written: a rerun can fix the option
+        check_memory(config, latency_model.space, latency_model)  # before the run folder is written
     prepare_run_folder(run, config, write=engine.is_writer)
     engine.barrier()
     if config.resume and run.path("summary.json").exists():
         say(f"{run.root}: the run is complete; nothing to resume")
-        return run.read_json("summary.json")
+        return load_summary(run.path("summary.json"))
 
     from mobilekit.data import load_dataset
 
@@ -363,9 +366,11 @@ def _run_locked(engine: Engine, config: SearchConfig, method, table: LatencyTabl
             board.close()
 
 
-def check_memory(config: SearchConfig, table_space) -> None:
+def check_memory(config: SearchConfig, table_space, latency_model: TableLatency | None = None) -> None:
     """Refuse, in one line, a search whose data and training step (at the training resolution, or at the
-    table's when it fine-tunes there) could not fit in the available memory (see :mod:`mobilekit.search.memory`)."""
+    table's when it fine-tunes there; the method's own search network at the training resolution when it trains
+    more than one path, e.g. multipath, given ``latency_model``) could not fit in the available memory (see
+    :mod:`mobilekit.search.memory`)."""
     from mobilekit.data.datasets import split_sizes
     from mobilekit.search.memory import check_search_memory
 
@@ -373,7 +378,12 @@ def check_memory(config: SearchConfig, table_space) -> None:
                      else 0)
     space = get_space(table_space.name, width=table_space.width, resolution=resolution,
                       num_classes=table_space.num_classes)
-    check_search_memory(space, config.batch_size, split_sizes(config.data, config.train_subset))
+    builder = get_method(config.method).search_network if latency_model is not None else None
+    network = (lambda s: builder(s, latency_model)) if builder is not None else None
+    train_space = get_space(table_space.name, width=table_space.width, resolution=config.train_resolution,
+                            num_classes=table_space.num_classes)
+    check_search_memory(space, config.batch_size, split_sizes(config.data, config.train_subset),
+                        search_network=network, search_space=train_space)
 
 
 def finetune_plan(config: SearchConfig, deploy_resolution: int) -> bool:

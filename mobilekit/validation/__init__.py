@@ -6,7 +6,7 @@ here, with typed, range-checked fields (pydantic models for the JSON/TOML format
 * :mod:`.options`: argparse ``type=`` converters (``positive_int``, ``finite_float``...) and a parser whose
   errors are one line.
 * :mod:`.table`, :mod:`.device`, :mod:`.predictor`, :mod:`.cell`: the latency table, device descriptor,
-  predictor and compare cell files.
+  predictor and compare cell files; :mod:`.run_files`: a run folder's ``bundle.json`` and ``summary.json``.
 
 Everything raises a :class:`~mobilekit.errors.MobilekitError` subclass whose message is one line naming the file
 or option, the field and the fix. This package imports nothing from the pipeline stages.

@@ -44,6 +44,12 @@ class Options:
     arch_warmup_epochs: int | None = option(None, "weight-only epochs first (default: a quarter of them)", ge=0)
 
 
+def search_network(space, latency_model: ExpectedLatency) -> MultiPathNet:
+    """The network a search step trains, every candidate path of ``latency_model`` at every searchable position
+    (for the memory estimate, :mod:`mobilekit.search.memory`: its activations are about 2.7x the widest path's)."""
+    return MultiPathNet(space, latency_model.candidates)
+
+
 def warmup_epochs(config: Any) -> int:
     return config.epochs // 4 if config.arch_warmup_epochs is None else config.arch_warmup_epochs
 
