@@ -530,14 +530,14 @@ def run_tiny_autohas(tmp_path, table_path, target, **overrides) -> dict:
 def test_the_validation_pass_of_the_temporary_weights_leaves_every_batchnorm_statistic_alone(tmp_path, monkeypatch,
                                                                                               sharing, table_path,
                                                                                               target):
-    # only the active path's buffers go into functional_call (as copies); an inactive module's BN must not run
+    # only the active path's buffers go into the validation pass (as copies); an inactive module's BN must not run
     from mobilekit.search.methods import autohas
 
     real, calls = autohas.AutoHASPhase._val_loss, []
 
-    def checked(self, names, weights, x, y, gates):
+    def checked(self, params, weights, x, y, gates):
         before = {k: v.clone() for k, v in self.net.named_buffers()}
-        out = real(self, names, weights, x, y, gates)
+        out = real(self, params, weights, x, y, gates)
         assert all(torch.equal(before[k], v) for k, v in self.net.named_buffers())
         calls.append(1)
         return out

@@ -11,8 +11,8 @@ architecture split (20 % of the training split):
    its path; compute the training-loss gradient ``g`` of the path's weights ``W``;
 2. encodings (eq. 4-5), ``--estimator gumbel``: temporary weights ``W_B = f_B(W, g)`` (one step of the weight
    optimiser with basis ``B``; :mod:`~mobilekit.search.temporary_weights`), mixed ``W' = sum_B P^h_B W_B`` with
-   sampled one-hot ``P^h``; the validation loss of ``W'`` on the sampled path (``torch.func.functional_call``,
-   only the active path's weights) plus ``lambda log E[R]`` (``E[R]`` of ``softmax(P~^a)``) is back-propagated to
+   sampled one-hot ``P^h``; the validation loss of ``W'`` on the sampled path (``W'`` swapped into the active
+   path's parameter slots for the forward pass, as ``torch.func.functional_call`` would) plus ``lambda log E[R]`` (``E[R]`` of ``softmax(P~^a)``) is back-propagated to
    both encodings (Adam, ``encoding_lr``). ``--estimator reinforce`` (the later version): architecture and bases
    are drawn from ``softmax(P~)``, ``W'`` is the temporary weight of the drawn basis, and the encodings follow the
    REINFORCE gradient ``(L_val(W') - b) grad log p`` with a moving-average baseline ``b``;
@@ -32,7 +32,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 from torch.utils.data import Dataset
 
 from mobilekit import safewrite
@@ -202,18 +201,6 @@ def temporary_weight(optimizer: torch.optim.Optimizer, params: list[torch.Tensor
     return optimizer_step(optimizer, params, grads, lr, weight_decay)
 
 
-class _GatedPath(nn.Module):
-    """Forward of a SampledPathNet's active path with explicit per-layer gates, for ``functional_call``."""
-
-    def __init__(self, net: SampledPathNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor, gates: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
-        return Skeleton.forward(self.net, x, [(None if gates is None else gates[l],)
-                                              for l in range(len(self.net.candidates))])
-
-
 def active_parameters(net: SampledPathNet,
                       named: list[tuple[str, nn.Parameter]] | None = None) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of the active path: stem, fixed blocks, head and each layer's active candidate.
@@ -250,17 +237,20 @@ class AutoHASPhase(Phase):
         encoding_opt.param_groups[1]["lr"] = hp_encoding_lr(config.encoding_lr, config.hp_encoding_steps,
                                                             self.total_steps)
         self.penalty = LatencyPenalty.from_config(config, self.state)
-        self.gated = _GatedPath(net)
-        # cached once (the module tree does not change during the search): the weights, whether any tensor is
-        # registered under two names (functional_call must then tie them), and each module's own buffers with the
-        # ids of its own parameters, so the validation pass clones only the buffers of the active path
+        # cached once (the module tree does not change during the search): the weights, every slot a weight is
+        # registered in (a module's parameter dict and key; a tied weight has several), and each module's buffer
+        # dict with the ids of its own parameters, so the validation pass swaps in the temporary weights and copies
+        # of the active path's buffers without a module walk
         self._weights = net.weight_parameters()
         self._named_weights = [(n, p) for n, p in net.named_parameters() if n != "alpha"]
-        self._tied = any(len(list(f(remove_duplicate=False))) != len(list(f()))
-                         for f in (net.named_parameters, net.named_buffers))
-        self._module_buffers = [({id(p) for p in m.parameters(recurse=False)},
-                                 [(f"net.{name}.{b}" if name else f"net.{b}", t) for b, t in m.named_buffers(recurse=False)])
-                                for name, m in net.named_modules() if next(m.buffers(recurse=False), None) is not None]
+        self._slots: dict[int, list[tuple[dict, str]]] = {}
+        for m in net.modules():
+            for key, p in m._parameters.items():
+                if p is not None:
+                    self._slots.setdefault(id(p), []).append((m._parameters, key))
+        self._module_buffers = [({id(p) for p in m.parameters(recurse=False)}, m._buffers,
+                                 [k for k, b in m._buffers.items() if b is not None])
+                                for m in net.modules() if next(m.buffers(recurse=False), None) is not None]
 
     def validation_model(self) -> PathView:
         """The most likely path (argmax of alpha at every layer, eval mode): the network the search would derive
@@ -276,17 +266,35 @@ class AutoHASPhase(Phase):
     def _arch_logits(self) -> torch.Tensor:
         return self.net.alpha.masked_fill(~self.net.mask, float("-inf"))
 
-    def _val_loss(self, names: list[str], weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+    def _val_loss(self, params: list[torch.Tensor], weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                   gates: torch.Tensor | None) -> torch.Tensor:
-        """CE of the active path with ``weights`` in place of its parameters (BN statistics left untouched)."""
-        tensors = {f"net.{n}": w for n, w in zip(names, weights)}
-        # the buffers the active path updates (BN statistics) go in as copies: a module's buffers when it has no
-        # parameters of its own or one of them is active (an inactive candidate's BN is not run)
-        active = {id(p) for p in self._active}
-        tensors.update({n: b.clone() for ids, buffers in self._module_buffers if not ids or ids & active
-                        for n, b in buffers})
-        with self.engine.autocast():
-            return F.cross_entropy(functional_call(self.gated, tensors, (x, gates), tie_weights=self._tied), y)
+        """CE of the active path with ``weights`` in place of its parameters ``params`` (BN statistics left
+        untouched), ``gates`` (L,) multiplying each searchable layer's output when given.
+
+        What ``torch.func.functional_call`` does, for the active path only and without its per-call machinery
+        (~3 ms a step on the path's ~180 tensors): each weight is put into the module slots of its parameter for
+        the forward pass and the parameters are put back before returning (also on an error); the buffers the
+        active path updates (BN statistics) go in as copies: a module's buffers when it has no parameters of its
+        own or one of them is active (an inactive candidate's BN is not run). The graph refers to the weights, so
+        the backward pass needs no swapping."""
+        swapped: list[tuple[dict, str, torch.Tensor]] = []
+        try:
+            for p, w in zip(params, weights):
+                for slots, key in self._slots[id(p)]:
+                    swapped.append((slots, key, p))
+                    slots[key] = w
+            active = {id(p) for p in params}
+            for ids, buffers, keys in self._module_buffers:
+                if not ids or ids & active:
+                    for key in keys:
+                        swapped.append((buffers, key, buffers[key]))
+                        buffers[key] = buffers[key].clone()
+            with self.engine.autocast():
+                block_args = [(None if gates is None else gates[l],) for l in range(len(self.net.candidates))]
+                return F.cross_entropy(Skeleton.forward(self.net, x, block_args), y)
+        finally:
+            for slots, key, original in reversed(swapped):
+                slots[key] = original
 
     def _encoding_gradients(self, stage: int) -> dict[str, Any]:
         """The hyper-gradient that reached the encodings this step (before Adam): ``grad_lr`` (m,) of the current
@@ -317,9 +325,7 @@ class AutoHASPhase(Phase):
         else:
             chosen = torch.multinomial(net.probs().detach().cpu(), 1).squeeze(1).to(net.alpha.device)
         net.fix(chosen.tolist())
-        named = active_parameters(net, self._named_weights)
-        names, params = [n for n, _ in named], [p for _, p in named]
-        self._active = params
+        params = [p for _, p in active_parameters(net, self._named_weights)]
         self.weights_opt.zero_grad(set_to_none=True)
         with self.engine.autocast():
             logits = net(x)
@@ -338,14 +344,14 @@ class AutoHASPhase(Phase):
             p_lr = enc.sample("lr", stage, cfg.tau, form=cfg.gumbel_form)
             p_wd = enc.sample("weight_decay", 0, cfg.tau, form=cfg.gumbel_form)
             mixed = mixed_temporary_weights(self.weights_opt, params, grads, lr_bases, wd_bases, p_lr, p_wd)
-            val_ce = self._val_loss(names, mixed, vx, vy, gates)
+            val_ce = self._val_loss(params, mixed, vx, vy, gates)
             loss = val_ce + self.penalty(expected_ms, lam)
         else:
             i = int(torch.multinomial(enc.probs("lr", stage).detach().cpu(), 1))
             j = int(torch.multinomial(wd_probs.detach().cpu(), 1))
             temporary = temporary_weight(self.weights_opt, params, grads, lr_bases[i], wd_bases[j])
             with torch.no_grad():
-                val_ce = self._val_loss(names, temporary, vx, vy, None)
+                val_ce = self._val_loss(params, temporary, vx, vy, None)
             log_prob = (categorical_log_prob(self._arch_logits(), chosen)
                         + torch.log(enc.probs("lr", stage)[i]) + torch.log(wd_probs[j]))
             baseline = self.state["baseline"]
