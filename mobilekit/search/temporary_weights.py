@@ -154,7 +154,7 @@ def affine_direction(optimizer: torch.optim.Optimizer, params: Sequence[torch.Te
     ``buf' = mu buf + (1 - dampening) d``; ``D = d + mu buf'`` (Nesterov) or ``buf'``, so ``D = k d + e buf`` with
     constants ``k``, ``e``: ``A = k g + e buf`` and ``c = k``. The optimiser's state is read, not changed."""
     group = optimizer.param_groups[0]
-    grads = tuple(g.detach() for g in grads)
+    grads = tuple(g.detach() if g.requires_grad else g for g in grads)
     if isinstance(optimizer, torch.optim.SGD):
         mu, damp, nesterov = group["momentum"], group["dampening"], group["nesterov"]
         if not mu:

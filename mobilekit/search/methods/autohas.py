@@ -201,11 +201,20 @@ def temporary_weight(optimizer: torch.optim.Optimizer, params: list[torch.Tensor
     return optimizer_step(optimizer, params, grads, lr, weight_decay)
 
 
-def active_parameters(net: SampledPathNet,
-                      named: list[tuple[str, nn.Parameter]] | None = None) -> list[tuple[str, nn.Parameter]]:
+def active_parameters(net: SampledPathNet, named: list[tuple[str, nn.Parameter]] | None = None,
+                      cache: dict[tuple[int, int], frozenset[int]] | None = None) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of the active path: stem, fixed blocks, head and each layer's active candidate.
-    ``named``: the net's ``named_parameters()`` without alpha, when the caller keeps them (saves a module walk)."""
-    inactive = {id(p) for block in net.paths for p in block.inactive_parameters()}
+    ``named``: the net's ``named_parameters()`` without alpha, when the caller keeps them (saves a module walk);
+    ``cache``: the ids of the parameters each (layer, candidate) leaves unused, filled as candidates are met
+    (saves a walk of every searchable block per step)."""
+    inactive: set[int] = set()
+    for layer, block in enumerate(net.paths):
+        ids = None if cache is None else cache.get((layer, block.active))
+        if ids is None:
+            ids = frozenset(id(p) for p in block.inactive_parameters())
+            if cache is not None:
+                cache[layer, block.active] = ids
+        inactive |= ids
     if named is None:
         named = [(n, p) for n, p in net.named_parameters() if n != "alpha"]
     return [(n, p) for n, p in named if id(p) not in inactive]
@@ -248,6 +257,9 @@ class AutoHASPhase(Phase):
             for key, p in m._parameters.items():
                 if p is not None:
                     self._slots.setdefault(id(p), []).append((m._parameters, key))
+        self._inactive: dict[tuple[int, int], frozenset[int]] = {}
+        self._steps = self.total_steps          # a property that draws the epoch's batch order on every read
+        self._arch_order: tuple[int, list[torch.Tensor]] | None = None
         self._module_buffers = [({id(p) for p in m.parameters(recurse=False)}, m._buffers,
                                  [k for k, b in m._buffers.items() if b is not None])
                                 for m in net.modules() if next(m.buffers(recurse=False), None) is not None]
@@ -258,8 +270,13 @@ class AutoHASPhase(Phase):
         return PathView.most_likely(self.net)
 
     def _arch_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        per_pass = len(batches(self.arch_data, self.batch_size, self.seed + 1, 0))
-        index = batches(self.arch_data, self.batch_size, self.seed + 1, step // per_pass)[step % per_pass]
+        if self._arch_order is None:         # pass 0's order: its length is the number of batches per pass
+            self._arch_order = (0, batches(self.arch_data, self.batch_size, self.seed + 1, 0))
+        per_pass = len(self._arch_order[1])
+        if self._arch_order[0] != step // per_pass:
+            self._arch_order = (step // per_pass, batches(self.arch_data, self.batch_size, self.seed + 1,
+                                                          step // per_pass))
+        index = self._arch_order[1][step % per_pass]
         x, y = next(iter(load_batches(self.arch_data, [index], self.workers)))
         return self.engine.batch(x, y)
 
@@ -310,10 +327,10 @@ class AutoHASPhase(Phase):
 
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         cfg, net, enc = self.config, self.net, self.encoding
-        stage = enc.specs["lr"].stage_of(step, self.total_steps)
+        stage = enc.specs["lr"].stage_of(step, self._steps)
         # the lr bases sit around the default schedule at this step (the paper: "around the default learning rate
         # at each step"): B_i(t) = schedule(t) x lr x m_i
-        sched = schedule_factor(cfg.lr_schedule, step, self.total_steps)
+        sched = schedule_factor(cfg.lr_schedule, step, self._steps)
         lr_bases = tuple(b * sched for b in enc.specs["lr"].bases)
         wd_bases = enc.specs["weight_decay"].bases
         if not net.training:       # train() walks every module of the supernet (~18 ms a step on a CPU)
@@ -325,13 +342,13 @@ class AutoHASPhase(Phase):
         else:
             chosen = torch.multinomial(net.probs().detach().cpu(), 1).squeeze(1).to(net.alpha.device)
         net.fix(chosen.tolist())
-        params = [p for _, p in active_parameters(net, self._named_weights)]
+        params = [p for _, p in active_parameters(net, self._named_weights, self._inactive)]
         self.weights_opt.zero_grad(set_to_none=True)
         with self.engine.autocast():
             logits = net(x)
             ce = F.cross_entropy(logits, y)
         self.engine.backward(ce, self._weights, [self.weights_opt])
-        grads = [p.grad.detach() for p in params]
+        grads = [p.grad for p in params]            # no graph: the backward pass is not create_graph
         # 2. encodings through the temporary weights (eq. 4-5)
         vx, vy = self._arch_batch(step)
         expected_ms = self.latency_model(net.probs())
