@@ -20,7 +20,8 @@ wall-clock ratio ``search_s / final_train_s`` (training the *derived* network fo
 it depends on which network was derived, so it is not like for like. The load average is printed before and
 after.
 
-For the Gumbel estimator every step also times its **floor** on the same copy (``--no-floor`` skips it): the two
+The search step, the plain step and the floor each start after a 64 MiB write (``flush_caches``), from cold
+caches. For the Gumbel estimator every step also times its **floor** on the same copy (``--no-floor`` skips it): the two
 forward/backward passes a Gumbel step cannot do without (the training batch, then the step's validation batch,
 the path's weights as plain leaves) and one momentum-SGD weight step, with nothing of the estimator's machinery
 (temporary weights, gates, encodings, latency term, records). ``floor / plain`` is what the Gumbel ratio tends to
@@ -108,6 +109,16 @@ def flat_cat_functions():
     return mixed, single
 
 
+def flush_caches(mib: int = 64) -> None:
+    """Write and read ``mib`` MiB (more than the CPU caches), so that each timed step starts from cold caches.
+    Without it the floor, timed right after the plain step on the same weights and batch, read them warm (it came
+    out ~10 ms below the search step's own two passes and weight step)."""
+    import torch
+
+    buffer = torch.ones(mib << 18)
+    float(buffer.sum())
+
+
 def variant_functions(variant: str):
     """(mixed_temporary_weights, temporary_weight) of one variant, with the signatures of
     :mod:`mobilekit.search.methods.autohas`'s."""
@@ -149,6 +160,9 @@ def timed_run(args, estimator: str, variants: list[str], floor: bool = False) ->
         variant = variants[twin["count"] % len(variants)]
         twin["count"] += 1
         autohas.mixed_temporary_weights, autohas.temporary_weight = functions[variant]
+        wall = time.perf_counter()
+        flush_caches()
+        twin["wall_s"] += time.perf_counter() - wall
         started = time.thread_time()
         record = original[0](self, epoch, step_index, x, y)
         search_cpu[variant].append(time.thread_time() - started)
@@ -160,6 +174,7 @@ def timed_run(args, estimator: str, variants: list[str], floor: bool = False) ->
         net, opt = twin["net"], twin["opt"]
         net.fix(self.net.active())           # the path this search step sampled
         net.train()
+        flush_caches()
         started = time.thread_time()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
@@ -169,6 +184,7 @@ def timed_run(args, estimator: str, variants: list[str], floor: bool = False) ->
             # the floor of a Gumbel step: the two forward/backward passes it needs (training batch, then the
             # validation batch) and one weight step, nothing else (no temporary weights, gates, encodings)
             vx, vy = self._arch_batch(step_index)
+            flush_caches()
             started = time.thread_time()
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(x), y).backward()
