@@ -550,8 +550,9 @@ def test_the_validation_pass_of_the_temporary_weights_leaves_every_batchnorm_sta
 def test_the_validation_pass_equals_functional_call_and_puts_every_parameter_back(tmp_path, monkeypatch, table_path,
                                                                                   target):
     # the validation pass swaps the temporary weights into the active path's parameter slots instead of calling
-    # torch.func.functional_call (its per-call machinery cost ~3 ms a step): same loss, same gradient w.r.t. the
-    # temporary weights and the gates, and the module holds its own Parameters afterwards, also after an error
+    # torch.func.functional_call (its per-call machinery: 2.2 ms a step over the bare forward pass, the swap 1.1
+    # ms): same loss, same gradient w.r.t. the temporary weights and the gates, and the module holds its own
+    # Parameters afterwards, also after an error
     from torch.func import functional_call
 
     from mobilekit.models.torch_builder import Skeleton

@@ -289,8 +289,9 @@ class AutoHASPhase(Phase):
         untouched), ``gates`` (L,) multiplying each searchable layer's output when given.
 
         What ``torch.func.functional_call`` does, for the active path only and without its per-call machinery
-        (~3 ms a step on the path's ~180 tensors): each weight is put into the module slots of its parameter for
-        the forward pass and the parameters are put back before returning (also on an error); the buffers the
+        (measured on a digits path at batch 32: functional_call 2.2 ms over the bare forward pass, this 1.1 ms,
+        buffer copies included): each weight is put into the module slots of its parameter for the forward pass
+        and the parameters are put back before returning (also on an error); the buffers the
         active path updates (BN statistics) go in as copies: a module's buffers when it has no parameters of its
         own or one of them is active (an inactive candidate's BN is not run). The graph refers to the weights, so
         the backward pass needs no swapping."""
