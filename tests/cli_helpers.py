@@ -25,6 +25,27 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@contextlib.contextmanager
+def search_interrupted_at(step: int):
+    """Within the block, ``mobilekit search`` (through the CLI or ``mobilekit.search.run_search``) is interrupted by
+    a KeyboardInterrupt after training step ``step``, as a Ctrl-C there would: the step's checkpoint is saved."""
+    import mobilekit.search
+
+    real = mobilekit.search.run_search
+
+    def interrupted(config, **kwargs):
+        def stop(record):
+            if record["step"] == step:
+                raise KeyboardInterrupt
+        return real(config, **kwargs, on_step=stop)
+
+    mobilekit.search.run_search = interrupted
+    try:
+        yield
+    finally:
+        mobilekit.search.run_search = real
+
+
 def assert_one_line_failure(code: int, err: str, *needles: str) -> None:
     assert code == 2, f"exit {code}, stderr: {err!r}"
     assert "Traceback" not in err, err

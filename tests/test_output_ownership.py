@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli_helpers import (PIXEL1_TABLE, assert_one_line_failure, run_cli, unwritable_folder,
+from cli_helpers import (PIXEL1_TABLE, assert_one_line_failure, run_cli, search_interrupted_at, unwritable_folder,
                          valid_long_architecture)
 from mobilekit import safewrite
 
@@ -360,22 +360,9 @@ def test_a_damaged_metrics_log_met_on_resume_is_one_line(line):
 @pytest.fixture(scope="module")
 def interrupted_run(tmp_path_factory) -> Path:
     """A run folder as a killed search leaves it: config, metrics and ``checkpoint.npz`` after epoch 1 of 2."""
-    import mobilekit.search
-
     out = tmp_path_factory.mktemp("interrupted") / "run"
-    real = mobilekit.search.run_search
-
-    def interrupted(config, **kwargs):
-        def stop(record):
-            if record["step"] == 1:
-                raise KeyboardInterrupt
-        return real(config, **kwargs, on_step=stop)
-
-    mobilekit.search.run_search = interrupted
-    try:
+    with search_interrupted_at(1):
         code, _, err = run_cli(["search", *TINY_SEARCH, "--epochs", "2", "--out", str(out)])
-    finally:
-        mobilekit.search.run_search = real
     assert code == 130 and (out / "checkpoint.npz").is_file(), err
     return out
 

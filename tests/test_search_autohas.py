@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from _synthetic_tables import synthetic_table
+from cli_helpers import search_interrupted_at
 from mobilekit.cli import main
 from mobilekit.latency.differentiable import SuperkernelLatency
 from mobilekit.search.methods.hyperencoding import (DEFAULT_MULTIPLIERS, HyperEncoding, HyperParameter, categorical_log_prob,
@@ -252,9 +253,7 @@ def test_autohas_runs_end_to_end_and_the_final_training_uses_the_searched_schedu
     assert final == pytest.approx([hp["lr_stages"][0], 0.5 * hp["lr_stages"][1]])    # 2 final steps
 
 
-def test_an_interrupted_reinforce_search_resumes_to_the_same_result(tmp_path, monkeypatch):
-    import mobilekit.search
-
+def test_an_interrupted_reinforce_search_resumes_to_the_same_result(tmp_path):
     table = synthetic_table(width=0.35)
     path = table.save(tmp_path / "synthetic.json")
     fastest, slowest = SuperkernelLatency(table).bounds_ms()
@@ -267,17 +266,8 @@ def test_an_interrupted_reinforce_search_resumes_to_the_same_result(tmp_path, mo
                 "--train-resolution", "32"]
 
     assert main(args(tmp_path / "straight")) == 0
-    real = mobilekit.search.run_search
-
-    def interrupted(config, **kwargs):
-        def stop(record):
-            if record["step"] == 2:
-                raise KeyboardInterrupt
-        return real(config, **kwargs, on_step=stop)
-
-    monkeypatch.setattr(mobilekit.search, "run_search", interrupted)
-    assert main(args(tmp_path / "resumed")) == 130
-    monkeypatch.setattr(mobilekit.search, "run_search", real)
+    with search_interrupted_at(2):
+        assert main(args(tmp_path / "resumed")) == 130
     assert main(args(tmp_path / "resumed") + ["--resume"]) == 0
     straight, resumed = (json.loads((tmp_path / d / "hyperparameters.json").read_text()) for d in ("straight", "resumed"))
     assert resumed == straight and straight["estimator"] == "reinforce"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import mobilekit.search
 from _synthetic_tables import SEARCH_WIDTH, synthetic_table
+from cli_helpers import search_interrupted_at
 from mobilekit.cli import main
 from mobilekit.errors import ConfigError
 from mobilekit.search import make_config
@@ -104,23 +104,14 @@ def test_flat_keys_reach_the_method_options(table_path):
     assert config.to_dict()["relax"] == "ste"
 
 
-def test_interrupted_search_says_resume_and_resume_finishes_it(tmp_path, table_path, target, monkeypatch, capsys):
+def test_interrupted_search_says_resume_and_resume_finishes_it(tmp_path, table_path, target, capsys):
     out = tmp_path / "run"
     args = ["search", "--table", str(table_path), "--target-ms", str(target), "--out", str(out), "--final-epochs",
             "0", *QUICK, "--epochs", "2"]
-    real = mobilekit.search.run_search
-
-    def interrupted(config, **kwargs):
-        def stop(record):
-            if record["step"] == 2:
-                raise KeyboardInterrupt
-        return real(config, **kwargs, on_step=stop)
-
-    monkeypatch.setattr(mobilekit.search, "run_search", interrupted)
-    assert main(args) == 130
+    with search_interrupted_at(2):
+        assert main(args) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "re-run the same command with --resume" in err
-    monkeypatch.setattr(mobilekit.search, "run_search", real)
     assert main(args + ["--resume"]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["phase"] == "search"] == [0, 1, 2, 3]

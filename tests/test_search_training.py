@@ -248,15 +248,28 @@ def test_one_shot_validation_restores_the_supernet_generators_and_modes_and_wait
     assert phase.validate() == validation                           # the same reference path, the same figures
 
 
-def test_a_checkpoint_whose_optimiser_no_longer_fits_is_one_search_error_not_a_traceback():
-    """A run folder from an older version: its encoding optimiser had one parameter group, this run's has two."""
+def test_a_checkpoint_whose_optimiser_no_longer_fits_is_one_search_error_not_a_traceback(tmp_path):
+    """A run folder from an older version: its optimiser had one parameter group, this run's has two. The phase's
+    restore turns the load error into the one damaged-checkpoint line, the same mechanism as any other damage."""
     from mobilekit.errors import SearchError
-    from mobilekit.search.runfolder import pack, unpack
 
-    a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.zeros(2))
-    old = torch.optim.Adam([a, b], lr=0.1)
-    tensors, meta = pack({}, {"enc": old})
-    new = torch.optim.Adam([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1)
-    with pytest.raises(SearchError, match=r"checkpoint.npz: its saved state does not fit this run .*new --out folder"):
-        unpack(tensors, meta, {}, {"enc": new})
-    unpack(tensors, meta, {}, {"enc": torch.optim.Adam([a, b], lr=0.1)})       # the same layout loads
+    run = RunFolder(tmp_path / "run")
+    first = phase(run)
+
+    def stop(record):
+        if record["step"] == 2:
+            raise Stop
+    first.on_step = stop
+    with pytest.raises(Stop):
+        first.run_loop()
+    tensors, meta = run.load_checkpoint()
+    resumed = phase(run)
+    params = list(resumed.model.parameters())
+    resumed.optimizers["opt"] = torch.optim.SGD([{"params": params[:1]}, {"params": params[1:], "lr": 0.5}],
+                                                  lr=0.1)
+    records = (run.root / "metrics.jsonl").read_bytes()
+    with pytest.raises(SearchError, match=r"checkpoint.npz: damaged checkpoint \(it does not fit this run: "
+                                          r"ValueError: .*\); move it away .* or use another --out$"):
+        resumed.restore((tensors, meta))
+    assert (run.root / "metrics.jsonl").read_bytes() == records          # nothing rewritten before the refusal
+    assert phase(run).restore(run.load_checkpoint()) == 2                # the same layout loads

@@ -156,15 +156,11 @@ def unpack(tensors: dict[str, torch.Tensor], meta: dict[str, Any], modules: dict
     """Restore what :func:`pack` saved into existing modules and optimisers (and the RNG states).
 
     Raises:
-        SearchError: the checkpoint's networks or optimisers do not fit this run's (saved by another mobilekit
-            version, e.g. before an optimiser gained a parameter group): one line, nothing changed on disk.
+        RuntimeError, ValueError, KeyError: the checkpoint's networks or optimisers do not fit this run's (saved by
+            another mobilekit version or other settings). :meth:`TrainingPhase.restore` turns these into the one
+            damaged-checkpoint line, like any other damage found on resume.
     """
-    try:
-        _load_states(tensors, meta, modules, optimizers)
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise SearchError(f"checkpoint.npz: its saved state does not fit this run ({type(exc).__name__}: "
-                          f"{' '.join(str(exc).split())[:200]}); it was written by another mobilekit version or "
-                          "other settings: re-run without --resume in a new --out folder") from None
+    _load_states(tensors, meta, modules, optimizers)
     _restore_rng(tensors, meta)
 
 
