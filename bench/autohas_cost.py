@@ -20,9 +20,17 @@ wall-clock ratio ``search_s / final_train_s`` (training the *derived* network fo
 it depends on which network was derived, so it is not like for like. The load average is printed before and
 after.
 
+The search step, the plain step and the floor each start after a 64 MiB write (``flush_caches``), from cold
+caches. For the Gumbel estimator every step also times its **floor** on the same copy (``--no-floor`` skips it): the two
+forward/backward passes a Gumbel step cannot do without (the training batch, then the step's validation batch,
+the path's weights as plain leaves) and one momentum-SGD weight step, with nothing of the estimator's machinery
+(temporary weights, gates, encodings, latency term, records). ``floor / plain`` is what the Gumbel ratio tends to
+as that machinery costs nothing; the ratio can reach 2.0x only while the machinery costs less than one weight step
+(ratio = 2 + (machinery - weight step) / plain step).
+
     python bench/autohas_cost.py [--table latency_tables/pixel1-spnas.json] [--target-ms 80] [--epochs 2]
                                  [--steps-per-epoch 10] [--estimators gumbel,reinforce] [--weight-sharing entangled]
-                                 [--variants per-basis,flat-cat,foreach]
+                                 [--variants per-basis,flat-cat,foreach] [--no-floor]
 """
 
 from __future__ import annotations
@@ -101,6 +109,16 @@ def flat_cat_functions():
     return mixed, single
 
 
+def flush_caches(mib: int = 64) -> None:
+    """Write and read ``mib`` MiB (more than the CPU caches), so that each timed step starts from cold caches.
+    Without it the floor, timed right after the plain step on the same weights and batch, read them warm (it came
+    out ~10 ms below the search step's own two passes and weight step)."""
+    import torch
+
+    buffer = torch.ones(mib << 18)
+    float(buffer.sum())
+
+
 def variant_functions(variant: str):
     """(mixed_temporary_weights, temporary_weight) of one variant, with the signatures of
     :mod:`mobilekit.search.methods.autohas`'s."""
@@ -118,9 +136,11 @@ def variant_functions(variant: str):
     return mixed, optimizer_step
 
 
-def timed_run(args, estimator: str, variants: list[str]) -> dict:
+def timed_run(args, estimator: str, variants: list[str], floor: bool = False) -> dict:
     """One search whose step i uses ``variants[i % n]``; returns per variant the CPU times (s) of its search
-    steps and of the plain steps of the same paths and batches, and the summary."""
+    steps and of the plain steps of the same paths and batches, with ``floor`` the CPU times of the floor steps
+    (two forward/backward passes of the same path, on the training and the validation batch, and one weight step),
+    and the summary."""
     import torch
     import torch.nn.functional as F
 
@@ -131,6 +151,7 @@ def timed_run(args, estimator: str, variants: list[str]) -> dict:
 
     search_cpu: dict[str, list[float]] = {v: [] for v in variants}
     plain_cpu: dict[str, list[float]] = {v: [] for v in variants}
+    floor_cpu: list[float] = []
     functions = {v: variant_functions(v) for v in variants}
     twin: dict = {"wall_s": 0.0, "count": 0}
     original = autohas.AutoHASPhase.step, autohas.mixed_temporary_weights, autohas.temporary_weight
@@ -139,6 +160,9 @@ def timed_run(args, estimator: str, variants: list[str]) -> dict:
         variant = variants[twin["count"] % len(variants)]
         twin["count"] += 1
         autohas.mixed_temporary_weights, autohas.temporary_weight = functions[variant]
+        wall = time.perf_counter()
+        flush_caches()
+        twin["wall_s"] += time.perf_counter() - wall
         started = time.thread_time()
         record = original[0](self, epoch, step_index, x, y)
         search_cpu[variant].append(time.thread_time() - started)
@@ -146,14 +170,31 @@ def timed_run(args, estimator: str, variants: list[str]) -> dict:
         if "net" not in twin:                # a copy of the supernet: the plain steps leave the search alone
             twin["net"] = copy.deepcopy(self.net)
             twin["opt"] = make_optimizer("sgd", twin["net"].weight_parameters(), 0.05, 1e-4)
+            twin["params"] = twin["net"].weight_parameters()
         net, opt = twin["net"], twin["opt"]
         net.fix(self.net.active())           # the path this search step sampled
         net.train()
+        flush_caches()
         started = time.thread_time()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
         opt.step()
         plain_cpu[variant].append(time.thread_time() - started)
+        if floor:
+            # the floor of a Gumbel step: the two forward/backward passes it needs (training batch, then the
+            # validation batch) and one weight step, nothing else (no temporary weights, gates, encodings)
+            vx, vy = self._arch_batch(step_index)
+            flush_caches()
+            started = time.thread_time()
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            training_grads = [p.grad for p in twin["params"]]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(vx), vy).backward()
+            for p, g in zip(twin["params"], training_grads):
+                p.grad = g
+            opt.step()
+            floor_cpu.append(time.thread_time() - started)
         twin["wall_s"] += time.perf_counter() - wall    # inside the phase's timer: taken off search_s below
         return record
 
@@ -169,7 +210,7 @@ def timed_run(args, estimator: str, variants: list[str]) -> dict:
             summary = run_search(config)
     finally:
         autohas.AutoHASPhase.step, autohas.mixed_temporary_weights, autohas.temporary_weight = original
-    return {"search": search_cpu, "plain": plain_cpu, "summary": summary,
+    return {"search": search_cpu, "plain": plain_cpu, "floor": floor_cpu, "summary": summary,
             "search_s": summary["search_s"] - twin["wall_s"]}
 
 
@@ -185,6 +226,9 @@ def main() -> None:
     parser.add_argument("--weight-sharing", default="entangled", choices=("entangled", "separate"))
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"temporary-weight variants interleaved step by step, comma-separated: {', '.join(VARIANTS)}")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the Gumbel floor (two forward/backward passes + one weight step of the same path, "
+                             "timed after every step's plain step)")
     parser.add_argument("--smoke", action="store_true", help="seconds: 1 epoch of 3 steps, batch 16, gumbel only")
     args = parser.parse_args()
     if args.smoke:
@@ -207,8 +251,9 @@ def main() -> None:
           f"first {skip}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"{'estimator':<10} {'variant':<10} {'steps':>5} {'plain step':>11} {'search step':>12} {'ratio':>6}")
     ratios: dict[tuple[str, str], float] = {}
+    floors: dict[str, float] = {}
     for estimator in estimators:
-        result = timed_run(args, estimator, variants)
+        result = timed_run(args, estimator, variants, floor=estimator == "gumbel" and not args.no_floor)
         for variant in variants:
             keep = skip // len(variants)
             search = statistics.median(result["search"][variant][keep:])
@@ -216,13 +261,21 @@ def main() -> None:
             ratios[estimator, variant] = search / plain
             print(f"{estimator:<10} {variant:<10} {len(result['search'][variant][keep:]):>5} {1000 * plain:>8.1f} ms "
                   f"{1000 * search:>9.1f} ms {search / plain:>5.2f}x", flush=True)
+        if result["floor"]:
+            floor = statistics.median(result["floor"][skip:])
+            plain = statistics.median([t for v in variants for t in result["plain"][v][skip // len(variants):]])
+            floors[estimator] = floor / plain
+            print(f"{estimator:<10} {'floor':<10} {len(result['floor'][skip:]):>5} {1000 * plain:>8.1f} ms "
+                  f"{1000 * floor:>9.1f} ms {floor / plain:>5.2f}x  (two forward/backward passes + one weight "
+                  f"step, nothing else)", flush=True)
         s = result["summary"]
         print(f"{estimator:<10} wall search / derived-network training {result['search_s']:.1f} s / "
               f"{s['final_train_s']:.1f} s = {result['search_s'] / s['final_train_s']:.2f}x (derived "
               f"{s['derived_ms']:.1f} ms, {len(s['repairs'])} repair(s))", flush=True)
     for estimator in estimators:
         print(f"{estimator}: search step / plain step of the same path: "
-              + ", ".join(f"{ratios[estimator, v]:.2f}x ({v})" for v in variants))
+              + ", ".join(f"{ratios[estimator, v]:.2f}x ({v})" for v in variants)
+              + (f"; floor {floors[estimator]:.2f}x" if estimator in floors else ""))
     print(f"load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
