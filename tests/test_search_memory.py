@@ -55,6 +55,30 @@ def test_a_data_set_too_large_for_memory_names_train_subset():
     assert check_search_memory(space, 2, split_sizes("digits", train_subset=20), available=GIB).total < 0.9 * GIB
 
 
+def test_on_a_gpu_the_step_is_checked_against_gpu_memory_and_the_data_against_the_hosts():
+    space = get_space(resolution=256, num_classes=10)
+    estimate = estimate_search_memory(space, 64, split_sizes("digits"))
+    host, gpu = estimate.total * 2, estimate.step * 2          # both fit
+    assert check_search_memory(space, 64, split_sizes("digits"), available=host, gpu_available=gpu) == estimate
+    # the step on the GPU: refused against the GPU's free memory even when the host has room for everything
+    with pytest.raises(ConfigError) as info:
+        check_search_memory(space, 64, split_sizes("digits"), available=host, gpu_available=estimate.step // 2)
+    message = str(info.value)
+    assert "\n" not in message and "GiB of GPU memory per step" in message and "free on the GPU" in message
+    # under mixed precision the activations take about half: that step fits the same GPU
+    check_search_memory(space, 64, split_sizes("digits"), available=host, gpu_available=estimate.step // 2 + GIB,
+                        mixed_precision=True)
+    # the images stay on the host: a host too small for them is refused though the GPU has room for the step
+    with pytest.raises(ConfigError, match=r"holds about .* GiB of images at 256x256 .* lower --train-subset"):
+        check_search_memory(space, 64, split_sizes("digits"), available=estimate.data // 2, gpu_available=gpu)
+
+
+def test_a_cpu_run_has_no_gpu_memory_to_check():
+    from mobilekit.search.memory import gpu_free_memory
+
+    assert gpu_free_memory("cpu") is None
+
+
 def test_available_memory_is_read_on_linux():
     available = available_memory()
     assert available is not None and 0 < available < 2**50

@@ -17,6 +17,10 @@ the larger of that network's activations at the training resolution (measured th
 peak of a multipath forward + backward at 64 px x 16, 96 px x 12, 128 px x 8, where the widest single path gave
 0.37-0.40x) and the widest single path's (the final training, and a fine-tuning at the deployed resolution). The
 available memory is Linux's ``MemAvailable`` (or ``sysconf``), capped by a cgroup memory limit when one is set.
+
+On a CUDA device the two parts are checked where they live: the data against the host's memory, the step against
+the GPU's free memory (``torch.cuda.mem_get_info``). Under mixed precision (fp16/bf16) the activations take about
+half the float32 estimate, so the step is then counted at half: a run is refused only when it cannot fit.
 """
 
 from __future__ import annotations
@@ -129,16 +133,40 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
+def gpu_free_memory(accelerator: str) -> int | None:
+    """Free bytes of the CUDA device a run with this ``--accelerator`` (cpu | cuda | auto) trains on (the process's
+    ``LOCAL_RANK`` under torchrun); ``None`` when it trains on the CPU."""
+    if accelerator == "cpu" or not torch.cuda.is_available():
+        return None
+    index = int(os.environ.get("LOCAL_RANK", 0)) % max(1, torch.cuda.device_count())
+    return int(torch.cuda.mem_get_info(index)[0])
+
+
 def check_search_memory(space: SearchSpace, batch_size: int, sizes: tuple[int, ...] | None,
                         available: int | None = None, search_network: NetworkBuilder | None = None,
-                        search_space: SearchSpace | None = None) -> MemoryEstimate:
+                        search_space: SearchSpace | None = None, gpu_available: int | None = None,
+                        mixed_precision: bool = False) -> MemoryEstimate:
     """The estimate (:func:`estimate_search_memory`), or :class:`ConfigError` (one line naming what to lower) when
-    it passes :data:`USABLE_SHARE` of ``available`` bytes (default :func:`available_memory`; unknown: no check)."""
+    it passes :data:`USABLE_SHARE` of ``available`` bytes (default :func:`available_memory`; unknown: no check).
+    ``gpu_available``: free bytes of the GPU the run trains on (:func:`gpu_free_memory`); the step is then checked
+    against it (at half under ``mixed_precision``) and only the data against ``available``."""
     estimate = estimate_search_memory(space, batch_size, sizes, search_network, search_space)
     available = available_memory() if available is None else available
+    r = space.resolution
+    if gpu_available is not None:
+        step = estimate.step // 2 if mixed_precision else estimate.step
+        if step > USABLE_SHARE * gpu_available:
+            raise ConfigError(f"this search needs about {step / GIB:.1f} GiB of GPU memory per step (--batch-size "
+                              f"{batch_size} at --train-resolution {r}"
+                              f"{', mixed precision' if mixed_precision else ''}) but {gpu_available / GIB:.1f} GiB "
+                              f"are free on the GPU; lower --train-resolution or --batch-size")
+        if available is None or estimate.data <= USABLE_SHARE * available:
+            return estimate
+        raise ConfigError(f"this search holds about {estimate.data / GIB:.1f} GiB of images at {r}x{r} in memory "
+                          f"but {available / GIB:.1f} GiB are available; lower --train-subset or "
+                          f"--train-resolution")
     if available is None or estimate.total <= USABLE_SHARE * available:
         return estimate
-    r = space.resolution
     data = (f" + {estimate.data / GIB:.1f} GiB of images held at {r}x{r} (lower it with --train-subset)"
             if estimate.data else "")
     raise ConfigError(f"this search needs about {estimate.total / GIB:.1f} GiB of memory "

@@ -372,7 +372,7 @@ def check_memory(config: SearchConfig, table_space, latency_model: TableLatency 
     more than one path, e.g. multipath, given ``latency_model``) could not fit in the available memory (see
     :mod:`mobilekit.search.memory`)."""
     from mobilekit.data.datasets import split_sizes
-    from mobilekit.search.memory import check_search_memory
+    from mobilekit.search.memory import check_search_memory, gpu_free_memory
 
     resolution = max(config.train_resolution, table_space.resolution if finetune_plan(config, table_space.resolution)
                      else 0)
@@ -382,8 +382,10 @@ def check_memory(config: SearchConfig, table_space, latency_model: TableLatency 
     network = (lambda s: builder(s, latency_model)) if builder is not None else None
     train_space = get_space(table_space.name, width=table_space.width, resolution=config.train_resolution,
                             num_classes=table_space.num_classes)
+    gpu_available = gpu_free_memory(config.accelerator)
     check_search_memory(space, config.batch_size, split_sizes(config.data, config.train_subset),
-                        search_network=network, search_space=train_space)
+                        search_network=network, search_space=train_space, gpu_available=gpu_available,
+                        mixed_precision=gpu_available is not None and config.mixed_precision != "off")
 
 
 def finetune_plan(config: SearchConfig, deploy_resolution: int) -> bool:
