@@ -47,8 +47,10 @@ fashion-mnist:
 demo: install fashion-mnist
 	$(BIN)/python -m mobilekit.demo --out $(DEMO_OUT)
 
+# One pytest worker per core (pytest-xdist), a test file per worker at a time so that a module's fixtures are built
+# once; every test runs torch on one thread (tests/conftest.py), so two workers do not spin against each other.
 test: install-test adb fashion-mnist postgresql
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: install
 	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

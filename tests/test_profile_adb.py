@@ -199,7 +199,10 @@ def test_adb_runner_waits_while_the_thermal_zone_is_hot(tmp_path, host_side, emu
     desc = descriptor(host_side, emulator.address, thermal_zone=0, thermal_max_c=45.0, thermal_poll_s=0.1)
     model = ModelFileCache(work_dir, "tflite").stem(SPACE).path
     with open_runner(desc) as runner:
-        threading.Timer(1.0, lambda: zone.write_text("41500\n")).start()
+        def cool_down():  # replaced whole, as the kernel's file reads: a truncate-then-write could be read empty
+            (zone.parent / "temp.new").write_text("41500\n")
+            (zone.parent / "temp.new").replace(zone)
+        threading.Timer(1.0, cool_down).start()
         started = time.perf_counter()
         (measurement,) = runner.measure([model], runs=2, warmup=0)
         assert time.perf_counter() - started > 1.0

@@ -27,7 +27,7 @@ def test_trials_run_as_ray_tasks_on_one_study(tmp_path, local_ray):
     fastest, slowest = SuperkernelLatency(table).bounds_ms()
     sets = {"table": str(table.save(tmp_path / "synthetic.json")), "target_ms": round((fastest + slowest) / 2, 1),
             "data": "digits", "epochs": 1, "final_epochs": 0, "steps_per_epoch": 1, "batch_size": 16,
-            "export": (), "threads": 1}
+            "export": (), "threads": 1, "train_resolution": 32}
     config = TuneConfig(out=str(tmp_path / "tune"), params=(parse_param("lambda:log:1e-3:1"),), sets=sets,
                         trials=2, sampler="random", ray="", workers=2)
     result = run_tune(config)
