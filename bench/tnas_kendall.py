@@ -39,11 +39,26 @@ STANDALONE: dict[str, float] = {}      # arch string -> stand-alone validation a
 RESULTS: dict[str, dict] = {}
 
 
+def sampler_report(records: list[dict], plan: tnas_os.Schedule) -> dict:
+    """How TNAS-OS drew its paths, from the search's metrics ``records``: the share of sampler-drawn paths
+    against the ``plan``'s expectation (and its sampling sd), and per refit how many distinct paths were told and
+    how many of them lay in the latency window."""
+    search = [r for r in records if r.get("phase") == "search"]
+    sources = [r.get("path") for r in search]
+    refits = [r for r in search if "told" in r]
+    return {"sampler_paths_share": sources.count("sampler") / len(sources) if sources else None,
+            "sampler_paths_share_expected": plan.expected_sampler_share(),
+            "sampler_paths_share_sd": plan.sampler_share_sd(), "tell_every": plan.every,
+            "refits": len(refits), "told": [r["told"] for r in refits],
+            "told_inside": [r["told_inside"] for r in refits]}
+
+
 def bench_method(name: str, module, archs: int, standalone_epochs: int) -> str:
     def search(ctx):
         started = time.perf_counter()
         net, paths, phase, *_ = module.train_supernet(ctx)
         supernet_s = time.perf_counter() - started
+        print(f"{name}: supernet trained in {supernet_s:.0f} s", flush=True)
         candidates = []
         for p in spos.initial_population(ctx, paths, 3 * archs):
             if p not in candidates:
@@ -55,20 +70,33 @@ def bench_method(name: str, module, archs: int, standalone_epochs: int) -> str:
             arch = paths.architecture(p)
             key = arch.to_string()
             if key not in STANDALONE:
+                trained = time.perf_counter()
                 torch.manual_seed(ctx.config.seed * 1000 + i)
                 model = MobileNet(arch)
                 TrainPhase(model=model, hyperparameters=TrainingHyperparameters.from_config(ctx.config),
                            **{**ctx.phase_kwargs(f"standalone-{i}", epochs=standalone_epochs), "progress": None}
                            ).run_loop(0)
                 STANDALONE[key] = (evaluate(model, ctx.splits.val, engine=ctx.engine),
-                                   evaluate(model, ctx.splits.test, engine=ctx.engine))
-            rows.append({"arch": key, "predicted_ms": paths.latency_ms(p), "supernet_accuracy": scorer(p),
-                         "standalone_accuracy": STANDALONE[key][0], "standalone_test_accuracy": STANDALONE[key][1]})
+                                   evaluate(model, ctx.splits.test, engine=ctx.engine),
+                                   round(time.perf_counter() - trained, 1))
+                print(f"{name}: stand-alone {i + 1}/{len(candidates)} trained and evaluated in "
+                      f"{STANDALONE[key][2]:.0f} s", flush=True)
+            scored = time.perf_counter()
+            supernet_accuracy = scorer(p)
+            rows.append({"arch": key, "predicted_ms": paths.latency_ms(p), "supernet_accuracy": supernet_accuracy,
+                         "supernet_score_s": round(time.perf_counter() - scored, 1),
+                         "standalone_accuracy": STANDALONE[key][0], "standalone_test_accuracy": STANDALONE[key][1],
+                         "standalone_s": STANDALONE[key][2]})
         supernet = [r["supernet_accuracy"] for r in rows]
         tau, p_value = kendalltau(supernet, [r["standalone_accuracy"] for r in rows])
         tau_test, p_test = kendalltau(supernet, [r["standalone_test_accuracy"] for r in rows])
         RESULTS[name] = {"kendall_tau": float(tau), "p_value": float(p_value), "kendall_tau_test": float(tau_test),
                          "p_value_test": float(p_test), "supernet_s": round(supernet_s, 1), "archs": rows}
+        if module is tnas_os:
+            cfg = ctx.config
+            plan = tnas_os.schedule(phase.total_steps, cfg.tell_every, cfg.eps_inc, cfg.eps_max, cfg.tell_paths)
+            RESULTS[name]["sampler"] = {**sampler_report(ctx.run.records(), plan),
+                                        "proposals": phase.state.get("proposals", [])}
         ranked = sorted(((r["supernet_accuracy"], p) for r, p in zip(rows, candidates)), key=lambda s: -s[0])
         return spos.outcome(ctx, net, paths, phase, ranked, 0.0)
 
@@ -121,6 +149,12 @@ def main() -> int:
               f"{min(a['supernet_accuracy'] for a in r['archs']):.3f}-{max(a['supernet_accuracy'] for a in r['archs']):.3f}, "
               f"stand-alone test {min(a['standalone_test_accuracy'] for a in r['archs']):.3f}-"
               f"{max(a['standalone_test_accuracy'] for a in r['archs']):.3f}; supernet training {r['supernet_s']:.0f} s")
+        if "sampler" in r:
+            s = r["sampler"]
+            print(f"{name:8s} {100 * s['sampler_paths_share']:.1f} % of the paths from the sampler (schedule "
+                  f"{100 * s['sampler_paths_share_expected']:.1f} ± {100 * s['sampler_paths_share_sd']:.1f} %), "
+                  f"{s['refits']} refits every {s['tell_every']} steps; told per refit {s['told']}, "
+                  f"of them in the window {s['told_inside']}")
     (out / "kendall.json").write_text(json.dumps({"settings": vars(args), **RESULTS}, indent=2) + "\n")
     print(f"written {out / 'kendall.json'}")
     return 0
