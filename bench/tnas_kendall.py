@@ -5,7 +5,7 @@ recipe) of the same architectures inside [0.9 T, T]; the stand-alone accuracy is
 
     OMP_NUM_THREADS=1 python bench/tnas_kendall.py [--table latency_tables/pixel1-spnas.json] [--target-ms 80]
         [--data digits] [--train-subset N] [--archs 10] [--epochs 8] [--standalone-epochs 4] [--seed 0]
-        [--weight-sharing entangled|separate] [--out runs/bench-kendall]
+        [--weight-sharing entangled|separate] [--methods spos,tnas-os] [--standalone-seed 0] [--out runs/bench-kendall]
     OMP_NUM_THREADS=1 python bench/tnas_kendall.py --smoke      # seconds: checks the script runs (temp folder)
 
 Both supernets are trained by the methods' own ``train_supernet`` with the same settings and seed; the same
@@ -56,7 +56,7 @@ def sampler_report(records: list[dict], plan: tnas_os.Schedule) -> dict:
             "told_inside": [r["told_inside"] for r in refits]}
 
 
-def bench_method(name: str, module, archs: int, standalone_epochs: int) -> str:
+def bench_method(name: str, module, archs: int, standalone_epochs: int, standalone_seed: int = 0) -> str:
     def search(ctx):
         started = time.perf_counter()
         net, paths, phase, *_ = module.train_supernet(ctx)
@@ -74,7 +74,7 @@ def bench_method(name: str, module, archs: int, standalone_epochs: int) -> str:
             key = arch.to_string()
             if key not in STANDALONE:
                 trained = time.perf_counter()
-                torch.manual_seed(ctx.config.seed * 1000 + i)
+                torch.manual_seed(ctx.config.seed * 1000 + i + 100_000 * standalone_seed)
                 model = MobileNet(arch)
                 TrainPhase(model=model, hyperparameters=TrainingHyperparameters.from_config(ctx.config),
                            **{**ctx.phase_kwargs(f"standalone-{i}", epochs=standalone_epochs), "progress": None}
@@ -122,6 +122,11 @@ def main() -> int:
     parser.add_argument("--standalone-epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--standalone-seed", type=int, default=0,
+                        help="offsets the stand-alone networks' initialisation seeds (the architectures, data order and "
+                             "supernets stay those of --seed): rerun with 1, 2, ... to measure the reference's noise")
+    parser.add_argument("--methods", default="spos,tnas-os",
+                        help="comma-separated subset of spos,tnas-os to train supernets for")
     parser.add_argument("--out", default="runs/bench-kendall")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds: 3 architectures, 2 steps of batch 8 per epoch, 1 epoch, a temporary out folder; "
@@ -138,8 +143,13 @@ def main() -> int:
         args.table = str(table.save(Path(args.out) / "table-width-0.35.json"))
         quick = {"steps_per_epoch": 2, "bn_steps": 1, "eval_samples": 16, "population": 2, "generations": 0}
     out = Path(args.out)
+    chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not chosen or set(chosen) - {"spos", "tnas-os"}:
+        parser.error(f"--methods {args.methods!r}: give a comma-separated subset of spos,tnas-os")
     for name, module in (("spos", spos), ("tnas-os", tnas_os)):
-        method = bench_method(name, module, args.archs, args.standalone_epochs)
+        if name not in chosen:
+            continue
+        method = bench_method(name, module, args.archs, args.standalone_epochs, args.standalone_seed)
         extra = {**quick, **({"tell_batch": 16, "sampler_fit_steps": 2} if args.smoke and name == "tnas-os" else {})}
         run_search(make_config(None, method=method, table=args.table, target_ms=args.target_ms, data=args.data,
                                epochs=args.epochs, batch_size=args.batch_size, final_epochs=0, export=(),

@@ -5,6 +5,10 @@ writes into ``kendall.json`` come from the search's own metrics records (the smo
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +46,30 @@ def test_sampler_report_of_a_search_without_records_has_no_share() -> None:
     plan = tnas_os.schedule(total_steps=8, tell_every=None, eps_inc=None, eps_max=0.5)
     report = _bench().sampler_report([], plan)
     assert report["sampler_paths_share"] is None and report["refits"] == 0 and report["told"] == []
+
+
+def _run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    for name in ("latency_tables", "bench"):
+        (cwd / name).symlink_to(ROOT / name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg",
+           "MOBILEKIT_CACHE": str(cwd / "cache")}
+    return subprocess.run([sys.executable, "bench/tnas_kendall.py", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_an_unknown_method_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = _run_script("--smoke", "--methods", "spos,darts", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--methods 'spos,darts': give a comma-separated subset of spos,tnas-os" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_one_method_with_another_standalone_seed_writes_only_its_results(tmp_path: Path) -> None:
+    done = _run_script("--smoke", "--methods", "spos", "--standalone-seed", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = Path(done.stdout.strip().splitlines()[-1].removeprefix("written "))
+    report = json.loads(written.read_text())
+    assert set(report) == {"settings", "spos"}
+    assert report["settings"]["standalone_seed"] == 1
+    rows = report["spos"]["archs"]
+    assert len(rows) == 3 and all(r["standalone_s"] >= 0 and 0 <= r["standalone_test_accuracy"] <= 1 for r in rows)
