@@ -5,12 +5,15 @@ recipe) of the same architectures inside [0.9 T, T]; the stand-alone accuracy is
 
     OMP_NUM_THREADS=1 python bench/tnas_kendall.py [--table latency_tables/pixel1-spnas.json] [--target-ms 80]
         [--data digits] [--train-subset N] [--archs 10] [--epochs 8] [--standalone-epochs 4] [--seed 0]
-        [--weight-sharing entangled|separate] [--out runs/bench-kendall]
+        [--weight-sharing entangled|separate] [--methods spos,tnas-os] [--standalone-seed 0] [--out runs/bench-kendall]
     OMP_NUM_THREADS=1 python bench/tnas_kendall.py --smoke      # seconds: checks the script runs (temp folder)
 
 Both supernets are trained by the methods' own ``train_supernet`` with the same settings and seed; the same
-architectures (seeded samples in the window) are scored on both and trained stand-alone once. Tiny budgets: a
-smoke-scale measurement of the pipeline, not of the paper's claim.
+architectures (seeded samples in the window) are scored on both and trained stand-alone once. ``kendall.json``
+also holds each architecture's scoring and stand-alone times (s) and, for TNAS-OS, the share of sampler-drawn paths
+(measured, and the schedule's expectation and sd), the told and in-window counts of each refit and the sampler's
+proposals. Not resumable: one seed at 10 000 images, 8 supernet epochs, 16 architectures x 3 stand-alone epochs
+took 46 min on one shared core.
 """
 
 from __future__ import annotations
@@ -39,11 +42,26 @@ STANDALONE: dict[str, float] = {}      # arch string -> stand-alone validation a
 RESULTS: dict[str, dict] = {}
 
 
-def bench_method(name: str, module, archs: int, standalone_epochs: int) -> str:
+def sampler_report(records: list[dict], plan: tnas_os.Schedule) -> dict:
+    """How TNAS-OS drew its paths, from the search's metrics ``records``: the share of sampler-drawn paths
+    against the ``plan``'s expectation (and its sampling sd), and per refit how many distinct paths were told and
+    how many of them lay in the latency window."""
+    search = [r for r in records if r.get("phase") == "search"]
+    sources = [r.get("path") for r in search]
+    refits = [r for r in search if "told" in r]
+    return {"sampler_paths_share": sources.count("sampler") / len(sources) if sources else None,
+            "sampler_paths_share_expected": plan.expected_sampler_share(),
+            "sampler_paths_share_sd": plan.sampler_share_sd(), "tell_every": plan.every,
+            "refits": len(refits), "told": [r["told"] for r in refits],
+            "told_inside": [r["told_inside"] for r in refits]}
+
+
+def bench_method(name: str, module, archs: int, standalone_epochs: int, standalone_seed: int = 0) -> str:
     def search(ctx):
         started = time.perf_counter()
         net, paths, phase, *_ = module.train_supernet(ctx)
         supernet_s = time.perf_counter() - started
+        print(f"{name}: supernet trained in {supernet_s:.0f} s", flush=True)
         candidates = []
         for p in spos.initial_population(ctx, paths, 3 * archs):
             if p not in candidates:
@@ -55,20 +73,33 @@ def bench_method(name: str, module, archs: int, standalone_epochs: int) -> str:
             arch = paths.architecture(p)
             key = arch.to_string()
             if key not in STANDALONE:
-                torch.manual_seed(ctx.config.seed * 1000 + i)
+                trained = time.perf_counter()
+                torch.manual_seed(ctx.config.seed * 1000 + i + 100_000 * standalone_seed)
                 model = MobileNet(arch)
                 TrainPhase(model=model, hyperparameters=TrainingHyperparameters.from_config(ctx.config),
                            **{**ctx.phase_kwargs(f"standalone-{i}", epochs=standalone_epochs), "progress": None}
                            ).run_loop(0)
                 STANDALONE[key] = (evaluate(model, ctx.splits.val, engine=ctx.engine),
-                                   evaluate(model, ctx.splits.test, engine=ctx.engine))
-            rows.append({"arch": key, "predicted_ms": paths.latency_ms(p), "supernet_accuracy": scorer(p),
-                         "standalone_accuracy": STANDALONE[key][0], "standalone_test_accuracy": STANDALONE[key][1]})
+                                   evaluate(model, ctx.splits.test, engine=ctx.engine),
+                                   round(time.perf_counter() - trained, 1))
+                print(f"{name}: stand-alone {i + 1}/{len(candidates)} trained and evaluated in "
+                      f"{STANDALONE[key][2]:.0f} s", flush=True)
+            scored = time.perf_counter()
+            supernet_accuracy = scorer(p)
+            rows.append({"arch": key, "predicted_ms": paths.latency_ms(p), "supernet_accuracy": supernet_accuracy,
+                         "supernet_score_s": round(time.perf_counter() - scored, 1),
+                         "standalone_accuracy": STANDALONE[key][0], "standalone_test_accuracy": STANDALONE[key][1],
+                         "standalone_s": STANDALONE[key][2]})
         supernet = [r["supernet_accuracy"] for r in rows]
         tau, p_value = kendalltau(supernet, [r["standalone_accuracy"] for r in rows])
         tau_test, p_test = kendalltau(supernet, [r["standalone_test_accuracy"] for r in rows])
         RESULTS[name] = {"kendall_tau": float(tau), "p_value": float(p_value), "kendall_tau_test": float(tau_test),
                          "p_value_test": float(p_test), "supernet_s": round(supernet_s, 1), "archs": rows}
+        if module is tnas_os:
+            cfg = ctx.config
+            plan = tnas_os.schedule(phase.total_steps, cfg.tell_every, cfg.eps_inc, cfg.eps_max, cfg.tell_paths)
+            RESULTS[name]["sampler"] = {**sampler_report(ctx.run.records(), plan),
+                                        "proposals": phase.state.get("proposals", [])}
         ranked = sorted(((r["supernet_accuracy"], p) for r, p in zip(rows, candidates)), key=lambda s: -s[0])
         return spos.outcome(ctx, net, paths, phase, ranked, 0.0)
 
@@ -91,6 +122,11 @@ def main() -> int:
     parser.add_argument("--standalone-epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--standalone-seed", type=int, default=0,
+                        help="offsets the stand-alone networks' initialisation seeds (the architectures, data order and "
+                             "supernets stay those of --seed): rerun with 1, 2, ... to measure the reference's noise")
+    parser.add_argument("--methods", default="spos,tnas-os",
+                        help="comma-separated subset of spos,tnas-os to train supernets for")
     parser.add_argument("--out", default="runs/bench-kendall")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds: 3 architectures, 2 steps of batch 8 per epoch, 1 epoch, a temporary out folder; "
@@ -107,8 +143,13 @@ def main() -> int:
         args.table = str(table.save(Path(args.out) / "table-width-0.35.json"))
         quick = {"steps_per_epoch": 2, "bn_steps": 1, "eval_samples": 16, "population": 2, "generations": 0}
     out = Path(args.out)
+    chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not chosen or set(chosen) - {"spos", "tnas-os"}:
+        parser.error(f"--methods {args.methods!r}: give a comma-separated subset of spos,tnas-os")
     for name, module in (("spos", spos), ("tnas-os", tnas_os)):
-        method = bench_method(name, module, args.archs, args.standalone_epochs)
+        if name not in chosen:
+            continue
+        method = bench_method(name, module, args.archs, args.standalone_epochs, args.standalone_seed)
         extra = {**quick, **({"tell_batch": 16, "sampler_fit_steps": 2} if args.smoke and name == "tnas-os" else {})}
         run_search(make_config(None, method=method, table=args.table, target_ms=args.target_ms, data=args.data,
                                epochs=args.epochs, batch_size=args.batch_size, final_epochs=0, export=(),
@@ -121,6 +162,12 @@ def main() -> int:
               f"{min(a['supernet_accuracy'] for a in r['archs']):.3f}-{max(a['supernet_accuracy'] for a in r['archs']):.3f}, "
               f"stand-alone test {min(a['standalone_test_accuracy'] for a in r['archs']):.3f}-"
               f"{max(a['standalone_test_accuracy'] for a in r['archs']):.3f}; supernet training {r['supernet_s']:.0f} s")
+        if "sampler" in r:
+            s = r["sampler"]
+            print(f"{name:8s} {100 * s['sampler_paths_share']:.1f} % of the paths from the sampler (schedule "
+                  f"{100 * s['sampler_paths_share_expected']:.1f} ± {100 * s['sampler_paths_share_sd']:.1f} %), "
+                  f"{s['refits']} refits every {s['tell_every']} steps; told per refit {s['told']}, "
+                  f"of them in the window {s['told_inside']}")
     (out / "kendall.json").write_text(json.dumps({"settings": vars(args), **RESULTS}, indent=2) + "\n")
     print(f"written {out / 'kendall.json'}")
     return 0
