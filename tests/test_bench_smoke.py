@@ -1,6 +1,7 @@
 """Benchmarks that do not rot: every ``bench/*.py`` runs in its ``--smoke`` mode (seconds each) and exits 0.
 
-The scripts run two at a time (this machine has two cores), one torch thread each, each in its own temporary
+The scripts run two at a time (this machine has two cores) when pytest runs alone, one at a time beside
+``make test``'s other pytest-xdist worker (more would oversubscribe the cores), one torch thread each, each in its own temporary
 working folder with the repository's ``latency_tables/``, ``devices/`` and ``search/`` linked in, so that a script
 that writes ``runs/...`` writes nothing into the checkout.
 """
@@ -45,7 +46,8 @@ def _run(script: Path, work: Path) -> tuple[Path, int, str, float]:
 
 def test_every_bench_script_has_a_smoke_mode_that_runs(tmp_path: Path) -> None:
     assert len(SCRIPTS) >= 12
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    beside_other_workers = "PYTEST_XDIST_WORKER" in os.environ
+    with ThreadPoolExecutor(max_workers=1 if beside_other_workers else 2) as pool:
         results = list(pool.map(lambda s: _run(s, tmp_path / s.stem), SCRIPTS))
     failed = [f"bench/{s.name} --smoke: exit {code} after {seconds:.0f} s\n{output}"
               for s, code, output, seconds in results if code != 0]
