@@ -1,9 +1,9 @@
 """Benchmarks that do not rot: every ``bench/*.py`` runs in its ``--smoke`` mode (seconds each) and exits 0.
 
-The scripts run two at a time (this machine has two cores) when pytest runs alone, one at a time beside
-``make test``'s other pytest-xdist worker (more would oversubscribe the cores), one torch thread each, each in its own temporary
-working folder with the repository's ``latency_tables/``, ``devices/`` and ``search/`` linked in, so that a script
-that writes ``runs/...`` writes nothing into the checkout.
+The scripts run two at a time (this machine has two cores) when pytest runs alone, one at a time beside ``make
+test``'s other pytest-xdist worker (more would oversubscribe the cores), one torch thread each, each in its own
+temporary working folder with the repository's ``latency_tables/``, ``devices/`` and ``search/`` linked in, so that
+a script that writes ``runs/...`` writes nothing into the checkout.
 """
 
 from __future__ import annotations
