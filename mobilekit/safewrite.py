@@ -35,24 +35,31 @@ class OutputError(MobilekitError):
     """An output file cannot be written safely (symlink, not a regular file, OS error)."""
 
 
+def _existing_entry(path: Path, option: str) -> os.stat_result | None:
+    """``lstat`` of ``path``, or None when it is absent; :class:`OutputError` when a parent is a file, the entry
+    cannot be checked, or it is a symlink (messages name ``option``)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
+        raise OutputError(f"{blocker}: is a file, not a folder, so {path} cannot be written; use another "
+                          f"{option}") from None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot check it ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise OutputError(f"{path}: is a symlink; mobilekit never writes through one: remove it or use "
+                          f"another {option}")
+    return st
+
+
 def check_target(path: str | Path, option: str = "--out") -> Path:
     """Raise :class:`OutputError` unless ``path`` is absent or a regular file that is not a symlink; the message
     names ``option`` (the flag that gave the path) as the one to change."""
     target = Path(path)
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        return target
-    except NotADirectoryError:
-        blocker = next((p for p in reversed(target.parents) if p.exists() and not p.is_dir()), target.parent)
-        raise OutputError(f"{blocker}: is a file, not a folder, so {target} cannot be written; use another "
-                          f"{option}") from None
-    except OSError as exc:
-        raise OutputError(f"{target}: cannot check it ({exc.strerror or type(exc).__name__})") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise OutputError(f"{target}: is a symlink; mobilekit never writes through one: remove it or use "
-                          f"another {option}")
-    if not stat.S_ISREG(st.st_mode):
+    st = _existing_entry(target, option)
+    if st is not None and not stat.S_ISREG(st.st_mode):
         raise OutputError(f"{target}: exists and is not a regular file; remove it or use another {option}")
     return target
 
@@ -62,20 +69,8 @@ def check_folder(path: str | Path, option: str = "--out") -> Path:
     mobilekit makes inside an output folder (``cells/``, ``runs/NAME/``) must not lead anywhere else. Messages
     name ``option``."""
     folder = Path(path)
-    try:
-        st = os.lstat(folder)
-    except FileNotFoundError:
-        return folder
-    except NotADirectoryError:
-        blocker = next((p for p in reversed(folder.parents) if p.exists() and not p.is_dir()), folder.parent)
-        raise OutputError(f"{blocker}: is a file, not a folder, so {folder} cannot be written; use another "
-                          f"{option}") from None
-    except OSError as exc:
-        raise OutputError(f"{folder}: cannot check it ({exc.strerror or type(exc).__name__})") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise OutputError(f"{folder}: is a symlink; mobilekit never writes through one: remove it or use another "
-                          f"{option}")
-    if not stat.S_ISDIR(st.st_mode):
+    st = _existing_entry(folder, option)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{folder}: exists and is not a folder; move it away or use another {option}")
     return folder
 
