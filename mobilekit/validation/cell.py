@@ -10,17 +10,14 @@ refused everywhere.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mobilekit.errors import ConfigError
+from mobilekit.validation._fields import Count, Flag, Fraction, Name, NonNegative, Positive
 from mobilekit.validation._messages import first_error
 
-NonNegative = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
-Fraction = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
-Count = Annotated[int, Field(strict=True, ge=0)]
-Flag = Annotated[bool, Field(strict=True)]
 
 
 class CompareCell(BaseModel):
@@ -29,9 +26,9 @@ class CompareCell(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     kind: Literal["search", "protocol", "depth-matched", "reference"] | None = None
-    method: Annotated[str, Field(strict=True, min_length=1)]
+    method: Name
     seed: Count
-    arch: Annotated[str, Field(strict=True, min_length=1)]
+    arch: Name
     predicted_ms: NonNegative
     derived_ms: NonNegative | None = None
     within_window: Flag | None = None
@@ -53,7 +50,7 @@ class CompareCell(BaseModel):
     images_epochs: NonNegative | None = None
     forward_only_images: NonNegative | None = None
     forward_only_epochs: NonNegative | None = None
-    searched_lr: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = None
+    searched_lr: Positive | None = None
     searched_weight_decay: NonNegative | None = None
 
 

@@ -10,9 +10,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mobilekit.errors import ConfigError
+from mobilekit.validation._fields import Finite
 from mobilekit.validation._messages import first_error
-
-Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class NetworkCorrection(BaseModel):

@@ -27,17 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mobilekit.errors import ConfigError, SearchError
 from mobilekit.jsonio import read_json
+from mobilekit.validation._fields import (ClassCount, Count, Finite, Flag, Fraction, Name, NonNegative, Positive,
+                                           Resolution, Seed, Text)
 from mobilekit.validation._messages import first_error
 
-Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
-Positive = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
-Fraction = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
-Count = Annotated[int, Field(strict=True, ge=0)]
-Text = Annotated[str, Field(strict=True)]
-Name = Annotated[str, Field(strict=True, min_length=1)]
-Flag = Annotated[bool, Field(strict=True)]
-Resolution = Annotated[int, Field(strict=True, ge=16, le=2048)]
 Channel = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
 Spread = Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)]
 
@@ -50,11 +43,11 @@ class RunBundle(BaseModel):
     mean: Annotated[list[Channel], Field(min_length=3, max_length=3)]
     std: Annotated[list[Spread], Field(min_length=3, max_length=3)]
     class_names: list[Text] | None = None
-    num_classes: Annotated[int, Field(strict=True, ge=1)] | None = None
+    num_classes: ClassCount | None = None
     train_resolution: Resolution | None = None
     deploy_resolution: Resolution | None = None
     data: Name | None = None
-    seed: Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)] | None = None
+    seed: Seed | None = None
     arch: Name | None = None
     weights: Name | None = None
     architecture: dict[str, Any] | None = None
@@ -99,7 +92,7 @@ class HeadCorrection(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    num_classes: Annotated[int, Field(strict=True, ge=1)]
+    num_classes: ClassCount
     delta_ms: Finite | None = None
 
 
@@ -125,8 +118,8 @@ class RunSummary(BaseModel):
     measure_note: Text | None = None
     final_train_s: NonNegative | None = None
     deploy_resolution: Resolution | None = None
-    num_classes: Annotated[int, Field(strict=True, ge=1)] | None = None
-    seed: Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)] | None = None
+    num_classes: ClassCount | None = None
+    seed: Seed | None = None
     rank: Count | None = None
     repairs: list[Any] | None = None
     head_correction: HeadCorrection | None = None
