@@ -36,18 +36,23 @@ class Stop(Exception):
     pass
 
 
-def test_killed_training_resumes_exactly_with_schedule_optimiser_and_augmentation(tmp_path):
-    whole = phase(RunFolder(tmp_path / "whole"))
-    whole.run_loop()
-    run = RunFolder(tmp_path / "killed")
+def kill_after(run: RunFolder, step: int) -> None:
+    """Train :func:`phase` in ``run`` and stop it, as a kill would, after ``step`` (its checkpoint saved)."""
     first = phase(run)
 
     def stop(record):
-        if record["step"] == 4:
+        if record["step"] == step:
             raise Stop
     first.on_step = stop
     with pytest.raises(Stop):
         first.run_loop()
+
+
+def test_killed_training_resumes_exactly_with_schedule_optimiser_and_augmentation(tmp_path):
+    whole = phase(RunFolder(tmp_path / "whole"))
+    whole.run_loop()
+    run = RunFolder(tmp_path / "killed")
+    kill_after(run, 4)
     torch.manual_seed(123)                                   # the checkpoint's RNG state must win
     resumed = phase(run)
     start = resumed.restore(run.load_checkpoint())
@@ -251,14 +256,7 @@ def test_a_checkpoint_whose_optimiser_no_longer_fits_is_one_search_error_not_a_t
     from mobilekit.errors import SearchError
 
     run = RunFolder(tmp_path / "run")
-    first = phase(run)
-
-    def stop(record):
-        if record["step"] == 2:
-            raise Stop
-    first.on_step = stop
-    with pytest.raises(Stop):
-        first.run_loop()
+    kill_after(run, 2)
     tensors, meta = run.load_checkpoint()
     resumed = phase(run)
     params = list(resumed.model.parameters())
