@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import torch
 
-from mobilekit import locks
+from mobilekit import locks, safewrite
 from mobilekit.compare.budget import forward_only_images, method_settings
 from mobilekit.compare.report import write_report
 from mobilekit.compare.retrain import Recipe, retrain
@@ -67,8 +67,6 @@ def _prepare(settings: CompareSettings) -> None:
     out = Path(settings.out)
     stored_path = out / "compare.json"
     current = settings.to_dict()
-    from mobilekit import safewrite
-
     safewrite.check_target(stored_path)  # a planted symlink is refused before it is read, dangling or not
     if stored_path.exists():
         stored = {**ADDED_DEFAULTS, **read_json(stored_path, ConfigError, "missing")}
@@ -110,7 +108,6 @@ def claim_outputs(settings: CompareSettings) -> None:
     Raises:
         OutputError, LockedError, ConfigError: one line naming the path and the fix.
     """
-    from mobilekit import safewrite
     from mobilekit.search.runfolder import RunFolder
 
     out = Path(settings.out)
