@@ -43,6 +43,12 @@ def batches(dataset: Dataset, batch_size: int, seed: int, epoch: int) -> list[to
     return [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)] or [order]
 
 
+def batch_count(dataset: Dataset, batch_size: int) -> int:
+    """How many batches :func:`batches` gives per epoch (full batches only; one short batch when the data set is
+    smaller than one), without drawing an order."""
+    return max(1, len(dataset) // batch_size)
+
+
 def split_for_architecture(dataset: Dataset, seed: int, share: float = 0.2) -> tuple[Dataset, Dataset]:
     """(weight split, architecture split) of a training set, seeded."""
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
@@ -370,7 +376,7 @@ class Phase:
 
     @property
     def batches_per_epoch(self) -> int:
-        n = len(batches(self.dataset, self.batch_size, self.seed, 0))
+        n = batch_count(self.dataset, self.batch_size)
         return n if self.steps_per_epoch is None else min(n, self.steps_per_epoch)
 
     @property

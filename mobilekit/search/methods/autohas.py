@@ -12,8 +12,9 @@ architecture split (20 % of the training split):
 2. encodings (eq. 4-5), ``--estimator gumbel``: temporary weights ``W_B = f_B(W, g)`` (one step of the weight
    optimiser with basis ``B``; :mod:`~mobilekit.search.temporary_weights`), mixed ``W' = sum_B P^h_B W_B`` with
    sampled one-hot ``P^h``; the validation loss of ``W'`` on the sampled path (``W'`` swapped into the active
-   path's parameter slots for the forward pass, as ``torch.func.functional_call`` would) plus ``lambda log E[R]`` (``E[R]`` of ``softmax(P~^a)``) is back-propagated to
-   both encodings (Adam, ``encoding_lr``). ``--estimator reinforce`` (the later version): architecture and bases
+   path's parameter slots for the forward pass, as ``torch.func.functional_call`` would) plus
+   ``lambda log E[R]`` (``E[R]`` of ``softmax(P~^a)``) is back-propagated to both encodings (Adam,
+   ``encoding_lr``). ``--estimator reinforce`` (the later version): architecture and bases
    are drawn from ``softmax(P~)``, ``W'`` is the temporary weight of the drawn basis, and the encodings follow the
    REINFORCE gradient ``(L_val(W') - b) grad log p`` with a moving-average baseline ``b``;
 3. weights (eq. 9): one optimiser step of ``W`` with ``g`` and the hyper-parameters derived from the current
@@ -54,6 +55,7 @@ from mobilekit.search.temporary_weights import (affine_direction, affine_mixed_s
 from mobilekit.search.training import (
     Phase,
     SearchContext,
+    batch_count,
     batches,
     load_batches,
     make_optimizer,
@@ -258,7 +260,6 @@ class AutoHASPhase(Phase):
                 if p is not None:
                     self._slots.setdefault(id(p), []).append((m._parameters, key))
         self._inactive: dict[tuple[int, int], frozenset[int]] = {}
-        self._steps = self.total_steps          # a property that draws the epoch's batch order on every read
         self._arch_order: tuple[int, list[torch.Tensor]] | None = None
         self._module_buffers = [({id(p) for p in m.parameters(recurse=False)}, m._buffers,
                                  [k for k, b in m._buffers.items() if b is not None])
@@ -270,10 +271,8 @@ class AutoHASPhase(Phase):
         return PathView.most_likely(self.net)
 
     def _arch_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._arch_order is None:         # pass 0's order: its length is the number of batches per pass
-            self._arch_order = (0, batches(self.arch_data, self.batch_size, self.seed + 1, 0))
-        per_pass = len(self._arch_order[1])
-        if self._arch_order[0] != step // per_pass:
+        per_pass = batch_count(self.arch_data, self.batch_size)
+        if self._arch_order is None or self._arch_order[0] != step // per_pass:
             self._arch_order = (step // per_pass, batches(self.arch_data, self.batch_size, self.seed + 1,
                                                           step // per_pass))
         index = self._arch_order[1][step % per_pass]
@@ -328,10 +327,10 @@ class AutoHASPhase(Phase):
 
     def step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         cfg, net, enc = self.config, self.net, self.encoding
-        stage = enc.specs["lr"].stage_of(step, self._steps)
+        stage = enc.specs["lr"].stage_of(step, self.total_steps)
         # the lr bases sit around the default schedule at this step (the paper: "around the default learning rate
         # at each step"): B_i(t) = schedule(t) x lr x m_i
-        sched = schedule_factor(cfg.lr_schedule, step, self._steps)
+        sched = schedule_factor(cfg.lr_schedule, step, self.total_steps)
         lr_bases = tuple(b * sched for b in enc.specs["lr"].bases)
         wd_bases = enc.specs["weight_decay"].bases
         if not net.training:       # train() walks every module of the supernet (~18 ms a step on a CPU)

@@ -64,6 +64,7 @@ from mobilekit.search.supernets import PathView, SampledPathNet, extract_network
 from mobilekit.search.training import (
     Phase,
     SearchContext,
+    batch_count,
     batches,
     load_batches,
     make_optimizer,
@@ -238,7 +239,7 @@ class DiffAutoMLPhase(Phase):
 
     # ---- data -----------------------------------------------------------------------------------------------------
     def _val_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        per_pass = len(batches(self.val_data, self.batch_size, self.seed + 1, 0))
+        per_pass = batch_count(self.val_data, self.batch_size)
         index = batches(self.val_data, self.batch_size, self.seed + 1, step // per_pass)[step % per_pass]
         x, y = next(iter(load_batches(self.val_data, [index], self.workers)))
         return self.engine.batch(x, y)

@@ -25,8 +25,8 @@ from mobilekit.search.options import option
 from mobilekit.search.outcome import SearchOutcome, TrainingHyperparameters, arch_summary, derive_in_window
 from mobilekit.search.penalty import LatencyPenalty
 from mobilekit.search.supernets import MultiPathNet, PathView, extract_network
-from mobilekit.search.training import (Phase, SearchContext, batches, load_batches, make_optimizer,
-                                       split_for_architecture)
+from mobilekit.search.training import (Phase, SearchContext, batch_count, batches, load_batches,
+                                       make_optimizer, split_for_architecture)
 
 LATENCY_MODEL = "expected"
 SUMMARY = "multi-path baseline (FBNet/ProxylessNAS): every candidate path, Gumbel-softmax weights, E[R] penalty"
@@ -82,7 +82,7 @@ class MultiPathPhase(Phase):
         return PathView.most_likely(self.net)
 
     def _arch_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        per_pass = len(batches(self.arch_data, self.batch_size, self.seed + 1, 0))
+        per_pass = batch_count(self.arch_data, self.batch_size)
         index = batches(self.arch_data, self.batch_size, self.seed + 1, step // per_pass)[step % per_pass]
         x, y = next(iter(load_batches(self.arch_data, [index], self.workers)))
         return self.engine.batch(x, y)
